@@ -1,0 +1,133 @@
+"""Typed configuration: dataclasses filled from a TOML recipe section and then from command-line options.
+
+Precedence is dataclass defaults < TOML file (``[section]`` of ``--config FILE``) < options given on the
+command line. Only options the user actually typed override the file, so a recipe is never silently
+replaced by click defaults. The resolved config is serialised with ``config_to_dict`` and written beside
+every output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from rpt_train.errors import RptError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+T = TypeVar("T")
+
+
+def load_toml_section(path: str | Path, section: str) -> dict[str, Any]:
+    """Return ``[section]`` of a TOML file (empty dict when the section is absent)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RptError(f"config file not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise RptError(f"{path}: invalid TOML: {e}") from None
+    value = data.get(section, {})
+    if not isinstance(value, dict):
+        raise RptError(f"{path}: [{section}] must be a table")
+    return value
+
+
+def _coerce(name: str, value: Any, tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(name, value, inner[0]) if len(inner) == 1 else value
+    if tp is Any:
+        return value
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise RptError(f"config key '{name}' must be a list, got {value!r}")
+        item = args[0] if args else Any
+        out = [_coerce(name, v, item) for v in value]
+        return tuple(out) if origin is tuple else out
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise RptError(f"config key '{name}' must be true or false, got {value!r}")
+    if tp in (int, float, str):
+        try:
+            if tp is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return tp(value)
+        except (TypeError, ValueError):
+            raise RptError(f"config key '{name}' must be {tp.__name__}, got {value!r}") from None
+    return value
+
+
+def build_config(cls: type[T], *layers: dict[str, Any] | None) -> T:
+    """Instantiate dataclass ``cls`` from ``layers`` of overrides applied left to right.
+
+    Keys use the dataclass field names; dashes are accepted in place of underscores. Unknown keys are
+    an error (a typo in a recipe must not be ignored).
+    """
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    values: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in (layer or {}).items():
+            field = key.replace("-", "_")
+            if field not in names:
+                raise RptError(f"unknown config key '{key}' for {cls.__name__} (known: {', '.join(sorted(names))})")
+            values[field] = _coerce(field, value, hints[field])
+    try:
+        cfg = cls(**values)
+    except (TypeError, ValueError) as e:
+        raise RptError(str(e)) from None
+    return cfg
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON/TOML-friendly dict of a (possibly nested) dataclass; paths become strings."""
+
+    def conv(v: Any) -> Any:
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, (list, tuple)):
+            return [conv(x) for x in v]
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        return v
+
+    return conv(cfg)
+
+
+def explicit_options(ctx: click.Context, exclude: tuple[str, ...] = ("config",)) -> dict[str, Any]:
+    """The options the user typed on the command line (not click defaults), by parameter name."""
+    out = {}
+    for name, value in ctx.params.items():
+        if name in exclude:
+            continue
+        source = ctx.get_parameter_source(name)
+        if source in (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT):
+            out[name] = value
+    return out
+
+
+def resolve_config(cls: type[T], ctx: click.Context, section: str, config_path: str | None) -> T:
+    """Defaults < ``[section]`` of ``config_path`` < explicit command-line options."""
+    file_layer = load_toml_section(config_path, section) if config_path else {}
+    return build_config(cls, file_layer, explicit_options(ctx))
