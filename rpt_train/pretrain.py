@@ -1,0 +1,186 @@
+"""Next-token pretraining of our Qwen3 from scratch on an OmniMATH-format corpus.
+
+This makes a small base model cheap to produce offline: the demo uses it both as the RPT proxy and as the
+policy (RPT from an early stage of training is an open question the RPT authors name). Documents are read
+with the same reader as ``rpt-data build``, tokenized, joined with the end-of-text token into one stream,
+and trained on random windows. The model is saved in Hugging Face format beside its tokenizer and the
+resolved config.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rpt_train.config import config_to_dict
+from rpt_train.corpus import DEFAULT_TEMPLATE, ReadStats, iter_documents
+from rpt_train.errors import RptError
+from rpt_train.io import write_json_atomic
+from rpt_train.model import Qwen3Config, Qwen3ForCausalLM, default_device
+from rpt_train.progress import Progress
+from rpt_train.tokenizer import Tokenizer
+
+
+@dataclass
+class PretrainConfig:
+    corpus: list[str] = field(default_factory=list)  # OmniMATH-format files, globs, dirs or a hub id
+    tokenizer: str = ""  # tokenizer.json (or a directory holding one)
+    out: str = "runs/base"
+    preset: str = "tiny"
+    text_template: str = DEFAULT_TEMPLATE
+    split: str = "train"
+    seq_len: int = 256
+    batch_size: int = 32
+    max_steps: int = 800
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_fraction: float = 0.02  # share of the token stream held out to report eval loss
+    eval_every: int = 100
+    seed: int = 0
+    device: str | None = None
+    bf16_autocast: bool = True  # bfloat16 matmuls (AMX on CPU, tensor cores on CUDA); weights stay float32
+    quiet: bool = False
+
+
+def lr_at(step: int, cfg: PretrainConfig) -> float:
+    """Linear warmup, then cosine decay to ``min_lr_ratio * lr``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+
+def token_stream(cfg: PretrainConfig, tok: Tokenizer, stats: ReadStats) -> np.ndarray:
+    """All documents tokenized and joined by the end-of-text token: a flat int32 array."""
+    sep = tok.pad_id
+    chunks: list[np.ndarray] = []
+    texts: list[str] = []
+
+    def flush() -> None:
+        for ids, _ in tok.encode_batch_with_spans(texts):
+            chunks.append(np.asarray([*ids, sep], dtype=np.int32))
+        texts.clear()
+
+    for doc in iter_documents(cfg.corpus, cfg.text_template, split=cfg.split, stats=stats):
+        texts.append(doc.text)
+        if len(texts) >= 512:
+            flush()
+    flush()
+    if not chunks:
+        raise RptError("pretraining corpus has no usable documents")
+    return np.concatenate(chunks)
+
+
+def sample_batch(stream: np.ndarray, batch: int, seq_len: int, rng: np.random.Generator) -> torch.Tensor:
+    """Random windows of seq_len + 1 tokens (B, seq_len + 1)."""
+    starts = rng.integers(0, len(stream) - seq_len - 1, size=batch)
+    return torch.from_numpy(np.stack([stream[s : s + seq_len + 1] for s in starts]).astype(np.int64))
+
+
+def lm_loss(model: Qwen3ForCausalLM, batch: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross entropy of (B, T+1) windows."""
+    inputs, targets = batch[:, :-1], batch[:, 1:]
+    logits = model(inputs)  # (B, T, V) float32
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+@torch.no_grad()
+def eval_loss(
+    model: Qwen3ForCausalLM, stream: np.ndarray, seq_len: int, autocast, max_windows: int = 64
+) -> float:
+    """Mean loss over consecutive (not random) windows of the held-out stream: a fixed yardstick."""
+    model.eval()
+    n = min(max_windows, (len(stream) - 1) // seq_len)
+    if n == 0:
+        return float("nan")
+    windows = np.stack([stream[i * seq_len : i * seq_len + seq_len + 1] for i in range(n)]).astype(np.int64)
+    losses = []
+    for chunk in torch.from_numpy(windows).to(model.device).split(16):
+        with autocast():
+            losses.append(lm_loss(model, chunk).item() * len(chunk))
+    model.train()
+    return sum(losses) / n
+
+
+def pretrain(cfg: PretrainConfig) -> dict:
+    """Train a model from scratch; returns a summary dict (also written to OUT/pretrain_summary.json)."""
+    if not cfg.corpus:
+        raise RptError("no pretraining corpus given")
+    if not cfg.tokenizer:
+        raise RptError("--tokenizer is required (train one with `rpt-data tokenizer train`)")
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    random.seed(cfg.seed)
+    tok = Tokenizer.load(cfg.tokenizer)
+    stats = ReadStats()
+    stream = token_stream(cfg, tok, stats)
+    n_eval = int(len(stream) * cfg.eval_fraction)
+    train_stream, eval_stream = stream[: len(stream) - n_eval], stream[len(stream) - n_eval :]
+    if len(train_stream) <= cfg.seq_len + 1:
+        raise RptError(f"corpus too small: {len(train_stream)} tokens for seq_len {cfg.seq_len}")
+
+    device = torch.device(cfg.device) if cfg.device else default_device()
+    model_cfg = Qwen3Config.preset(
+        cfg.preset, vocab_size=tok.vocab_size, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id,
+        torch_dtype="float32",
+    )  # fmt: skip
+    model = Qwen3ForCausalLM(model_cfg).to(device).train()
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay,
+        fused=device.type == "cuda",
+    )  # fmt: skip
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16_autocast)
+
+    history = []
+    progress = Progress(cfg.max_steps, unit="steps", desc="pretrain", quiet=cfg.quiet)
+    t0 = time.perf_counter()
+    for step in range(cfg.max_steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        batch = sample_batch(train_stream, cfg.batch_size, cfg.seq_len, rng).to(device)
+        with autocast():
+            loss = lm_loss(model, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        progress.update(1, tokens=batch.numel())
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.max_steps:
+            record = {
+                "step": step + 1,
+                "train_loss": loss.item(),
+                "eval_loss": eval_loss(model, eval_stream, cfg.seq_len, autocast),
+            }
+            history.append(record)
+            if not cfg.quiet and not progress.enabled:
+                print(json.dumps(record), flush=True)
+    progress.close()
+
+    out = Path(cfg.out)
+    model.eval().save_pretrained(out)
+    tok.save(out)
+    summary = {
+        "config": config_to_dict(cfg),
+        "parameters": model.num_parameters(),
+        "tokens_in_corpus": int(len(stream)),
+        "documents_read": stats.documents_read,
+        "documents_skipped": dict(stats.skipped),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "history": history,
+    }
+    write_json_atomic(out / "pretrain_summary.json", summary)
+    return summary

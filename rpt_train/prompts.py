@@ -1,0 +1,243 @@
+"""Prompt templates for RPT: how a context becomes a prompt, and how a completion becomes a prediction.
+
+Three templates, in the registry ``TEMPLATES``:
+
+- ``qwen3-think``: a Qwen3 chat prompt whose user turn holds the instruction and the context; the model
+  reasons inside ``<think>...</think>`` and puts its prediction of the continuation in ``\\boxed{...}``
+  after ``</think>`` (the RPT paper's format);
+- ``answer-tags``: the same, with the prediction inside ``<answer>...</answer>``;
+- ``plain``: for base / tiny models: the raw context is the prompt and the prediction is the decoded text
+  of the first ``answer_tokens`` generated tokens.
+
+Every template offers the same three calls: ``render(context) -> str`` (the text given to the tokenizer),
+``extract(completion_text) -> str | None`` and ``extract_ids(token_ids, decode_fn) -> str | None``
+(None = nothing could be extracted, which the reward turns into the format penalty). The trainer should
+call ``extract_ids`` on the completion's token ids: it is the one entry point that is right for every
+template (``plain`` needs the ids to cut at a token count). ``decode_fn`` must keep ``</think>`` (in
+Qwen3 it is an added but non-special token, so ``skip_special_tokens=True`` keeps it).
+
+Extraction never strips: a leading space in the prediction is part of it (" Paris" is not "Paris").
+
+The instructions live in the module constants below and can be replaced from a text file with
+``load_template(name, instruction_file=...)``. An instruction may contain ``{context}`` (replaced by the
+context, literally: no other braces are interpreted); otherwise the context follows it after a blank line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Protocol
+
+from rpt_train.chat import render_chat
+from rpt_train.errors import RptError
+
+CONTEXT_PLACEHOLDER = "{context}"
+THINK_END = "</think>"
+BOX_OPEN = "\\boxed{"
+ANSWER_OPEN = "<answer>"
+ANSWER_CLOSE = "</answer>"
+
+BOXED_INSTRUCTION = (
+    "Predict how the text below continues. Read it carefully and reason step by step about what most "
+    "likely comes next. Then, after your reasoning, give only the next few characters or words that "
+    "directly follow the text, verbatim (same spelling, capitalisation, punctuation and spacing), inside "
+    "\\boxed{}. Spaces matter: if the continuation starts with a space, start the box with that space, "
+    "for example \\boxed{ Paris}. Do not repeat the given text. A short prediction that is exactly right "
+    "is better than a long one that is partly wrong.\n\n"
+    "Text:\n{context}"
+)
+
+ANSWER_TAGS_INSTRUCTION = (
+    "Predict how the text below continues. Read it carefully and reason step by step about what most "
+    "likely comes next. Then, after your reasoning, give only the next few characters or words that "
+    "directly follow the text, verbatim (same spelling, capitalisation, punctuation and spacing), between "
+    "<answer> and </answer>. Spaces matter: if the continuation starts with a space, start the answer "
+    "with that space, for example <answer> Paris</answer>. Do not repeat the given text. A short "
+    "prediction that is exactly right is better than a long one that is partly wrong.\n\n"
+    "Text:\n{context}"
+)
+
+DecodeFn = Callable[[Sequence[int]], str]
+
+
+class PromptTemplate(Protocol):
+    """What the trainer needs from a template (see the module docstring)."""
+
+    name: str
+    thinks: bool
+    # Generation cap the template itself implies (plain: answer_tokens); None = the trainer's own limit.
+    max_new_tokens: int | None
+
+    def render(self, context: str) -> str: ...
+
+    def extract(self, completion_text: str) -> str | None: ...
+
+    def extract_ids(self, token_ids: Sequence[int], decode_fn: DecodeFn) -> str | None: ...
+
+
+# ----------------------------------------------------------------------------------------- extraction
+
+
+def after_think(text: str) -> str | None:
+    """The text after the last ``</think>``; None when the model never closed its reasoning."""
+    i = text.rfind(THINK_END)
+    return None if i < 0 else text[i + len(THINK_END) :]
+
+
+def _balanced_end(text: str, start: int) -> int | None:
+    """Index just past the ``}`` closing the group whose body starts at ``start`` (after its ``{``).
+
+    LaTeX escapes are honoured: ``\\{`` and ``\\}`` are literal braces and ``\\\\`` is one escaped
+    backslash, so none of them open or close a group. None when the group never closes.
+    """
+    depth = 1
+    i = start
+    while i < len(text):
+        c = text[i]
+        if c == "\\":
+            i += 2  # skip the escaped character, whatever it is
+            continue
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return None
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last top-level ``\\boxed{...}`` (nested braces allowed), or None.
+
+    None when there is no box or when the last box is unbalanced (a truncated or malformed final answer
+    does not fall back to an earlier box). A box inside a box belongs to the outer one.
+    """
+    result: str | None = None
+    i = text.find(BOX_OPEN)
+    while i >= 0:
+        body = i + len(BOX_OPEN)
+        end = _balanced_end(text, body)
+        if end is None:
+            return None
+        result = text[body : end - 1]
+        i = text.find(BOX_OPEN, end)
+    return result
+
+
+def last_answer_tag(text: str) -> str | None:
+    """Content of the last ``<answer>...</answer>``; None when absent or when the last one is unclosed."""
+    i = text.rfind(ANSWER_OPEN)
+    if i < 0:
+        return None
+    body = i + len(ANSWER_OPEN)
+    j = text.find(ANSWER_CLOSE, body)
+    return None if j < 0 else text[body:j]
+
+
+# ------------------------------------------------------------------------------------------ templates
+
+
+def fill_instruction(instruction: str, context: str) -> str:
+    """The user turn: the instruction with ``{context}`` replaced, or the context after a blank line."""
+    if CONTEXT_PLACEHOLDER in instruction:
+        return instruction.replace(CONTEXT_PLACEHOLDER, context)
+    return instruction.rstrip("\n") + "\n\n" + context
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    """A Qwen3 chat prompt with a thinking phase and an answer found by ``find_answer``."""
+
+    name: str
+    instruction: str
+    find_answer: Callable[[str], str | None]
+    thinks: bool = True
+    max_new_tokens: int | None = None
+
+    def render(self, context: str) -> str:
+        messages = [{"role": "user", "content": fill_instruction(self.instruction, context)}]
+        return render_chat(messages, add_generation_prompt=True, enable_thinking=self.thinks)
+
+    def extract(self, completion_text: str) -> str | None:
+        text: str | None = completion_text
+        if self.thinks:
+            text = after_think(completion_text)
+            if text is None:
+                return None
+        return self.find_answer(text)
+
+    def extract_ids(self, token_ids: Sequence[int], decode_fn: DecodeFn) -> str | None:
+        return self.extract(decode_fn(list(token_ids)))
+
+
+@dataclass(frozen=True)
+class PlainTemplate:
+    """Raw-context prompt for base models; the prediction is the first ``answer_tokens`` tokens.
+
+    ``extract_ids`` cuts the completion at ``answer_tokens`` ids and decodes them (a cut inside a
+    multi-byte character decodes to U+FFFD, which can never match the label: the reward is 0).
+    ``extract`` on text cannot count tokens, so it returns the text unchanged and is only right when the
+    generation was capped at ``max_new_tokens`` (= ``answer_tokens``) tokens.
+    """
+
+    answer_tokens: int = 1
+    name: str = "plain"
+    thinks: bool = False
+
+    @property
+    def max_new_tokens(self) -> int | None:
+        return self.answer_tokens
+
+    def render(self, context: str) -> str:
+        return context
+
+    def extract(self, completion_text: str) -> str | None:
+        return completion_text
+
+    def extract_ids(self, token_ids: Sequence[int], decode_fn: DecodeFn) -> str | None:
+        ids = list(token_ids)[: self.answer_tokens]
+        return decode_fn(ids) if ids else None
+
+
+TEMPLATES: dict[str, PromptTemplate] = {
+    "qwen3-think": ChatTemplate(name="qwen3-think", instruction=BOXED_INSTRUCTION, find_answer=last_boxed),
+    "answer-tags": ChatTemplate(
+        name="answer-tags", instruction=ANSWER_TAGS_INSTRUCTION, find_answer=last_answer_tag
+    ),
+    "plain": PlainTemplate(),
+}
+
+
+def _read_instruction(path: str | Path) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise RptError(f"cannot read instruction file {path}: {e}") from None
+    if not text.strip():
+        raise RptError(f"instruction file {path} is empty")
+    return text
+
+
+def load_template(
+    name: str, instruction_file: str | Path | None = None, answer_tokens: int = 1
+) -> PromptTemplate:
+    """The template registered as ``name``, optionally with its instruction read from a UTF-8 text file.
+
+    ``answer_tokens`` (>= 1) only matters for ``plain``; ``plain`` has no instruction, so giving it an
+    instruction file is an error rather than silently ignored.
+    """
+    if name not in TEMPLATES:
+        raise RptError(f"unknown prompt template {name!r}; valid templates: {', '.join(sorted(TEMPLATES))}")
+    if answer_tokens < 1:
+        raise RptError(f"answer_tokens must be >= 1, got {answer_tokens}")
+    template = TEMPLATES[name]
+    if isinstance(template, PlainTemplate):
+        if instruction_file is not None:
+            raise RptError("the plain template takes no instruction (its prompt is the raw context)")
+        return replace(template, answer_tokens=answer_tokens)
+    if instruction_file is not None and isinstance(template, ChatTemplate):
+        return replace(template, instruction=_read_instruction(instruction_file))
+    return template

@@ -1,0 +1,167 @@
+"""Prompt templates: rendering through the Qwen3 chat format, and prediction extraction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rpt_train.chat import render_chat
+from rpt_train.errors import RptError
+from rpt_train.prompts import (
+    ANSWER_TAGS_INSTRUCTION,
+    BOXED_INSTRUCTION,
+    TEMPLATES,
+    PlainTemplate,
+    last_answer_tag,
+    last_boxed,
+    load_template,
+)
+
+TOKENIZER_JSON = (
+    Path(__file__).resolve().parents[2].parent / "shared" / "tokenizers" / "qwen3" / "tokenizer.json"
+)
+IM_START, THINK_END = 151644, 151668
+
+
+@pytest.fixture(scope="module")
+def tok():
+    tokenizers = pytest.importorskip("tokenizers")
+    if not TOKENIZER_JSON.exists():
+        pytest.skip(f"{TOKENIZER_JSON} not found")
+    return tokenizers.Tokenizer.from_file(str(TOKENIZER_JSON))
+
+
+def test_registry_and_flags():
+    assert set(TEMPLATES) == {"qwen3-think", "answer-tags", "plain"}
+    assert TEMPLATES["qwen3-think"].thinks and TEMPLATES["answer-tags"].thinks
+    assert not TEMPLATES["plain"].thinks
+    assert "\\boxed{}" in BOXED_INSTRUCTION and "<answer>" in ANSWER_TAGS_INSTRUCTION
+    for text in (BOXED_INSTRUCTION, ANSWER_TAGS_INSTRUCTION):
+        assert "verbatim" in text and "Spaces matter" in text and "{context}" in text
+
+
+# ----------------------------------------------------------------------------------------- rendering
+
+
+def test_qwen3_render_is_one_user_turn_with_the_context(tok):
+    context = "The capital of France is"
+    prompt = load_template("qwen3-think").render(context)
+    user = BOXED_INSTRUCTION.replace("{context}", context)
+    assert prompt == f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+    assert prompt == render_chat([{"role": "user", "content": user}], add_generation_prompt=True)
+    # The context closes the user turn verbatim, so the model sees where the text stops.
+    assert prompt.endswith(context + "<|im_end|>\n<|im_start|>assistant\n")
+    ids = tok.encode(prompt).ids
+    assert ids[0] == IM_START and ids.count(IM_START) == 2
+
+
+def test_render_keeps_trailing_space_and_braces_in_context():
+    context = "f(x) = {a} + {context} costs "
+    prompt = TEMPLATES["answer-tags"].render(context)
+    assert context + "<|im_end|>" in prompt
+    assert ANSWER_TAGS_INSTRUCTION.split("{context}")[0] in prompt
+
+
+def test_instruction_file_with_and_without_placeholder(tmp_path):
+    with_ph = tmp_path / "a.txt"
+    with_ph.write_text("Continue <<{context}>> please, in \\boxed{}.", encoding="utf-8")
+    prompt = load_template("qwen3-think", instruction_file=with_ph).render("abc ")
+    assert "<|im_start|>user\nContinue <<abc >> please, in \\boxed{}.<|im_end|>" in prompt
+    without = tmp_path / "b.txt"
+    without.write_text("Say what comes next.\n", encoding="utf-8")
+    prompt = load_template("answer-tags", instruction_file=str(without)).render("abc")
+    assert "<|im_start|>user\nSay what comes next.\n\nabc<|im_end|>" in prompt
+    # the registry's template is untouched
+    assert TEMPLATES["qwen3-think"].instruction == BOXED_INSTRUCTION
+
+
+def test_load_template_errors(tmp_path):
+    with pytest.raises(RptError, match="answer-tags, plain, qwen3-think"):
+        load_template("chatml")
+    with pytest.raises(RptError, match="plain"):
+        load_template("plain", instruction_file=tmp_path / "x.txt")
+    with pytest.raises(RptError, match="answer_tokens"):
+        load_template("plain", answer_tokens=0)
+    with pytest.raises(RptError, match="cannot read"):
+        load_template("qwen3-think", instruction_file=tmp_path / "missing.txt")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n", encoding="utf-8")
+    with pytest.raises(RptError, match="empty"):
+        load_template("qwen3-think", instruction_file=empty)
+
+
+# ----------------------------------------------------------------------------------------- extraction
+
+
+def test_boxed_last_box_wins_and_think_is_skipped():
+    t = TEMPLATES["qwen3-think"]
+    text = "<think>maybe \\boxed{ Lyon}</think>So: \\boxed{ Paris} or rather \\boxed{ Paris.}"
+    assert t.extract(text) == " Paris."
+    assert t.extract("<think>\\boxed{ Paris}</think>no box here") is None
+    # only the text after the LAST </think> counts
+    assert t.extract("<think>a</think>\\boxed{x}</think>\\boxed{y}") == "y"
+
+
+def test_boxed_nesting_escapes_and_unbalanced():
+    t = TEMPLATES["qwen3-think"]
+    assert t.extract("</think>\\boxed{\\frac{1}{2}}") == "\\frac{1}{2}"
+    assert t.extract("</think>\\boxed{ {a{b}c} }.") == " {a{b}c} "
+    assert t.extract("</think>\\boxed{\\frac{1}{2}") is None  # unbalanced
+    assert t.extract("</think>\\boxed{a} then \\boxed{b") is None  # no fallback to an earlier box
+    assert t.extract("</think>\\boxed{\\{1, 2\\}}") == "\\{1, 2\\}"  # escaped braces are literal
+    assert t.extract("</think>\\boxed{a\\}") is None
+    assert t.extract("</think>\\boxed{\\boxed{x}}") == "\\boxed{x}"  # the outer box is the answer
+    assert t.extract("</think>\\boxed{}") == ""
+    assert last_boxed("no box") is None
+
+
+def test_no_think_end_means_no_prediction():
+    assert TEMPLATES["qwen3-think"].extract("<think>still thinking \\boxed{ Paris}") is None
+    assert TEMPLATES["answer-tags"].extract("<answer> Paris</answer>") is None
+
+
+def test_spaces_are_preserved():
+    t = TEMPLATES["qwen3-think"]
+    assert t.extract("<think>\nhmm\n</think>\n\n\\boxed{ costs }\n") == " costs "
+    assert t.extract("</think>\\boxed{  }") == "  "
+    assert TEMPLATES["answer-tags"].extract("</think><answer>\n5 </answer>") == "\n5 "
+
+
+def test_answer_tags():
+    t = TEMPLATES["answer-tags"]
+    text = "<think><answer>x</answer></think> <answer> Paris</answer> then <answer> London</answer>"
+    assert t.extract(text) == " London"
+    assert t.extract("</think><answer> Paris</answer><answer> Lon") is None  # last one unclosed
+    assert t.extract("</think>Paris") is None
+    assert last_answer_tag("<answer></answer>") == ""
+
+
+def test_chat_extract_ids_with_real_tokenizer(tok):
+    completion = "<think>\nThe capital is Paris.\n</think>\n\n\\boxed{ Paris}<|im_end|>"
+    ids = tok.encode(completion).ids
+    assert THINK_END in ids
+
+    def decode(x):
+        return tok.decode(x, skip_special_tokens=True)
+
+    assert "</think>" in decode(ids)  # </think> is not special: the decode keeps it
+    assert TEMPLATES["qwen3-think"].extract_ids(ids, decode) == " Paris"
+
+
+def test_plain_template_on_ids(tok):
+    ids = tok.encode(" Paris. $x^2").ids  # " Paris", ".", " $", "x", "^", "2"
+
+    def decode(x):
+        return tok.decode(x)
+
+    one = load_template("plain")
+    assert isinstance(one, PlainTemplate) and one.max_new_tokens == 1
+    assert one.render("The capital of France is") == "The capital of France is"
+    assert one.extract_ids(ids, decode) == " Paris"
+    three = load_template("plain", answer_tokens=3)
+    assert three.extract_ids(ids, decode) == " Paris. $"
+    assert three.extract_ids(ids[:2], decode) == " Paris."  # fewer tokens than asked: use them all
+    assert three.extract_ids([], decode) is None
+    assert three.extract(" Paris") == " Paris"
+    assert TEMPLATES["plain"].answer_tokens == 1  # load_template did not mutate the registry
