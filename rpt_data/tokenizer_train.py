@@ -12,12 +12,17 @@ not "special", so decoding with ``skip_special_tokens`` keeps them).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 
 import tokenizers
 from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from rpt_train.corpus import DEFAULT_TEMPLATE, ReadStats, iter_documents
 from rpt_train.errors import RptError
+from rpt_train.progress import Progress
+from rpt_train.tokenizer import Tokenizer
 
 # Copied from the Qwen3 tokenizer.json pre_tokenizer (a regex is data, not template code).
 QWEN_SPLIT_PATTERN = (
@@ -99,3 +104,41 @@ def train_tokenizer(
         else:
             tok.add_tokens([token])
     return _with_qwen_field_values(tok)
+
+
+@dataclass
+class TokenizerTrainConfig:
+    corpus: list[str] = field(default_factory=list)
+    out: str = "tokenizer"
+    vocab_size: int = 2048
+    min_frequency: int = 2
+    text_template: str = DEFAULT_TEMPLATE
+    split: str = "train"
+    quiet: bool = False
+
+
+def train_from_corpus(cfg: TokenizerTrainConfig) -> str:
+    """Train on the corpus' documents, write ``out/tokenizer.json`` atomically, return a summary line."""
+    start = time.perf_counter()
+    stats = ReadStats()
+    chars = 0
+    progress = Progress(None, unit="docs", desc="tokenizer train", quiet=cfg.quiet)
+
+    def texts() -> Iterator[str]:
+        nonlocal chars
+        for doc in iter_documents(cfg.corpus, cfg.text_template, split=cfg.split, stats=stats):
+            chars += len(doc.text)
+            progress.update(1, chars=len(doc.text))
+            yield doc.text
+
+    with progress:
+        raw = train_tokenizer(texts(), vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency)
+    if stats.documents_yielded == 0:
+        raise RptError(f"no usable documents in {', '.join(cfg.corpus)} ({stats.summary()})")
+    tok = Tokenizer(raw, source="trained")
+    file = tok.save(cfg.out)
+    return (
+        f"wrote {file}: vocab {tok.vocab_size} ({tok.base_vocab_size} BPE + "
+        f"{tok.vocab_size - tok.base_vocab_size} added) from {stats.summary()}, {chars:,} chars, "
+        f"fingerprint {tok.fingerprint[:12]}, {time.perf_counter() - start:.1f}s"
+    )

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from rpt_data.cli_tokenizer import jsonl_texts, tokenizer_group
+from rpt_data.cli import main as rpt_data_main
+from rpt_data.cli_tokenizer import tokenizer_group
 from rpt_data.tokenizer_train import ADDED_TOKENS, train_tokenizer
 from rpt_train.errors import RptError
 from rpt_train.tokenizer import Tokenizer
@@ -111,20 +112,6 @@ def _write_jsonl(path: Path, records: list[dict]) -> Path:
     return path
 
 
-def test_jsonl_texts_template_and_skips(tmp_path):
-    from collections import Counter
-
-    corpus = _write_jsonl(
-        tmp_path / "c.jsonl",
-        [{"problem": "P1", "solution": "S1"}, {"problem": "P2"}, {"problem": "P3", "solution": None}],
-    )
-    skipped: Counter = Counter()
-    assert list(jsonl_texts([corpus], "{problem}\n\n{solution}", skipped)) == ["P1\n\nS1"]
-    assert skipped == {"missing field": 2}
-    with pytest.raises(RptError, match="plain record key"):
-        list(jsonl_texts([corpus], "{problem.x}", Counter()))
-
-
 def test_cli_train_writes_tokenizer_and_prints_summary(tmp_path):
     corpus = _write_jsonl(tmp_path / "gsm.jsonl", [*_records(150), {"problem": "no solution"}])
     out = tmp_path / "tok"
@@ -133,18 +120,21 @@ def test_cli_train_writes_tokenizer_and_prints_summary(tmp_path):
     )
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and "vocab 600" in lines[0] and "150 texts" in lines[0]
-    assert "1 missing field" in lines[0]
+    summary = [line for line in lines if line.startswith("wrote ")]
+    assert len(summary) == 1 and "vocab 600" in summary[0] and "150 documents" in summary[0]
+    assert "missing_field:solution=1" in summary[0]
+    assert any(line.endswith("gsm.jsonl:151: missing_field:solution") for line in lines)  # the warning
     tok = Tokenizer.load(out)
     assert tok.vocab_size == 600 and tok.token_to_id("<|im_end|>") == 597
     assert not list(out.glob(".*tmp"))  # no temp file left behind
 
 
-def test_cli_bad_input_is_one_line_error(tmp_path):
+def test_cli_no_usable_documents_is_one_line_error(tmp_path):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"problem": "a", "solution": "b"}\nnot json\n', encoding="utf-8")
-    result = CliRunner().invoke(tokenizer_group, ["train", str(bad), "--out", str(tmp_path / "o")])
-    assert result.exit_code != 0
-    assert "bad.jsonl:2: invalid JSON" in result.output
+    bad.write_text('{"problem": "a"}\nnot json\n', encoding="utf-8")
+    result = CliRunner().invoke(rpt_data_main, ["tokenizer", "train", str(bad), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert "error: no usable documents" in result.output
+    assert "malformed_json=1" in result.output and "missing_field:solution=1" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "o" / "tokenizer.json").exists()
