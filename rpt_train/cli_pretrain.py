@@ -1,4 +1,4 @@
-"""``rpt-train pretrain``: next-token pretraining of a small Qwen3 from scratch (see ``rpt_train.pretrain``)."""
+"""``rpt-train pretrain``: next-token pretraining of a small Qwen3 from scratch (``rpt_train.pretrain``)."""
 
 from __future__ import annotations
 

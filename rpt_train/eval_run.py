@@ -18,14 +18,16 @@ from typing import Any
 
 from rpt_train.config import config_to_dict
 from rpt_train.errors import RptError
-from rpt_train.evaluate import BUCKETS, MODES, EvalSettings, evaluate_model, select_samples
-from rpt_train.io import sha256_file, write_json_atomic
+from rpt_train.evaluate import BUCKETS, MODES, EvalSettings, evaluate_model, row_buckets, select_samples
+from rpt_train.io import sha256_bytes, sha256_file, write_json_atomic
 from rpt_train.model import Qwen3ForCausalLM
+from rpt_train.progress import Progress
 from rpt_train.prompts import load_template
 from rpt_train.shards import iter_rows, list_shards, read_manifest
 from rpt_train.tokenizer import Tokenizer
 
 _STEP_DIR = re.compile(r"step-(\d+)$")
+_REWARD_KEYS = ("reward_mean", "reward")  # rollout_metrics' name first, then the console's
 
 
 @dataclass
@@ -49,6 +51,18 @@ class EvalConfig:
     device: str | None = None
     dtype: str | None = None
     quiet: bool = False
+
+    def __post_init__(self) -> None:
+        checks = {
+            "max_samples": (self.max_samples is None or self.max_samples >= 1, ">= 1"),
+            "max_prompt_tokens": (self.max_prompt_tokens >= 1, ">= 1"),
+            "max_new_tokens": (self.max_new_tokens >= 1, ">= 1"),
+            "temperature": (self.temperature >= 0, ">= 0 (0 = greedy)"),
+            "batch_size": (self.batch_size >= 1, ">= 1"),
+        }
+        for name, (ok, want) in checks.items():
+            if not ok:
+                raise RptError(f"{name.replace('_', '-')} must be {want}, got {getattr(self, name)!r}")
 
 
 def discover_models(cfg: EvalConfig) -> list[tuple[str, int | None, Path]]:
@@ -81,6 +95,13 @@ def load_rows(cfg: EvalConfig) -> list[dict[str, Any]]:
     return select_samples(rows, cfg.max_samples, cfg.seed)
 
 
+def rows_fingerprint(rows: list[dict[str, Any]]) -> str:
+    """Hash of the selected positions and their ground truth: rebuilt shards must not reuse old scores."""
+    h = [(r["doc_id"], r["position"], r["context"], bytes(r["label"]).hex(), list(r["boundaries"]),
+          r["entropy"], row_buckets(r)) for r in rows]  # fmt: skip
+    return sha256_bytes(json.dumps(h, ensure_ascii=False).encode("utf-8"))
+
+
 def _fingerprint(model_dir: Path) -> str:
     weights = sorted(model_dir.glob("*.safetensors"))
     return ":".join(sha256_file(w)[:16] for w in weights)
@@ -99,13 +120,15 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         template, cfg.max_prompt_tokens, cfg.max_new_tokens, cfg.temperature, cfg.batch_size, cfg.seed
     )
     out = Path(cfg.out)
-    previous = _load_previous(out / "eval.json", cfg)
+    data_fp = rows_fingerprint(rows)
+    previous = _load_previous(out / "eval.json", cfg, data_fp)
     results = []
     for label, step, model_dir in discover_models(cfg):
         fp = _fingerprint(model_dir)
         cached = previous.get((str(model_dir), fp))
         if cached is not None:
-            results.append(cached)
+            # The same weights may now be listed differently (e.g. --model, then --base).
+            results.append({**cached, "label": label, "step": step})
             continue
         t0 = time.perf_counter()
         tok = Tokenizer.load(model_dir)
@@ -113,7 +136,11 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         if expected and expected != tok.base_vocab_fingerprint:
             raise RptError(f"{model_dir}: tokenizer differs from the one the shards were built with")
         model = Qwen3ForCausalLM.from_pretrained(model_dir, dtype=cfg.dtype, device=cfg.device)
-        scores = evaluate_model(model, tok, rows, settings, cfg.modes)
+        progress = Progress(
+            len(rows) * len(cfg.modes), unit="positions", desc=f"eval {label}", quiet=cfg.quiet
+        )
+        scores = _nan_to_none(evaluate_model(model, tok, rows, settings, cfg.modes, progress))
+        progress.close()
         results.append(
             {"label": label, "step": step, "path": str(model_dir), "fingerprint": fp, "scores": scores,
              "seconds": round(time.perf_counter() - t0, 1)}
@@ -121,13 +148,11 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         if not cfg.quiet:
             print(f"evaluated {label} ({model_dir}) in {results[-1]['seconds']} s", flush=True)
         del model
-    report = {
-        "config": config_to_dict(cfg),
-        "samples": {b: sum(1 for r in rows if r["entropy"] >= t) for b, t in BUCKETS.items()},
-        "buckets": BUCKETS,
-        "results": results,
-        "train_reward": _train_rewards(cfg.run),
-    }
+        # Saved after every model: an interrupted evaluation keeps what it finished (and what was cached).
+        done = {(r["path"], r["fingerprint"]) for r in results}
+        pending = [r for key, r in previous.items() if key not in done]
+        write_json_atomic(out / "eval.json", _report(cfg, rows, data_fp, results + pending))
+    report = _report(cfg, rows, data_fp, results)
     write_json_atomic(out / "eval.json", report)
     if not cfg.quiet:
         print(format_table(report))
@@ -137,8 +162,19 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     return report
 
 
-def _load_previous(path: Path, cfg: EvalConfig) -> dict[tuple[str, str], dict]:
-    """Earlier results reusable for this config (same everything except the list of models)."""
+def _report(cfg: EvalConfig, rows: list[dict[str, Any]], data_fp: str, results: list[dict]) -> dict[str, Any]:
+    return {
+        "config": config_to_dict(cfg),
+        "samples": {b: sum(1 for r in rows if b in row_buckets(r)) for b in BUCKETS},
+        "data_fingerprint": data_fp,
+        "buckets": BUCKETS,
+        "results": results,
+        "train_reward": _train_rewards(cfg.run),
+    }
+
+
+def _load_previous(path: Path, cfg: EvalConfig, data_fp: str) -> dict[tuple[str, str], dict]:
+    """Earlier results reusable for this config and data (same everything except the list of models)."""
     if not path.is_file():
         return {}
     try:
@@ -147,24 +183,48 @@ def _load_previous(path: Path, cfg: EvalConfig) -> dict[tuple[str, str], dict]:
         return {}
     same = {k: v for k, v in old.get("config", {}).items() if k not in ("base", "run", "models", "quiet")}
     now = {k: v for k, v in config_to_dict(cfg).items() if k not in ("base", "run", "models", "quiet")}
-    if same != now:
+    if same != now or old.get("data_fingerprint") != data_fp:
         return {}
     return {(r["path"], r["fingerprint"]): r for r in old.get("results", [])}
 
 
 def _train_rewards(run: str | None) -> list[tuple[int, float]]:
-    """(step, mean reward) from the run's metrics.jsonl, if there is one."""
+    """(step, mean reward) from the run's metrics.jsonl, if there is one.
+
+    The metrics logger writes non-finite values as null and a crash can cut the last line short: such
+    lines (and lines without a numeric reward) are left out of the curve rather than failing the report.
+    """
     if not run or not (Path(run) / "metrics.jsonl").is_file():
         return []
     points = []
-    for line in (Path(run) / "metrics.jsonl").read_text().splitlines():
+    for line in (Path(run) / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if "step" in rec and "reward_mean" in rec:
-            points.append((int(rec["step"]), float(rec["reward_mean"])))
+        if not isinstance(rec, dict) or not isinstance(rec.get("step"), int):
+            continue
+        value = next((rec[k] for k in _REWARD_KEYS if _is_number(rec.get(k))), None)
+        if value is not None and math.isfinite(value):
+            points.append((rec["step"], float(value)))
     return points
+
+
+def _nan_to_none(scores: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """An empty bucket's NaN accuracy as None: eval.json stays strict JSON (jq and polars reject NaN)."""
+    return {
+        mode: {b: {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in cell.items()}
+               for b, cell in table.items()}
+        for mode, table in scores.items()
+    }  # fmt: skip
+
+
+def _percent(accuracy: float | None) -> float:
+    return float("nan") if accuracy is None else 100 * accuracy
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -199,17 +259,18 @@ def plot_report(report: dict[str, Any], path: Path) -> Path | None:
         return None
     stepped = [r for r in report["results"] if r["step"] is not None]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for mode in {m for r in stepped for m in r["scores"]}:
+    for mode in sorted({m for r in stepped for m in r["scores"]}):
         for bucket in BUCKETS:
             xs = [r["step"] for r in stepped if mode in r["scores"]]
-            ys = [100 * r["scores"][mode][bucket]["accuracy"] for r in stepped if mode in r["scores"]]
+            ys = [_percent(r["scores"][mode][bucket]["accuracy"]) for r in stepped if mode in r["scores"]]
             axes[0].plot(
                 xs, ys, marker="o", linestyle="-" if mode == "ntp" else "--", label=f"{bucket} ({mode})"
             )
     axes[0].set_xlabel("training step")
     axes[0].set_ylabel("next-token accuracy (%)")
     axes[0].set_title("Accuracy by entropy bucket")
-    axes[0].legend(fontsize=8)
+    if stepped:  # a legend with no lines only warns
+        axes[0].legend(fontsize=8)
     rewards = report.get("train_reward") or []
     if rewards:
         axes[1].plot([s for s, _ in rewards], [r for _, r in rewards], color="tab:green")

@@ -52,6 +52,21 @@ class PretrainConfig:
     bf16_autocast: bool = True  # bfloat16 matmuls (AMX on CPU, tensor cores on CUDA); weights stay float32
     quiet: bool = False
 
+    def __post_init__(self) -> None:
+        checks = {
+            "seq_len": (self.seq_len >= 1, ">= 1"),
+            "batch_size": (self.batch_size >= 1, ">= 1"),
+            "max_steps": (self.max_steps >= 1, ">= 1"),
+            "lr": (self.lr > 0, "> 0"),
+            "min_lr_ratio": (0 <= self.min_lr_ratio <= 1, "in [0, 1]"),
+            "warmup_steps": (self.warmup_steps >= 0, ">= 0"),
+            "eval_fraction": (0 <= self.eval_fraction < 1, "in [0, 1)"),
+            "eval_every": (self.eval_every >= 1, ">= 1"),
+        }
+        for name, (ok, want) in checks.items():
+            if not ok:
+                raise RptError(f"{name.replace('_', '-')} must be {want}, got {getattr(self, name)!r}")
+
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:
     """Linear warmup, then cosine decay to ``min_lr_ratio * lr``."""
@@ -65,11 +80,13 @@ def lr_at(step: int, cfg: PretrainConfig) -> float:
 def token_stream(cfg: PretrainConfig, tok: Tokenizer, stats: ReadStats) -> np.ndarray:
     """All documents tokenized and joined by the end-of-text token: a flat int32 array."""
     sep = tok.pad_id
+    if sep is None:
+        raise RptError(f"tokenizer {tok.source} has no <|endoftext|> token to separate documents")
     chunks: list[np.ndarray] = []
     texts: list[str] = []
 
     def flush() -> None:
-        for ids, _ in tok.encode_batch_with_spans(texts):
+        for ids in tok.encode_batch(texts):  # byte spans are not needed here: plain ids are cheaper
             chunks.append(np.asarray([*ids, sep], dtype=np.int32))
         texts.clear()
 
@@ -84,8 +101,8 @@ def token_stream(cfg: PretrainConfig, tok: Tokenizer, stats: ReadStats) -> np.nd
 
 
 def sample_batch(stream: np.ndarray, batch: int, seq_len: int, rng: np.random.Generator) -> torch.Tensor:
-    """Random windows of seq_len + 1 tokens (B, seq_len + 1)."""
-    starts = rng.integers(0, len(stream) - seq_len - 1, size=batch)
+    """Random windows of seq_len + 1 tokens (B, seq_len + 1); every start that fits is possible."""
+    starts = rng.integers(0, len(stream) - seq_len, size=batch)  # last start: len - seq_len - 1
     return torch.from_numpy(np.stack([stream[s : s + seq_len + 1] for s in starts]).astype(np.int64))
 
 
@@ -100,11 +117,15 @@ def lm_loss(model: Qwen3ForCausalLM, batch: torch.Tensor) -> torch.Tensor:
 def eval_loss(
     model: Qwen3ForCausalLM, stream: np.ndarray, seq_len: int, autocast, max_windows: int = 64
 ) -> float:
-    """Mean loss over consecutive (not random) windows of the held-out stream: a fixed yardstick."""
+    """Mean loss over consecutive (not random) windows of the held-out stream: a fixed yardstick.
+
+    A held-out stream shorter than one window is scored as one shorter window rather than not at all.
+    """
+    seq_len = min(seq_len, len(stream) - 1)
+    if seq_len < 1:
+        return float("nan")
     model.eval()
     n = min(max_windows, (len(stream) - 1) // seq_len)
-    if n == 0:
-        return float("nan")
     windows = np.stack([stream[i * seq_len : i * seq_len + seq_len + 1] for i in range(n)]).astype(np.int64)
     losses = []
     for chunk in torch.from_numpy(windows).to(model.device).split(16):

@@ -1,0 +1,38 @@
+"""``make bench``: run every benchmark in this folder, one after another, and print their reports.
+
+Each script measures its own reference in the same run and prints ratios against it (targets are stated
+in each script's docstring). ``--quick`` passes ``--quick`` on for a smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SCRIPTS = ["bench_generate.py", "bench_scoring.py", "bench_build.py", "bench_grpo.py"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes: checks the scripts run")
+    parser.add_argument("--only", nargs="*", help="script names to run (default: all)")
+    args = parser.parse_args()
+    failed = []
+    for name in args.only or SCRIPTS:
+        print(f"\n===== {name} =====", flush=True)
+        t0 = time.perf_counter()
+        cmd = [sys.executable, str(HERE / name), *(["--quick"] if args.quick else [])]
+        if subprocess.run(cmd, cwd=HERE.parent).returncode != 0:
+            failed.append(name)
+        print(f"({name}: {time.perf_counter() - t0:.0f} s)", flush=True)
+    if failed:
+        print(f"\nfailed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
