@@ -77,6 +77,8 @@ class Qwen3Config:
         names = {f.name for f in dataclasses.fields(cls)} - {"extra", "qk_norm", "model_type"}
         kwargs = {k: d[k] for k in names if k in d}
         rope = d.get("rope_parameters") or {}
+        if rope.get("rope_type", "default") not in (None, "default"):  # transformers >= 5 puts YaRN etc. here
+            raise RptError(f"rope_parameters {rope} are not supported (only default RoPE)")
         if "rope_theta" not in kwargs and "rope_theta" in rope:  # transformers >= 5 nests it
             kwargs["rope_theta"] = rope["rope_theta"]
         if "dtype" in d and "torch_dtype" not in d:
