@@ -65,9 +65,14 @@ def rows_to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
 
 def write_shard(path: str | Path, table: pa.Table) -> None:
     """Write one zstd Parquet shard atomically (temp file, then rename)."""
-    if table.schema.remove_metadata() != SCHEMA.remove_metadata():
-        raise ValueError(f"table schema does not match the RPT shard schema:\n{table.schema}")
-    table = table.replace_schema_metadata(SCHEMA.metadata)
+    if table.schema.names != SCHEMA.names:
+        raise ValueError(f"table columns {table.schema.names} are not the RPT shard columns {SCHEMA.names}")
+    try:
+        # Casting normalises what Parquet round trips change (list item names, metadata) so the same rows
+        # always write the same bytes; a real type mismatch fails here.
+        table = table.cast(SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise ValueError(f"table does not match the RPT shard schema: {e}") from None
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_SIZE)
 

@@ -136,7 +136,10 @@ class Qwen3ForCausalLM(nn.Module):
         self.model = Qwen3Model(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.gradient_checkpointing = False
-        self.init_weights()
+        if self.lm_head.weight.is_meta:  # from_pretrained builds on meta and assigns the checkpoint's tensors
+            self.tie_weights()
+        else:
+            self.init_weights()
 
     # ---- weights ----
     def init_weights(self, std: float = 0.02) -> None:

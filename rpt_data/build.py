@@ -1,0 +1,387 @@
+"""``rpt-data build``: corpus -> proxy-entropy-scored, filtered RPT shards, streaming and resumable.
+
+Documents are processed in fixed blocks of ``block_docs`` in corpus order: a block is tokenized, scored
+with one ``ProxyScorer.score`` call (so the proxy's batches, and therefore its numbers, depend only on the
+block), its positions are selected (``rpt_data.select``) and its rows appended to the rank's shard buffers
+(``rpt_data.build_state``). Memory is bounded by one block plus two shards' worth of rows, whatever the
+corpus size. Under ``torchrun`` rank r takes the blocks with ``b % world == r``; rank 0 merges the counts
+and writes ``OUT/manifest.json`` last, so its presence marks a complete build.
+
+Reruns: the same config on the same OUT resumes an interrupted build (or is a no-op when complete); a
+different config is refused unless ``overwrite``. A rank checkpoints at the end of every block in which
+it wrote a shard (and at least every ``CHECKPOINT_SECONDS``), so a crash costs at most the blocks since.
+The default proxy is the RPT paper's, DeepSeek-R1-Distill-Qwen-1.5B (a Qwen2 model whose byte-level
+vocabulary is Qwen3's).
+
+The manifest's counts add up: ``documents_read = documents_used + sum(documents_skipped)`` (reader
+reasons, plus ``too_short`` (< 2 tokens), ``untokenizable`` and ``no_positions`` (nothing survived the
+filters)); per document, its n - 1 positions are ``split_char + truncated + positions_scored`` and
+``positions_scored = positions_kept + short_context + below_threshold + over_cap``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import itertools
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rpt_data.build_env import Dist, ProxyBundle, init_distributed, load_proxy, proxy_hashes
+from rpt_data.build_state import Counts, RankState, ShardSink, prepare_out, state_path
+from rpt_data.entropy import ProxyScorer
+from rpt_data.select import (
+    VAL_MIN_ENTROPY,
+    SelectionRule,
+    choose_val_docs,
+    eligible_positions,
+    make_rows,
+    select_positions,
+    stored_entropies,
+)
+from rpt_train.config import config_to_dict
+from rpt_train.corpus.documents import DEFAULT_TEMPLATE, Document
+from rpt_train.corpus.inputs import DEFAULT_DATASET, DEFAULT_SPLIT
+from rpt_train.corpus.readers import ReadStats, count_documents, iter_documents
+from rpt_train.errors import RptError
+from rpt_train.io import write_json_atomic
+from rpt_train.progress import Progress
+from rpt_train.shards import MANIFEST_NAME, SCHEMA_VERSION, SPLITS
+from rpt_train.tokenizer import Tokenizer
+
+DEFAULT_PROXY = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
+CHECKPOINT_SECONDS = 600.0
+ROW_CHUNK = (
+    1024  # rows built (as Python dicts) at a time  # also checkpoint when no shard was flushed for this long
+)
+_NOT_IDENTITY = ("out", "quiet", "overwrite")  # settings that do not change what is built
+
+
+@dataclass
+class BuildConfig:
+    dataset: list[str] = field(default_factory=lambda: [DEFAULT_DATASET])
+    split: str = DEFAULT_SPLIT
+    text_template: str = DEFAULT_TEMPLATE
+    tokenizer: str | None = None  # default: the proxy's own tokenizer.json
+    proxy_model: str = DEFAULT_PROXY
+    out: str = "shards"
+    entropy_threshold: float | None = None
+    min_context_tokens: int | None = None
+    max_samples_per_doc: int | None = None
+    labels_length: int = 8
+    top_k: int = 16
+    val_docs: int = 200
+    seed: int = 0
+    rows_per_shard: int = 10000
+    block_docs: int = 256
+    batch_tokens: int = 16384
+    max_window: int | None = None
+    window_overlap: int = 256
+    dtype: str | None = None  # default: bfloat16 on CUDA, float32 on CPU
+    device: str | None = None  # default: CUDA (this rank's LOCAL_RANK) when present, else CPU
+    strict: bool = False
+    overwrite: bool = False
+    quiet: bool = False
+    max_documents: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.dataset, str):
+            self.dataset = [self.dataset]
+        self.dataset = list(self.dataset)
+        if not self.dataset:
+            raise RptError("no --dataset given")
+        for name in ("labels_length", "top_k", "rows_per_shard", "block_docs", "batch_tokens"):
+            if getattr(self, name) < 1:
+                raise RptError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("val_docs", "window_overlap"):
+            if getattr(self, name) < 0:
+                raise RptError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("min_context_tokens", "max_samples_per_doc", "max_documents", "max_window"):
+            value = getattr(self, name)
+            if value is not None and value < (0 if name == "min_context_tokens" else 1):
+                raise RptError(f"{name} must be positive, got {value}")
+        if self.entropy_threshold is not None and not np.isfinite(self.entropy_threshold):
+            raise RptError(f"entropy_threshold must be a finite number, got {self.entropy_threshold}")
+
+    def rule(self) -> SelectionRule:
+        return SelectionRule(self.entropy_threshold, self.min_context_tokens, self.max_samples_per_doc)
+
+
+@dataclass
+class Summary:
+    out: str
+    already_complete: bool
+    counts: dict[str, Any]
+    shards: dict[str, int]  # split -> number of shards
+    seconds: float
+    tokens_this_run: int = 0  # all ranks; less than counts["tokens_scored"] when this run resumed a build
+    proxy_seconds: float = 0.0  # rank 0's time inside ProxyScorer.score
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens_this_run / self.seconds if self.seconds > 0 else 0.0
+
+    def format(self) -> str:
+        c = self.counts
+        kv = lambda d: ", ".join(f"{k}={v:,}" for k, v in d.items()) or "none"
+        lines = [
+            f"build {'already complete' if self.already_complete else 'complete'}: {self.out}",
+            f"  documents: {c['documents_read']:,} read, {c['documents_used']:,} used "
+            f"({c['documents_val']:,} held out for val); skipped: {kv(c['documents_skipped'])}",
+            f"  positions scored: {kv(c['positions_scored'])}; kept: {kv(c['positions_kept'])}",
+            f"  positions skipped: {kv(c['positions_skipped'])}",
+            f"  shards: {kv(self.shards)}",
+        ]
+        if not self.already_complete:
+            share = 100.0 * self.proxy_seconds / self.seconds if self.seconds > 0 else 0.0
+            lines.append(
+                f"  {self.seconds:,.1f} s, {self.tokens_this_run:,} tokens scored in this run, "
+                f"{self.tokens_per_second:,.0f} tokens/s (proxy forward {share:.0f}% of the time on rank 0)"
+            )
+        return "\n".join(lines)
+
+
+def config_identity(cfg: BuildConfig, world_size: int) -> dict[str, Any]:
+    """What must match for a rerun to continue a build: the config (minus out/quiet/overwrite) and world."""
+    d = {k: v for k, v in config_to_dict(cfg).items() if k not in _NOT_IDENTITY}
+    return json.loads(json.dumps({**d, "world_size": world_size}))
+
+
+def _blocks(docs: Iterable[Document], size: int) -> Iterator[list[Document]]:
+    it = iter(docs)
+    while block := list(itertools.islice(it, size)):
+        yield block
+
+
+def _encode(tokenizer: Tokenizer, texts: list[str]) -> list[tuple[list[int], list] | None]:
+    """Token ids and byte spans per text; None for a text the tokenizer cannot represent byte-exactly."""
+    try:
+        return list(tokenizer.encode_batch_with_spans(texts))
+    except (RptError, RuntimeError):
+        pass  # find the culprit(s) one by one; the others keep their (identical) encodings
+    out: list[tuple[list[int], list] | None] = []
+    for text in texts:
+        try:
+            out.append(tokenizer.encode_with_spans(text))
+        except (RptError, RuntimeError):
+            out.append(None)
+    return out
+
+
+def process_block(
+    docs: list[Document],
+    tokenizer: Tokenizer,
+    scorer: ProxyScorer,
+    val_ids: frozenset[str],
+    rule: SelectionRule,
+    labels_length: int,
+    emit: Callable[[str, list[dict[str, Any]]], None],
+    on_batch: Callable[[int], None] | None = None,
+) -> Counts:
+    """Tokenize a block, score it with one proxy call, select positions and ``emit(split, rows)``.
+
+    Rows go out ``ROW_CHUNK`` at a time: a row holds its whole context, so one long document's rows are
+    quadratic in its length and are never all materialised at once.
+    """
+    counts = Counts()
+    usable = []
+    for doc, enc in zip(docs, _encode(tokenizer, [d.text for d in docs]), strict=True):
+        if enc is None:
+            counts.documents_skipped["untokenizable"] += 1
+        elif len(enc[0]) < 2:
+            counts.documents_skipped["too_short"] += 1  # no position t >= 1 to predict
+        else:
+            usable.append((doc, *enc))
+    entropies = scorer.score([ids for _, ids, _ in usable], on_batch) if usable else []
+    for (doc, ids, spans), ent in zip(usable, entropies, strict=True):
+        counts.tokens_scored += len(ids)
+        data = tokenizer.normalize(doc.text).encode("utf-8")
+        ent = stored_entropies(ent)
+        eligible, skipped = eligible_positions(data, spans, ent)
+        split = "val" if doc.doc_id in val_ids else "train"
+        kept, filtered = select_positions(split, eligible, ent, rule)
+        counts.positions_skipped.update(skipped + filtered)
+        counts.positions_scored[split] += len(eligible)
+        if len(kept) == 0:
+            counts.documents_skipped["no_positions"] += 1
+            continue
+        counts.documents_used += 1
+        counts.positions_kept[split] += len(kept)
+        for i in range(0, len(kept), ROW_CHUNK):
+            emit(split, make_rows(doc, data, ids, spans, ent, kept[i : i + ROW_CHUNK], labels_length))
+    return counts
+
+
+def _documents(cfg: BuildConfig, stats: ReadStats, warn) -> Iterator[Document]:
+    docs = iter_documents(cfg.dataset, cfg.text_template, cfg.split, stats, cfg.strict, warn=warn)
+    return itertools.islice(docs, cfg.max_documents) if cfg.max_documents else docs
+
+
+def choose_val(cfg: BuildConfig) -> tuple[frozenset[str], int | None]:
+    """Held-out doc ids (one cheap pass over the corpus, O(val_docs) memory) and the document total."""
+    if cfg.val_docs == 0:
+        total = count_documents(cfg.dataset, cfg.split)
+        return frozenset(), (
+            min(total, cfg.max_documents or total) if total is not None else cfg.max_documents
+        )
+    stats = ReadStats()
+    n = 0
+
+    def ids() -> Iterator[str]:
+        nonlocal n
+        for doc in _documents(cfg, stats, warn=lambda _: None):
+            n += 1
+            yield doc.doc_id
+
+    val_ids = choose_val_docs(ids(), cfg.val_docs, cfg.seed)
+    if n == 0:
+        raise RptError(f"no usable documents in {', '.join(cfg.dataset)} ({stats.summary()})")
+    if len(val_ids) >= n:
+        raise RptError(f"--val-docs {cfg.val_docs} would hold out all {n} documents; lower --val-docs")
+    return val_ids, n
+
+
+def run_rank(cfg: BuildConfig, dist: Dist, bundle: ProxyBundle, val_ids: frozenset[str], total: int | None):
+    """Process this rank's blocks from where its state left off; returns its final state and proxy seconds."""
+    out = Path(cfg.out)
+    state = RankState.load(out, dist.rank) or RankState(rank=dist.rank)
+    if state.done:
+        return state, 0.0
+    sink = ShardSink(out, dist.rank, cfg.rows_per_shard, state)
+    scorer = ProxyScorer(bundle.model, cfg.top_k, cfg.batch_tokens, cfg.max_window, cfg.window_overlap)
+    rule, stats = cfg.rule(), ReadStats()
+    show = dist.rank == 0 and not cfg.quiet
+    warn = None if show else (lambda _: None)
+    last_checkpoint = time.monotonic()
+    with Progress(total, unit="docs", desc="build", quiet=not show) as progress:
+        for b, block in enumerate(_blocks(_documents(cfg, stats, warn), cfg.block_docs)):
+            if b % dist.world != dist.rank or b < state.next_block:
+                progress.update(len(block))
+                continue
+            on_batch = lambda n: progress.update(0, tokens=n)  # live tokens/s within a long block
+            counts = process_block(
+                block, bundle.tokenizer, scorer, val_ids, rule, cfg.labels_length, sink.add, on_batch
+            )
+            state.counts.add(counts)
+            state.next_block = b + 1
+            progress.update(len(block))
+            if sink.flushed or time.monotonic() - last_checkpoint > CHECKPOINT_SECONDS:
+                sink.checkpoint()
+                last_checkpoint = time.monotonic()
+    sink.finish()
+    state.reader, state.done = stats.as_dict(), True
+    sink.checkpoint()
+    return state, scorer.forward_seconds
+
+
+def merge_counts(states: list[RankState], val_docs: int) -> dict[str, Any]:
+    """The manifest's ``counts``: the reader's (every rank reads the whole corpus) plus the ranks' sums."""
+    reader = states[0].reader or {}
+    total = Counts()
+    for s in states:
+        total.add(s.counts)
+    c = total.to_dict()
+    skipped = Counter(reader.get("skipped", {}))
+    skipped.update(c["documents_skipped"])
+    return {
+        "documents_read": reader.get("documents_read", 0),
+        "documents_used": c["documents_used"],
+        "documents_val": val_docs,
+        "documents_skipped": dict(sorted(skipped.items())),
+        "documents_coerced": reader.get("coerced", {}),
+        "files_read": reader.get("files_read", 0),
+        "files_skipped": reader.get("files_skipped", {}),
+        "positions_scored": c["positions_scored"],
+        "positions_kept": c["positions_kept"],
+        "positions_skipped": c["positions_skipped"],
+        "tokens_scored": c["tokens_scored"],
+    }
+
+
+def _version() -> str:
+    # Not ``rpt_data.__version__``: under pytest, tests/rpt_data can shadow the package's __init__.
+    try:
+        return importlib.metadata.version("rpt")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def write_manifest(cfg: BuildConfig, identity: dict[str, Any], bundle: ProxyBundle, counts, shards) -> None:
+    tok = bundle.tokenizer
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "created_by": f"rpt-data {_version()} build",
+        "config": {k: v for k, v in identity.items() if k != "world_size"},
+        "tokenizer": str(bundle.tokenizer_file),
+        "tokenizer_sha256": bundle.tokenizer_sha256,
+        "tokenizer_fingerprint": tok.fingerprint,
+        "tokenizer_base_vocab_fingerprint": tok.base_vocab_fingerprint,
+        "proxy": {"id": cfg.proxy_model, **proxy_hashes(bundle.model_dir), "dtype": bundle.dtype},
+        "top_k": cfg.top_k,
+        "entropy_threshold": cfg.entropy_threshold,
+        "min_context_tokens": cfg.min_context_tokens,
+        "max_samples_per_doc": cfg.max_samples_per_doc,
+        "labels_length": cfg.labels_length,
+        "val_min_entropy": VAL_MIN_ENTROPY,
+        "world_size": identity["world_size"],
+        "counts": counts,
+        "shards": shards,
+    }
+    write_json_atomic(Path(cfg.out) / MANIFEST_NAME, manifest)
+
+
+def _summary(out: Path, manifest: dict[str, Any], already: bool, seconds: float) -> Summary:
+    shards = Counter(s["split"] for s in manifest["shards"])
+    return Summary(str(out), already, manifest["counts"], {s: shards.get(s, 0) for s in SPLITS}, seconds)
+
+
+def build(cfg: BuildConfig) -> Summary:
+    """Build (or resume, or confirm) the shards of ``cfg``; the summary is printed unless ``quiet``."""
+    start = time.perf_counter()
+    out = Path(cfg.out)
+    dist = init_distributed(cfg.device)
+    try:
+        identity = config_identity(cfg, dist.world)
+        complete, prior_tokens = prepare_out(out, identity, cfg.overwrite, dist)
+        if complete:
+            summary = _summary(out, json.loads((out / MANIFEST_NAME).read_text()), True, 0.0)
+            if dist.rank == 0 and not cfg.quiet:
+                print(f"{out}: build already complete (manifest.json present); nothing to do")
+                print(summary.format())
+            return summary
+        val_ids, total = choose_val(cfg)
+        bundle = load_proxy(cfg.proxy_model, cfg.tokenizer, cfg.dtype, dist.device)
+        _, proxy_seconds = run_rank(cfg, dist, bundle, val_ids, total)
+        dist.barrier()
+        states = [RankState.load(out, r) for r in range(dist.world)]
+        if any(s is None or not s.done for s in states):
+            raise RptError(f"{out}: not every rank finished ({state_path(out, 0).parent}); rerun to resume")
+        counts = merge_counts(states, len(val_ids))  # type: ignore[arg-type]
+        if counts["documents_used"] == 0 or counts["positions_kept"]["train"] == 0:
+            raise RptError(
+                f"no usable training rows: {counts['documents_read']} documents read, "
+                f"{counts['documents_used']} used, skipped {counts['documents_skipped']}, positions skipped "
+                f"{counts['positions_skipped']} (check the input and the filters)"
+            )
+        shards = sorted(
+            (s for st in states for s in st.shards), key=lambda s: (s["split"], s["rank"], s["index"])
+        )
+        if dist.rank == 0:
+            write_manifest(cfg, identity, bundle, counts, shards)
+        dist.barrier()
+        summary = _summary(out, {"counts": counts, "shards": shards}, False, time.perf_counter() - start)
+        summary.tokens_this_run = counts["tokens_scored"] - prior_tokens
+        summary.proxy_seconds = proxy_seconds
+        if dist.rank == 0 and not cfg.quiet:
+            print(summary.format())
+        sys.stdout.flush()
+        return summary
+    finally:
+        dist.close()

@@ -1,0 +1,198 @@
+"""Sample selection for ``rpt-data build``: which documents are held out, which positions become rows.
+
+Pure functions over one document's bytes, token spans and proxy entropies, so tests can hand-check them.
+
+Policy (the choices the build documents in its manifest):
+
+* **Held-out documents.** ``choose_val_docs`` takes the ``k`` documents whose ``sha256("{seed}:{doc_id}")``
+  is smallest. It depends only on the doc ids and the seed (not on corpus order or on the proxy), needs
+  one pass with a heap of ``k`` entries, and whole documents go to validation so no validation context
+  ever appears in a training row.
+* **Eligible positions.** Position ``t`` (1 <= t < n) is eligible when token ``t`` starts on a UTF-8
+  character boundary (else it is counted ``split_char``: its context would not be valid text) and the
+  proxy scored it (a NaN entropy is counted ``truncated``).
+* **Train filters**, in this order (a position is counted under the first filter it fails):
+  ``n_context >= min_context_tokens`` (``short_context``; None/0 = off), ``entropy >= entropy_threshold``
+  (``below_threshold``; None = off), then at most ``max_samples_per_doc`` rows per document
+  (``over_cap``): the highest-entropy positions are kept (ties: the earlier position), emitted in
+  position order. Entropy-ranked capping keeps the positions the proxy finds hardest, which is what RPT
+  trains on, and is deterministic because the entropies are.
+* **Validation filters.** Every eligible position with ``entropy >= VAL_MIN_ENTROPY`` (0.5, the lower
+  edge of the evaluation's "easy" bucket) is kept whatever the training threshold, so the evaluation can
+  report every bucket. ``min_context_tokens`` does apply: it decides which positions are well-posed
+  prediction problems at all, for evaluation as much as for training. The per-document cap does not
+  apply (validation is already limited to ``val_docs`` whole documents).
+
+Entropies are compared as the float32 values stored in the shard (widened to float64), so a reader that
+re-applies a threshold to the ``entropy`` column gets exactly the same rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rpt_train.corpus.documents import Document
+
+VAL_MIN_ENTROPY = 0.5
+Span = tuple[int, int]
+
+
+def val_key(seed: int, doc_id: str) -> bytes:
+    """The sort key that decides held-out documents: ``sha256("{seed}:{doc_id}")``."""
+    return hashlib.sha256(f"{seed}:{doc_id}".encode("utf-8", errors="surrogatepass")).digest()
+
+
+def choose_val_docs(doc_ids: Iterable[str], k: int, seed: int) -> frozenset[str]:
+    """The ``k`` doc ids with the smallest ``val_key`` (all of them when there are fewer); O(k) memory."""
+    if k <= 0:
+        return frozenset()
+    # nsmallest keeps a heap of k entries while it consumes the iterator; the id breaks (impossible) ties.
+    return frozenset(heapq.nsmallest(k, doc_ids, key=lambda d: (val_key(seed, d), d)))
+
+
+def stored_entropies(entropies: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Entropies rounded to the float32 the shard stores, as float64 for comparisons."""
+    return np.asarray(entropies, dtype=np.float32).astype(np.float64)
+
+
+def eligible_positions(
+    data: bytes, spans: Sequence[Span], entropies: np.ndarray
+) -> tuple[np.ndarray, Counter]:
+    """Positions t >= 1 whose token starts a character and has a finite entropy; counts of the others.
+
+    ``data`` is the normalized document's UTF-8 bytes, ``spans`` each token's byte span in it and
+    ``entropies`` one value per token (entry 0 is never used).
+    """
+    n = len(spans)
+    if len(entropies) != n:
+        raise ValueError(f"{len(entropies)} entropies for {n} tokens")
+    if n < 2:
+        return np.zeros(0, dtype=np.int64), Counter()
+    starts = np.fromiter((s for s, _ in spans[1:]), dtype=np.int64, count=n - 1)  # (n-1,)
+    raw = np.frombuffer(data, dtype=np.uint8)
+    at_char = (raw[starts] & 0xC0) != 0x80  # a UTF-8 continuation byte is 10xxxxxx
+    finite = np.isfinite(entropies[1:])
+    positions = np.arange(1, n, dtype=np.int64)
+    skipped = Counter({"split_char": int((~at_char).sum()), "truncated": int((at_char & ~finite).sum())})
+    return positions[at_char & finite], +skipped
+
+
+def _threshold(
+    positions: np.ndarray, entropies: np.ndarray, min_entropy: float | None, min_context: int | None
+) -> tuple[np.ndarray, Counter]:
+    skipped: Counter = Counter()
+    if min_context:
+        keep = positions >= min_context  # n_context_tokens == position
+        skipped["short_context"] = int((~keep).sum())
+        positions = positions[keep]
+    if min_entropy is not None:
+        keep = entropies[positions] >= min_entropy
+        skipped["below_threshold"] = int((~keep).sum())
+        positions = positions[keep]
+    return positions, +skipped
+
+
+def cap_positions(positions: np.ndarray, entropies: np.ndarray, cap: int | None) -> np.ndarray:
+    """At most ``cap`` positions: the highest entropies (ties: earlier position), in position order."""
+    if cap is None or len(positions) <= cap:
+        return positions
+    order = np.lexsort((positions, -entropies[positions]))  # last key is primary: entropy descending
+    return np.sort(positions[order[:cap]])
+
+
+def select_train(
+    positions: np.ndarray,
+    entropies: np.ndarray,
+    entropy_threshold: float | None,
+    min_context_tokens: int | None,
+    max_samples_per_doc: int | None,
+) -> tuple[np.ndarray, Counter]:
+    """Training positions of one document (see the module docstring for the order of the filters)."""
+    kept, skipped = _threshold(positions, entropies, entropy_threshold, min_context_tokens)
+    capped = cap_positions(kept, entropies, max_samples_per_doc)
+    if len(capped) < len(kept):
+        skipped["over_cap"] += len(kept) - len(capped)
+    return capped, skipped
+
+
+def select_val(
+    positions: np.ndarray, entropies: np.ndarray, min_context_tokens: int | None
+) -> tuple[np.ndarray, Counter]:
+    """Validation positions of one held-out document: entropy >= 0.5 and the context minimum."""
+    return _threshold(positions, entropies, VAL_MIN_ENTROPY, min_context_tokens)
+
+
+@dataclass(frozen=True)
+class SelectionRule:
+    """The build's filter settings (``None`` = filter off)."""
+
+    entropy_threshold: float | None = None
+    min_context_tokens: int | None = None
+    max_samples_per_doc: int | None = None
+
+
+def _train(positions: np.ndarray, entropies: np.ndarray, rule: SelectionRule) -> tuple[np.ndarray, Counter]:
+    return select_train(
+        positions, entropies, rule.entropy_threshold, rule.min_context_tokens, rule.max_samples_per_doc
+    )
+
+
+def _val(positions: np.ndarray, entropies: np.ndarray, rule: SelectionRule) -> tuple[np.ndarray, Counter]:
+    return select_val(positions, entropies, rule.min_context_tokens)
+
+
+SELECTORS = {"train": _train, "val": _val}
+
+
+def select_positions(
+    split: str, positions: np.ndarray, entropies: np.ndarray, rule: SelectionRule
+) -> tuple[np.ndarray, Counter]:
+    """The positions of one document that become rows of ``split``, and counts of the filtered ones."""
+    return SELECTORS[split](positions, entropies, rule)
+
+
+def make_rows(
+    doc: Document,
+    data: bytes,
+    ids: Sequence[int],
+    spans: Sequence[Span],
+    entropies: np.ndarray,
+    positions: Iterable[int],
+    labels_length: int,
+) -> list[dict[str, Any]]:
+    """Shard rows (``rpt_train.shards.SCHEMA``) for the chosen positions of one document.
+
+    ``context`` is the text before token t, ``label`` the bytes of tokens t..t+L-1 (fewer at the end of
+    the document) and ``boundaries`` the byte length of every token-boundary prefix of ``label``.
+    """
+    n = len(ids)
+    domain = list(doc.domain) if doc.domain is not None else None
+    rows = []
+    for t in positions:
+        t = int(t)
+        start = spans[t][0]
+        stop = min(t + labels_length, n)
+        rows.append(
+            {
+                "doc_id": doc.doc_id,
+                "position": t,
+                "context": data[:start].decode("utf-8"),
+                "label": data[start : spans[stop - 1][1]],
+                "boundaries": [spans[j][1] - start for j in range(t, stop)],
+                "entropy": float(entropies[t]),
+                "n_context_tokens": t,
+                "token_id": int(ids[t]),
+                "label_token_ids": [int(i) for i in ids[t:stop]],
+                "domain": domain,
+                "difficulty": doc.difficulty,
+                "source": doc.source,
+            }
+        )
+    return rows

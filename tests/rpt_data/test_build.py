@@ -1,0 +1,417 @@
+"""``rpt-data build`` end to end with a tiny random Qwen3 proxy and the real Qwen3 tokenizer on CHAMP text.
+
+The proxy has the real 151,936-row vocabulary (so the real tokenizer fits it) and tiny hidden sizes; its
+weights are drawn with std 1.0 so that its entropies spread from ~0 to ~2.7 nats and every filter bites.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tokenizers
+import torch
+from click.testing import CliRunner
+
+from rpt_data import build as build_module
+from rpt_data import build_env, build_state
+from rpt_data.build import BuildConfig, build
+from rpt_data.cli_build import build as build_command
+from rpt_data.select import VAL_MIN_ENTROPY, choose_val_docs
+from rpt_train.cli_common import RptGroup
+from rpt_train.corpus.documents import Document
+from rpt_train.corpus.readers import iter_documents
+from rpt_train.errors import RptError
+from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
+from rpt_train.shards import iter_rows, list_shards, read_manifest
+from rpt_train.tokenizer import Tokenizer
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared"
+QWEN3_TOKENIZER = SHARED / "tokenizers" / "qwen3" / "tokenizer.json"
+CHAMP = SHARED / "corpora" / "champ.jsonl"
+N_DOCS = 24
+TEMPLATE = "{problem}"
+
+
+def tiny_proxy(path: Path, vocab_size: int = 151936, tokenizer: Path | None = QWEN3_TOKENIZER) -> Path:
+    torch.manual_seed(0)
+    cfg = Qwen3Config.preset(
+        "tiny", vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=1024,
+    )  # fmt: skip
+    model = Qwen3ForCausalLM(cfg)
+    model.init_weights(std=1.0)
+    model.save_pretrained(path)
+    if tokenizer is not None:
+        shutil.copy(tokenizer, path / "tokenizer.json")
+    return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cached_tokenizers():
+    """Loading (and fingerprinting) the 11 MB Qwen3 tokenizer takes seconds: do it once per path."""
+    if not CHAMP.is_file() or not QWEN3_TOKENIZER.is_file():
+        pytest.fail(f"{SHARED} not found: tests need ../shared beside the repository")
+    cache: dict[str, Tokenizer] = {}
+    original = Tokenizer.load.__func__
+
+    def load(cls, path_or_id):
+        key = str(Path(path_or_id).resolve())
+        if key not in cache:
+            cache[key] = original(cls, path_or_id)
+        return cache[key]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(build_env.Tokenizer, "load", classmethod(load))
+        yield
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("build")
+
+
+@pytest.fixture(scope="module")
+def proxy(work) -> Path:
+    return tiny_proxy(work / "proxy")
+
+
+@pytest.fixture(scope="module")
+def corpus(work) -> Path:
+    lines = CHAMP.read_text(encoding="utf-8").splitlines()[:N_DOCS]
+    path = work / "corpus.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def make_cfg(proxy, corpus):
+    def make(out, **kw) -> BuildConfig:
+        base = dict(dataset=[str(corpus)], proxy_model=str(proxy), text_template=TEMPLATE, val_docs=4,
+                    rows_per_shard=100, block_docs=5, quiet=True, out=str(out))  # fmt: skip
+        return BuildConfig(**{**base, **kw})
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def base(work, make_cfg) -> Path:
+    """The unfiltered reference build."""
+    build(make_cfg(work / "base"))
+    return work / "base"
+
+
+def rows(out: Path, split: str) -> list[dict]:
+    return list(iter_rows(list_shards(out, split)))
+
+
+def shard_bytes(out: Path) -> dict[str, bytes]:
+    files = {
+        p.relative_to(out).as_posix(): p.read_bytes() for s in ("train", "val") for p in list_shards(out, s)
+    }
+    return {**files, "manifest.json": (out / "manifest.json").read_bytes()}
+
+
+def documents(corpus: Path) -> dict[str, Document]:
+    return {d.doc_id: d for d in iter_documents([str(corpus)], TEMPLATE)}
+
+
+# ---- what the rows hold ------------------------------------------------------------------------------
+
+
+def test_hand_checked_document(work, make_cfg):
+    corpus = work / "one.jsonl"
+    corpus.write_text(json.dumps({"problem": "$x^2+1=5$", "domain": ["Algebra"], "source": "hand"}) + "\n")
+    build(make_cfg(work / "one", dataset=[str(corpus)], val_docs=0))
+    got = rows(work / "one", "train")
+    assert [r["position"] for r in got] == [1, 2, 3, 4, 5, 6, 7]  # "$x" "^" "2" "+" "1" "=" "5" "$"
+    assert [r["context"] for r in got] == ["$x", "$x^", "$x^2", "$x^2+", "$x^2+1", "$x^2+1=", "$x^2+1=5"]
+    assert got[0]["label"] == b"^2+1=5$" and got[0]["boundaries"] == [1, 2, 3, 4, 5, 6, 7]
+    assert got[3]["label"] == b"1=5$" and got[3]["boundaries"] == [1, 2, 3, 4]
+    assert got[0]["label_token_ids"] == [61, 17, 10, 16, 28, 20, 3] and got[0]["token_id"] == 61
+    assert got[0]["doc_id"] == "one:1" and got[0]["domain"] == ["Algebra"] and got[0]["source"] == "hand"
+    assert rows(work / "one", "val") == []
+
+
+def test_rows_are_the_documents_with_the_proxys_entropies(base, proxy, corpus):
+    tok = Tokenizer.load(QWEN3_TOKENIZER)
+    model = Qwen3ForCausalLM.from_pretrained(proxy, dtype="float32", device="cpu")
+    docs = documents(corpus)
+    by_doc: dict[str, list[dict]] = defaultdict(list)
+    train = rows(base, "train")
+    for r in train + rows(base, "val"):
+        by_doc[r["doc_id"]].append(r)
+    train_docs = {r["doc_id"] for r in train}
+    assert set(by_doc) == set(docs)
+    for doc_id, doc_rows in by_doc.items():
+        ids, spans = tok.encode_with_spans(docs[doc_id].text)
+        data = tok.normalize(docs[doc_id].text).encode()
+        with torch.no_grad():
+            logits = model(torch.tensor([ids]))[0]  # (n, V)
+        logp = torch.log_softmax(logits.topk(16, dim=-1).values, dim=-1)  # (n, 16)
+        direct = -(logp.exp() * logp).sum(-1)  # (n,): entropy of predicting token t+1
+        for r in doc_rows:
+            t, ctx = r["position"], r["context"].encode()
+            assert len(ctx) == spans[t][0] and data.startswith(ctx + r["label"])
+            stop = min(t + 8, len(ids))
+            assert r["label_token_ids"] == ids[t:stop]
+            assert r["boundaries"] == [spans[j][1] - spans[t][0] for j in range(t, stop)]
+            assert r["entropy"] == pytest.approx(float(direct[t - 1]), abs=1e-4)
+        split_char = sum(1 for t in range(1, len(ids)) if data[spans[t][0]] & 0xC0 == 0x80)
+        if doc_id in train_docs:  # unfiltered train keeps every eligible position
+            assert [r["position"] for r in doc_rows] == sorted(r["position"] for r in doc_rows)
+            assert len(doc_rows) == len(ids) - 1 - split_char
+
+
+def test_manifest_and_val_split(base, corpus):
+    m = read_manifest(base)
+    for key in ("tokenizer_sha256", "tokenizer_fingerprint", "tokenizer_base_vocab_fingerprint"):
+        assert len(m[key]) == 64
+    assert m["tokenizer_base_vocab_fingerprint"] == Tokenizer.load(QWEN3_TOKENIZER).base_vocab_fingerprint
+    assert set(m["proxy"]) >= {"id", "config_sha256", "weights_sha256"} and m["world_size"] == 1
+    c = m["counts"]
+    train, val = rows(base, "train"), rows(base, "val")
+    assert c["documents_read"] == c["documents_used"] == N_DOCS and c["documents_val"] == 4
+    assert c["positions_kept"] == {"train": len(train), "val": len(val)}
+    # The val floor dropped some positions (no train threshold here, so every below_threshold is val's).
+    assert c["positions_skipped"]["below_threshold"] > 0
+    assert c["positions_scored"]["val"] == len(val) + c["positions_skipped"]["below_threshold"]
+    assert min(r["entropy"] for r in val) >= VAL_MIN_ENTROPY > min(r["entropy"] for r in train)
+    val_ids = {r["doc_id"] for r in val}
+    assert val_ids == choose_val_docs(documents(corpus), 4, seed=0)
+    assert not val_ids & {r["doc_id"] for r in train}
+    shards = m["shards"]
+    assert [s["rows"] for s in shards if s["split"] == "train"][:-1] == [100] * (len(train) // 100)
+    assert sum(s["rows"] for s in shards) == len(train) + len(val)
+
+
+# ---- filters ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("threshold", "min_context"), [(2.0, None), (None, 6), (2.0, 6)])
+def test_filters(base, work, make_cfg, threshold, min_context):
+    out = work / f"filtered-{threshold}-{min_context}"
+    build(make_cfg(out, entropy_threshold=threshold, min_context_tokens=min_context))
+    ok_ctx = lambda r: min_context is None or r["n_context_tokens"] >= min_context
+    ok_ent = lambda r: threshold is None or r["entropy"] >= threshold
+    expected_train = [r for r in rows(base, "train") if ok_ctx(r) and ok_ent(r)]
+    assert rows(out, "train") == expected_train and 0 < len(expected_train) < len(rows(base, "train"))
+    assert rows(out, "val") == [r for r in rows(base, "val") if ok_ctx(r)]  # val ignores the threshold
+
+
+def test_cap_keeps_each_documents_highest_entropies(base, work, make_cfg):
+    build(make_cfg(work / "capped", max_samples_per_doc=3))
+    base_by_doc = defaultdict(list)
+    for r in rows(base, "train"):
+        base_by_doc[r["doc_id"]].append(r)
+    expected = []
+    for doc_rows in base_by_doc.values():
+        top = sorted(doc_rows, key=lambda r: (-r["entropy"], r["position"]))[:3]
+        expected += sorted(top, key=lambda r: r["position"])
+    assert rows(work / "capped", "train") == expected
+    assert rows(work / "capped", "val") == rows(base, "val")
+
+
+# ---- determinism, resume ----------------------------------------------------------------------------
+
+
+def test_two_runs_are_byte_identical(base, work, make_cfg, monkeypatch):
+    # Internal buffering (row chunks, Arrow chunks) must not show in the bytes either.
+    monkeypatch.setattr(build_module, "ROW_CHUNK", 7)
+    monkeypatch.setattr(build_state, "ARROW_CHUNK", 13)
+    build(make_cfg(work / "again"))
+    assert shard_bytes(work / "again") == shard_bytes(base)
+
+
+@pytest.mark.parametrize("crash_in", ["checkpoint", "shard_write"])
+def test_resume_after_a_crash_is_byte_identical(base, work, make_cfg, monkeypatch, crash_in):
+    out = work / f"crash-{crash_in}"
+    calls = 0
+    if crash_in == "checkpoint":  # dies right after the second checkpoint
+        original = build_state.ShardSink.checkpoint
+
+        def crashing(self):
+            nonlocal calls
+            original(self)
+            calls += 1
+            if calls == 2:
+                raise RuntimeError("injected crash")
+
+        monkeypatch.setattr(build_state.ShardSink, "checkpoint", crashing)
+    else:  # dies after writing the fourth shard, before the state knows it
+        original = build_state.write_shard
+
+        def crashing(path, table):
+            nonlocal calls
+            original(path, table)
+            calls += "pending" not in Path(path).name
+            if calls == 4:
+                raise RuntimeError("injected crash")
+
+        monkeypatch.setattr(build_state, "write_shard", crashing)
+    with pytest.raises(RuntimeError, match="injected"):
+        build(make_cfg(out))
+    assert not (out / "manifest.json").exists() and (out / ".state" / "rank-00000.json").exists()
+    state = json.loads((out / ".state" / "rank-00000.json").read_text())
+    assert 0 < state["next_block"] < 5 and state["pending"]  # mid-build, with rows waiting in a spill
+    monkeypatch.undo()
+    build(make_cfg(out))
+    assert shard_bytes(out) == shard_bytes(base)
+    assert not list((out / ".state").glob("*pending*"))
+
+
+KILLED_RUN = textwrap.dedent("""
+    import json, sys, time
+    from rpt_data import build_state
+    from rpt_data.build import BuildConfig, build
+    original = build_state.ShardSink.checkpoint
+    def hang(self):
+        original(self)
+        print("checkpointed", flush=True)
+        time.sleep(120)
+    build_state.ShardSink.checkpoint = hang
+    build(BuildConfig(**json.loads(sys.argv[1])))
+""")
+
+
+def test_resume_after_sigkill(base, work, make_cfg):
+    out = work / "killed"
+    cfg = make_cfg(out)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RUN, json.dumps(cfg.__dict__)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "checkpointed"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL and not (out / "manifest.json").exists()
+    build(cfg)
+    assert shard_bytes(out) == shard_bytes(base)
+
+
+# ---- reruns and config ------------------------------------------------------------------------------
+
+
+def test_rerun_is_a_noop_and_another_config_is_refused(base, work, make_cfg, capsys):
+    out = work / "rerun"
+    shutil.copytree(base, out)
+    before = shard_bytes(out)
+    summary = build(make_cfg(out, quiet=False))
+    assert summary.already_complete and "already complete" in capsys.readouterr().out
+    with pytest.raises(RptError, match=r"different config \(entropy_threshold: None -> 2\.5\).*--overwrite"):
+        build(make_cfg(out, entropy_threshold=2.5))
+    assert shard_bytes(out) == before
+    summary = build(make_cfg(out, entropy_threshold=2.5, overwrite=True, quiet=False))
+    printed = capsys.readouterr().out
+    assert not summary.already_complete and "positions scored" in printed and "tokens/s" in printed
+    assert read_manifest(out)["entropy_threshold"] == 2.5
+    assert all(r["entropy"] >= 2.5 for r in rows(out, "train"))
+
+
+def test_cli_options_override_the_toml_recipe(base, work, corpus, proxy):
+    main = RptGroup("rpt-data", commands=[build_command])  # as rpt_data.cli registers it
+    recipe = work / "recipe.toml"
+    recipe.write_text(
+        f'[data]\ndataset = ["{corpus}"]\nproxy_model = "{proxy}"\ntext_template = "{TEMPLATE}"\n'
+        "val_docs = 2\nrows_per_shard = 100\nblock_docs = 5\nseed = 3\n"
+    )
+    out = work / "cli"
+    result = CliRunner().invoke(main, ["build", "--config", str(recipe), "--out", str(out), "--val-docs", "4",
+                                       "--seed", "0", "--quiet"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.output == ""
+    assert shard_bytes(out) == shard_bytes(base)  # == the reference config
+    result = CliRunner().invoke(main, ["build", "--config", str(recipe), "--out", str(out), "--quiet"])
+    assert (
+        result.exit_code == 1 and "different config" in result.output and "val_docs: 4 -> 2" in result.output
+    )
+
+
+# ---- bad input and bad setups -----------------------------------------------------------------------
+
+
+def test_bad_records_are_counted_and_strict_fails(work, make_cfg):
+    good = CHAMP.read_text(encoding="utf-8").splitlines()[:6]
+    bad = ["{not json", json.dumps({"problem": None}), json.dumps({"problem": "  "}), "[1, 2]",
+           json.dumps({"problem": "a"})]  # fmt: skip
+    corpus = work / "bad.jsonl"
+    corpus.write_text("\n".join(good[:3] + bad + good[3:]) + "\n", encoding="utf-8")
+    out = work / "bad"
+    build(make_cfg(out, dataset=[str(corpus)], val_docs=1))
+    c = read_manifest(out)["counts"]
+    assert c["documents_read"] == 11 and c["documents_used"] == 6
+    reasons = ["malformed_json", "missing_field:problem", "empty_field:problem", "not_an_object", "too_short"]
+    assert c["documents_skipped"] == dict.fromkeys(reasons, 1)
+    with pytest.raises(RptError, match="strict"):
+        build(make_cfg(work / "strict", dataset=[str(corpus)], val_docs=1, strict=True))
+    only_bad = work / "only_bad.jsonl"
+    only_bad.write_text("\n".join(bad[:-1]) + "\n", encoding="utf-8")
+    with pytest.raises(RptError, match="no usable documents"):
+        build(make_cfg(work / "none1", dataset=[str(only_bad)], val_docs=1))
+    only_bad.write_text("\n".join(bad) + "\n", encoding="utf-8")  # + one document too short to use
+    with pytest.raises(RptError, match="no usable training rows"):
+        build(make_cfg(work / "none2", dataset=[str(only_bad)], val_docs=0))
+    with pytest.raises(RptError, match="hold out all"):
+        build(make_cfg(work / "allval", val_docs=N_DOCS))
+
+
+def test_tokenizer_must_be_the_proxys(work, make_cfg, corpus):
+    small = tiny_proxy(work / "small-vocab", vocab_size=2048, tokenizer=None)
+    with pytest.raises(RptError, match="pass --tokenizer"):
+        build(make_cfg(work / "t1", proxy_model=str(small)))
+    with pytest.raises(RptError, match="embeds only 2048"):
+        build(make_cfg(work / "t2", proxy_model=str(small), tokenizer=str(QWEN3_TOKENIZER)))
+    bpe = tokenizers.Tokenizer(tokenizers.models.BPE())
+    bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = tokenizers.trainers.BpeTrainer(
+        vocab_size=300, initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet()
+    )
+    bpe.train_from_iterator([d.text for d in documents(corpus).values()], trainer)
+    bpe.save(str(work / "other.json"))
+    with pytest.raises(RptError, match="different base vocabulary"):
+        build(make_cfg(work / "t3", tokenizer=str(work / "other.json")))
+
+
+# ---- two ranks --------------------------------------------------------------------------------------
+
+RANK_RUN = textwrap.dedent("""
+    import json, sys
+    from rpt_data.build import BuildConfig, build
+    build(BuildConfig(**json.loads(sys.argv[1])))
+""")
+
+
+def test_two_ranks_make_the_same_rows_as_one(base, work, make_cfg):
+    out = work / "ranks"
+    script = work / "rank_run.py"
+    script.write_text(RANK_RUN)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd = [*launcher, str(script), json.dumps(make_cfg(out).__dict__)]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    m, ref = read_manifest(out), read_manifest(base)
+    assert m["world_size"] == 2 and {s["rank"] for s in m["shards"]} == {0, 1}
+    assert all(Path(s["path"]).name.startswith(f"{s['split']}-{s['rank']:05d}-") for s in m["shards"])
+    assert m["counts"] == ref["counts"]
+    for split in ("train", "val"):
+        key = lambda r: (r["doc_id"], r["position"])
+        got = sorted(rows(out, split), key=key)
+        want = sorted(rows(base, split), key=key)
+        assert [{**r, "entropy": 0} for r in got] == [{**r, "entropy": 0} for r in want]
+        np.testing.assert_allclose([r["entropy"] for r in got], [r["entropy"] for r in want], atol=1e-5)
+    assert Counter(r["doc_id"] for r in rows(out, "val")) == Counter(r["doc_id"] for r in rows(base, "val"))
