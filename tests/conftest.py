@@ -27,3 +27,15 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.fail(f"{SHARED} not found: tests need ../shared beside the repository")
     return SHARED
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny matmuls: a second OpenMP thread only adds waiting (badly so on a busy 2-core machine).
+
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

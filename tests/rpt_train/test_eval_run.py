@@ -4,68 +4,23 @@ hand-made val shards -> exact scores in eval.json, the console table, eval.png, 
 from __future__ import annotations
 
 import json
-from itertools import accumulate
 from pathlib import Path
 
 import click
 import pytest
-import tokenizers
-import torch
 from click.testing import CliRunner
-from tokenizers import AddedToken, decoders, models, pre_tokenizers
 
 import rpt_train.eval_run as eval_run
 from rpt_train.errors import RptError
 from rpt_train.eval_run import EvalConfig, format_table, run_eval
-from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
 from rpt_train.shards import MANIFEST_NAME, rows_to_table, shard_name, write_shard
-from rpt_train.tokenizer import Tokenizer, bytes_to_unicode
+from rpt_train.tokenizer import Tokenizer
+from tests.rpt_train.evalkit import bigram_model, shard_row, tiny_tokenizer
 
 # ------------------------------------------------------------------------------------------- fixtures
 # (The tokenizer and the hand-set model mirror tests/rpt_train/test_evaluate.py, which explains them.)
 
-
-def tiny_tokenizer() -> Tokenizer:
-    """256 single bytes (id = byte value), one merge "ab" (id 256) and <|endoftext|> (257)."""
-    b2u = bytes_to_unicode()
-    vocab = {b2u[b]: b for b in range(256)}
-    vocab["ab"] = 256
-    raw = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=[("a", "b")]))
-    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    raw.decoder = decoders.ByteLevel()
-    raw.add_special_tokens([AddedToken("<|endoftext|>", special=True, normalized=False)])
-    return Tokenizer(raw)
-
-
-def bigram_model(tok: Tokenizer, mapping: dict[str, str]) -> Qwen3ForCausalLM:
-    """Greedy next token = ``mapping[last input token]``; token id 0 (byte 0x00) for unmapped ones."""
-    cfg = Qwen3Config(
-        vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=512,
-        tie_word_embeddings=False, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id, torch_dtype="float32",
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = Qwen3ForCausalLM(cfg)
-    with torch.no_grad():
-        for layer in model.model.layers:
-            layer.self_attn.o_proj.weight.zero_()
-            layer.mlp.down_proj.weight.zero_()
-        model.lm_head.weight.zero_()
-        model.model.embed_tokens.weight[:, : len(mapping)] = 0.0  # unmapped tokens: all logits 0
-        for k, (src, dst) in enumerate(mapping.items()):
-            basis = torch.zeros(cfg.hidden_size)
-            basis[k] = 1.0
-            model.model.embed_tokens.weight[tok.encode(src)[0]] = basis
-            model.lm_head.weight[tok.encode(dst)[0]] += 10.0 * basis
-    return model.eval()
-
-
-def shard_row(doc: str, context: str, pieces: list[str], entropy: float, position: int = 0) -> dict:
-    return {
-        "doc_id": doc, "position": position, "context": context, "label": "".join(pieces).encode(),
-        "boundaries": list(accumulate(len(p.encode()) for p in pieces)), "entropy": entropy,
-        "n_context_tokens": position, "token_id": 0, "label_token_ids": [0] * len(pieces),
-    }  # fmt: skip
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 ROWS = [
@@ -94,15 +49,6 @@ def save_model(tok: Tokenizer, mapping: dict[str, str], path: Path) -> Path:
     bigram_model(tok, mapping).save_pretrained(path)
     tok.save(path)
     return path
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls on a shared 2-core machine: a second OpenMP thread only adds waiting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
