@@ -1,0 +1,279 @@
+"""Per-token log-probabilities of sampled completions under a policy, without the (B, T, V) logits tensor.
+
+GRPO needs log pi(token | prefix) at temperature tau for every completion token, with gradients. With a
+151k vocabulary, B = 64 sequences and T = 1024 tokens the float32 logits alone would be 40 GB, so the LM
+head runs only on real (non-padding) completion tokens, a chunk of them at a time, inside one autograd
+function (``ChunkedTokenLogprob``) that keeps just each token's log-sum-exp for backward and rebuilds
+the chunk's logits there.
+
+The numbers reproduce ``rpt_train.generate``'s ``log_softmax(lm_head(h) / temperature)[token]`` to float
+rounding (here 1/temperature scales h before the LM head, a (C, H) instead of a (C, V) multiply), with
+the same left-padding convention (positions count only real tokens).
+
+``LogprobModule`` wraps a causal LM so DDP / FSDP see these log-probs as the module's ``forward`` (their
+gradient and unshard hooks hang off ``forward``). ``batched_logprobs`` (no grad: old / reference
+log-probs) and ``backward_micro_batches`` (the GRPO gradient) run it over a rollout batch in micro-batches
+trimmed of padding. Micro-batch losses are weighted by their share of the *global* aggregation
+denominator (tokens or sequences, summed over micro-batches and ranks), so accumulation and DDP give
+exactly the gradient of the whole batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rpt_train.distributed import no_sync
+from rpt_train.grpo import GrpoLossConfig, grpo_loss
+from rpt_train.rollout import RolloutBatch
+
+DEFAULT_CHUNK = 1024  # tokens: a (1024, 151936) float32 logits chunk is 0.6 GB
+
+
+class ChunkedTokenLogprob(torch.autograd.Function):
+    """log_softmax(h W^T / T)[target] and the entropy, chunk by chunk, with a hand-written backward.
+
+    Like a fused linear cross-entropy: forward keeps only each row's log-sum-exp, backward rebuilds one
+    (C, V) chunk of logits at a time and turns it into the gradient in place (softmax, scale, scatter),
+    so no (N, V) tensor ever exists and each chunk costs a handful of passes over C x V memory. When all
+    N tokens fit in one chunk the softmax is kept instead, which saves the recomputing matmul.
+    """
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")
+    def forward(ctx, hidden, weight, targets, inv_temp: float, chunk: int):
+        # hidden (N, H), weight (V, H), targets (N,) -> logp (N,), entropy (N,)
+        N = hidden.shape[0]
+        out = torch.empty(3, N, dtype=torch.float32, device=hidden.device)  # logp, entropy, lse
+        probs = None
+        for s in range(0, N, chunk):
+            t = targets[s : s + chunk, None]  # (C, 1)
+            z = F.linear(hidden[s : s + chunk] * inv_temp, weight).float()  # (C, V)
+            zmax = z.amax(-1, keepdim=True)  # (C, 1)
+            z.sub_(zmax)
+            e = torch.exp(z)  # (C, V)
+            total = e.sum(-1)  # (C,)
+            log_total = total.log()
+            out[0, s : s + chunk] = z.gather(-1, t)[:, 0] - log_total
+            # H = log S - sum(e * z) / S, the row dot as a batched matmul (no (C, V) temporary)
+            dot = (e.unsqueeze(1) @ z.unsqueeze(-1)).view(-1)  # (C,)
+            out[1, s : s + chunk] = log_total - dot / total
+            out[2, s : s + chunk] = zmax[:, 0] + log_total
+            if N <= chunk:  # one chunk: keeping its softmax costs no more memory and saves a matmul
+                probs = e.div_(total[:, None])
+        ctx.save_for_backward(hidden, weight, targets, out[2], probs)
+        ctx.inv_temp, ctx.chunk = inv_temp, chunk
+        entropy = out[1].clone()
+        ctx.mark_non_differentiable(entropy)
+        return out[0].clone(), entropy
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, g_logp, g_entropy):
+        hidden, weight, targets, lse, probs = ctx.saved_tensors
+        need_h, need_w = ctx.needs_input_grad[:2]
+        grad_h = torch.empty_like(hidden) if need_h else None
+        grad_w = None  # (V, H) float32, written by the first chunk and accumulated by the others
+        g_logp = g_logp.float()
+        for s in range(0, hidden.shape[0], ctx.chunk):
+            h = hidden[s : s + ctx.chunk] * ctx.inv_temp  # (C, H)
+            g = g_logp[s : s + ctx.chunk, None]  # (C, 1)
+            if probs is not None:
+                z = probs.mul_(-g)  # in place: a second backward through this graph is not supported
+            else:
+                z = F.linear(h, weight).float()  # (C, V)
+                z.sub_(lse[s : s + ctx.chunk, None]).exp_().mul_(-g)  # -g * softmax
+            z.scatter_add_(-1, targets[s : s + ctx.chunk, None], g)  # + g at the target: d logp / dz * g
+            dz = z.to(h.dtype)
+            if need_h:
+                grad_h[s : s + ctx.chunk] = (dz @ weight.to(h.dtype)) * ctx.inv_temp
+            if need_w:
+                part = (dz.t().float(), h.float())
+                grad_w = torch.mm(*part) if grad_w is None else grad_w.addmm_(*part)
+        return grad_h, grad_w.to(weight.dtype) if need_w else None, None, None, None
+
+
+def logprobs_from_hidden(
+    hidden: torch.Tensor,  # (..., H): hidden state at the position *before* each target
+    lm_head_weight: torch.Tensor,  # (V, H)
+    targets: torch.Tensor,  # (...) long
+    temperature: float = 1.0,
+    chunk: int = DEFAULT_CHUNK,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logp, entropy), float32 of the shape of ``targets``, computed ``chunk`` tokens at a time.
+
+    logp = log_softmax(hidden @ W^T / temperature)[target] is differentiable (wrt hidden and W); the
+    entropy of the same distribution is a detached metric.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 for log-probs, got {temperature}")
+    shape = targets.shape
+    flat_h = hidden.reshape(-1, hidden.shape[-1])  # (N, H)
+    flat_t = targets.reshape(-1)  # (N,)
+    logp, entropy = ChunkedTokenLogprob.apply(
+        flat_h, lm_head_weight, flat_t, 1.0 / temperature, max(1, chunk)
+    )
+    return logp.view(shape), entropy.view(shape)
+
+
+def token_logprobs(
+    model: nn.Module,
+    input_ids: torch.Tensor,  # (B, P + T): left-padded prompt, then the completion (right-padded)
+    attention_mask: torch.Tensor,  # (B, P + T): 1 on real tokens
+    completion_start: int,  # P: index of the first completion column
+    temperature: float = 1.0,
+    chunk: int = DEFAULT_CHUNK,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log pi(completion token | everything before it) at ``temperature``, and the policy entropy there.
+
+    ``model`` is a causal LM with ``hidden_states(ids, attention_mask)`` and ``lm_head`` (our Qwen3).
+    Returns (logp, entropy), each (B, T) float32 for the T = ``input_ids.shape[1] - completion_start``
+    completion columns, 0 on padding columns (the LM head only runs on real completion tokens).
+    """
+    P = completion_start
+    if P < 1:
+        raise ValueError("completion_start must be >= 1 (the first completion token needs a prefix)")
+    # The last column's hidden state predicts nothing we need: leave it out of the forward.
+    hidden = model.hidden_states(input_ids[:, :-1], attention_mask[:, :-1])  # (B, P + T - 1, H)
+    hidden = hidden[:, P - 1 :]  # (B, T, H): position P-1+j predicts completion token j
+    real = attention_mask[:, P:].bool()  # (B, T)
+    lp, ent = logprobs_from_hidden(
+        hidden[real], model.lm_head.weight, input_ids[:, P:][real], temperature, chunk
+    )
+    zeros = torch.zeros(real.shape, dtype=torch.float32, device=real.device)  # (B, T)
+    return zeros.masked_scatter(real, lp), zeros.masked_scatter(real, ent)
+
+
+def trim_padding(
+    input_ids: torch.Tensor,  # (B, P + T)
+    attention_mask: torch.Tensor,  # (B, P + T)
+    completion_start: int,
+) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """Drop leading columns that are padding in every row and trailing completion columns likewise.
+
+    Neither changes any real token's output (positions count real tokens only; attention is causal), so
+    a micro-batch of short sequences costs what its longest member costs. Returns (ids, mask, new
+    completion_start, kept): the result's completion columns are the first ``kept`` original ones.
+    """
+    real = attention_mask.bool().any(dim=0)  # (P + T,)
+    prompt_real = real[:completion_start].nonzero()
+    first = int(prompt_real[0]) if len(prompt_real) else completion_start - 1
+    first = min(first, completion_start - 1)  # keep >= 1 prompt column: it predicts the first token
+    comp_real = real[completion_start:].nonzero()
+    kept = int(comp_real[-1]) + 1 if len(comp_real) else 1  # >= 1 column keeps shapes non-empty
+    kept = min(kept, input_ids.shape[1] - completion_start)
+    end = completion_start + kept
+    return input_ids[:, first:end], attention_mask[:, first:end], completion_start - first, kept
+
+
+class LogprobModule(nn.Module):
+    """``forward(input_ids, attention_mask, completion_start, temperature)`` -> (logp, entropy) (B, T).
+
+    Exists so that DDP / FSDP2, which act on ``forward``, wrap the computation the trainer differentiates.
+    """
+
+    def __init__(self, model: nn.Module, chunk: int = DEFAULT_CHUNK):
+        super().__init__()
+        self.model = model
+        self.chunk = chunk
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        completion_start: int,
+        temperature: float = 1.0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return token_logprobs(
+            self.model, input_ids, attention_mask, completion_start, temperature, self.chunk
+        )
+
+
+# ------------------------------------------------------------------ micro-batched scoring and backward
+
+
+def token_count(mask: torch.Tensor) -> torch.Tensor:
+    """Denominator of token-mean: loss tokens. mask (S, T) -> ()."""
+    return mask.sum()
+
+
+def sequence_count(mask: torch.Tensor) -> torch.Tensor:
+    """Denominator of the seq-mean aggregations: sequences with at least one loss token. (S, T) -> ()."""
+    return (mask.sum(-1) > 0).sum()
+
+
+# What each LOSS_AGG mode divides by; weighting micro-batch losses by their share makes accumulation exact.
+AGG_DENOMINATORS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "token-mean": token_count,
+    "seq-mean-token-mean": sequence_count,
+    "seq-mean-token-sum-norm": sequence_count,
+}
+
+
+@dataclass
+class MicroBatchSettings:
+    """Loss settings, KL coefficient, sampling temperature and sequences per forward/backward."""
+
+    loss: GrpoLossConfig
+    beta: float = 0.0
+    temperature: float = 1.0
+    micro_batch_size: int = 8
+
+
+def backward_micro_batches(
+    policy, batch: RolloutBatch, loss_mask, old_logp, ref_logp, s: MicroBatchSettings, n_micro: int,
+    global_denom: float, world_size: int = 1, autocast=contextlib.nullcontext, sync_module=None,
+) -> dict[str, float]:  # fmt: skip
+    """Accumulate the gradient of the batch's GRPO loss; return token-weighted metric sums (this rank).
+
+    loss_mask, old_logp, ref_logp: (S, T) (old None = on-policy: ratio 1 against logp.detach()). The
+    returned "loss" is this rank's share of the global objective times ``world_size``. Gradient
+    reduction is deferred to the last micro-batch via ``no_sync(sync_module or policy)``.
+    """
+    ids, attn, P = batch.sequences()  # (S, P+T)
+    S, mbs = ids.shape[0], s.micro_batch_size
+    denom = AGG_DENOMINATORS[s.loss.loss_agg]
+    sums = dict.fromkeys(("loss", "tokens", "clip_frac", "kl", "ppo_kl", "entropy", "entropy_tokens"), 0.0)
+    for k in range(n_micro):
+        dummy = k * mbs >= S  # padding micro-batch so all ranks call backward equally often
+        sl = slice(0, 1) if dummy else slice(k * mbs, (k + 1) * mbs)
+        sync = contextlib.nullcontext() if k == n_micro - 1 else no_sync(sync_module or policy)
+        with sync:
+            m_ids, m_attn, m_P, kept = trim_padding(ids[sl], attn[sl], P)
+            with autocast():
+                logp, entropy = policy(m_ids, m_attn, m_P, s.temperature)  # (m, kept) each
+            mask = loss_mask[sl, :kept]  # (m, kept)
+            old = logp.detach() if old_logp is None else old_logp[sl, :kept]
+            ref = None if ref_logp is None else ref_logp[sl, :kept]
+            loss, m = grpo_loss(logp, old, batch.advantages[sl], mask, s.loss, ref_logp=ref, beta=s.beta)
+            weight = 0.0 if dummy else float(denom(mask)) * world_size / max(global_denom, 1.0)
+            (loss * weight).backward()
+        if dummy:
+            continue
+        n_tok = float(mask.sum())
+        gen_mask = batch.completion_mask[sl, :kept]  # entropy over every generated token
+        sums["loss"] += m["loss"] * weight
+        sums["tokens"] += n_tok
+        for key in ("clip_frac", "kl", "ppo_kl"):
+            sums[key] += m.get(key, 0.0) * n_tok
+        sums["entropy"] += float(entropy[gen_mask].sum())
+        sums["entropy_tokens"] += float(gen_mask.sum())
+    return sums
+
+
+@torch.no_grad()
+def batched_logprobs(module, batch: RolloutBatch, temperature: float, micro_batch_size: int, autocast):
+    """log-probs (S, T) float32 of every completion token under ``module`` (a LogprobModule), no grad."""
+    ids, attn, P = batch.sequences()
+    out = torch.zeros(batch.completion_ids.shape, dtype=torch.float32, device=ids.device)  # (S, T)
+    for lo in range(0, ids.shape[0], micro_batch_size):
+        sl = slice(lo, lo + micro_batch_size)
+        m_ids, m_attn, m_P, kept = trim_padding(ids[sl], attn[sl], P)
+        with autocast():
+            out[sl, :kept] = module(m_ids, m_attn, m_P, temperature)[0].float()
+    return out
