@@ -89,7 +89,9 @@ def build_config(cls: type[T], *layers: dict[str, Any] | None) -> T:
         for key, value in (layer or {}).items():
             field = key.replace("-", "_")
             if field not in names:
-                raise RptError(f"unknown config key '{key}' for {cls.__name__} (known: {', '.join(sorted(names))})")
+                raise RptError(
+                    f"unknown config key '{key}' for {cls.__name__} (known: {', '.join(sorted(names))})"
+                )
             values[field] = _coerce(field, value, hints[field])
     try:
         cfg = cls(**values)

@@ -275,3 +275,46 @@ def main_first(info: DistInfo) -> Iterator[None]:
     yield
     if info.is_main:
         barrier()
+
+
+def all_gather_objects(obj) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank (``[obj]`` in one process)."""
+    if not is_initialized():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def all_reduce_max(x: float) -> float:
+    if not is_initialized():
+        return x
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor(float(x), dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t)
+
+
+def mean_over_ranks(metrics: dict[str, float]) -> dict[str, float]:
+    """Every value averaged over ranks, except ``*_max`` keys (maximum): two collectives in all."""
+    keys = sorted(metrics)
+    means = all_reduce_mean(torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64))
+    out = {k: float(v) for k, v in zip(keys, means, strict=True)}
+    out.update({k: all_reduce_max(metrics[k]) for k in keys if k.endswith("_max")})
+    return out
+
+
+@contextlib.contextmanager
+def fsdp_gathered(model: torch.nn.Module):
+    """Under FSDP2 keep parameters unsharded through a rollout (else every decode step all-gathers)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    mods = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    for m in mods:
+        m.set_reshard_after_forward(False, recurse=False)
+    try:
+        yield
+    finally:
+        for m in mods:
+            m.reshard()
+            m.set_reshard_after_forward(m is not model, recurse=False)  # the root stays gathered: see below

@@ -80,7 +80,10 @@ class KVCache:
         return self.k.shape[3]
 
     def prepare(self, T: int, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reserve T slots for the next forward; return (position_ids (B, T), attn mask (B, 1, T, length+T))."""
+        """Reserve T slots for the next forward.
+
+        Returns (position_ids (B, T), attention mask (B, 1, T, length + T)).
+        """
         start, end = self.length, self.length + T
         if end > self.max_len:
             raise ValueError(f"KV cache overflow: {end} slots needed, {self.max_len} allocated")
@@ -97,7 +100,10 @@ class KVCache:
         return positions, mask
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store this step's k, v (B, n_kv, T, hd) for ``layer``; return all keys/values so far (B, n_kv, end, hd)."""
+        """Store this step's k, v (B, n_kv, T, hd) for ``layer``.
+
+        Returns all keys and values so far, (B, n_kv, end, hd) each.
+        """
         start, end = self._window
         self.k[layer, :, :, start:end] = k
         self.v[layer, :, :, start:end] = v

@@ -86,7 +86,11 @@ def check_schema(path: str | Path) -> pa.Schema:
     version = (schema.metadata or {}).get(b"rpt.schema_version", b"?").decode()
     if version != str(SCHEMA_VERSION):
         raise RptError(f"{path}: shard schema version {version}, this rpt reads version {SCHEMA_VERSION}")
-    missing = [c for c in ("doc_id", "position", "context", "label", "boundaries", "entropy") if c not in schema.names]
+    missing = [
+        c
+        for c in ("doc_id", "position", "context", "label", "boundaries", "entropy")
+        if c not in schema.names
+    ]
     if missing:
         raise RptError(f"{path}: missing shard columns {missing}")
     return schema

@@ -23,7 +23,6 @@ from itertools import islice
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from rpt_train import distributed as D
 from rpt_train.checkpoint import (
@@ -80,49 +79,6 @@ def check_tokenizer_matches(manifest: dict, tokenizer: Tokenizer) -> None:
             f"the shards were built with another tokenizer (base vocab fingerprint {want[:12]}..., "
             f"this tokenizer {tokenizer.base_vocab_fingerprint[:12]}...); pass the matching --tokenizer"
         )
-
-
-def all_gather_objects(obj) -> list:
-    """``[obj of rank 0, obj of rank 1, ...]`` on every rank (``[obj]`` in one process)."""
-    if not D.is_initialized():
-        return [obj]
-    out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def all_reduce_max(x: float) -> float:
-    if not D.is_initialized():
-        return x
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
-    t = torch.tensor(float(x), dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return float(t)
-
-
-def mean_over_ranks(metrics: dict[str, float]) -> dict[str, float]:
-    """Every value averaged over ranks, except ``*_max`` keys (maximum): two collectives in all."""
-    keys = sorted(metrics)
-    means = D.all_reduce_mean(torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64))
-    out = {k: float(v) for k, v in zip(keys, means, strict=True)}
-    out.update({k: all_reduce_max(metrics[k]) for k in keys if k.endswith("_max")})
-    return out
-
-
-@contextlib.contextmanager
-def fsdp_gathered(model: torch.nn.Module):
-    """Under FSDP2 keep parameters unsharded through a rollout (else every decode step all-gathers)."""
-    from torch.distributed.fsdp import FSDPModule
-
-    mods = [m for m in model.modules() if isinstance(m, FSDPModule)]
-    for m in mods:
-        m.set_reshard_after_forward(False, recurse=False)
-    try:
-        yield
-    finally:
-        for m in mods:
-            m.reshard()
-            m.set_reshard_after_forward(m is not model, recurse=False)  # the root stays gathered: see below
 
 
 @dataclass
@@ -235,7 +191,7 @@ class Trainer:
 
     def save(self, snapshot: dict | None = None) -> Path | None:
         model_sd, optim_sd = D.gather_full_state(self.model, self.optimizer)  # collective under FSDP2
-        ranks = all_gather_objects(snapshot or self._state())
+        ranks = D.all_gather_objects(snapshot or self._state())
         path = None
         if self.info.is_main:
             state = {"step": self.step, "bad_steps": self.bad_steps, "world_size": self.world, "ranks": ranks,
@@ -279,7 +235,7 @@ class Trainer:
         return rows
 
     def _rollout(self, rows: list[dict], spec: RolloutSpec | None = None, generator=None) -> RolloutBatch:
-        with torch.no_grad(), self._autocast(), fsdp_gathered(self.model):
+        with torch.no_grad(), self._autocast(), D.fsdp_gathered(self.model):
             return rollout(self.model, self.tokenizer, self.template, rows, spec or self.spec, generator)
 
     def _draw(self, rows: list[dict]) -> tuple[RolloutBatch, RolloutBatch, int]:
@@ -294,7 +250,7 @@ class Trainer:
 
     def _update(self, batch: RolloutBatch, old_logp, ref_logp) -> dict[str, float]:
         loss_mask = batch.loss_mask(self.cfg.mask_truncated)  # (S, T)
-        n_micro = int(all_reduce_max(math.ceil(batch.num_sequences / self.cfg.micro_batch_size)))
+        n_micro = int(D.all_reduce_max(math.ceil(batch.num_sequences / self.cfg.micro_batch_size)))
         global_denom = D.all_reduce_sum(float(AGG_DENOMINATORS[self.cfg.loss_agg](loss_mask)))
         out: dict[str, float] = {}
         for _ in range(self.cfg.num_iterations):
@@ -345,7 +301,7 @@ class Trainer:
         if self.cfg.dynamic_sampling:
             m.update(groups=batch.num_groups, resample_batches=tries)
         m["skipped_rows"] = self.skipped_rows  # empty contexts so far (this run, all ranks)
-        m = mean_over_ranks(m)
+        m = D.mean_over_ranks(m)
         m.update({k: m[k] * self.world for k in ("tokens_per_s", "groups", "skipped_rows") if k in m})  # sums
         m.update(upd)
         self.bad_steps = self.bad_steps + 1 if "skipped" in upd else 0

@@ -24,8 +24,10 @@ if TYPE_CHECKING:
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16}  # fmt: skip
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16,
+}  # fmt: skip
 
 
 def parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
@@ -49,7 +51,8 @@ def resolve_model_dir(
         return local
     if local.exists() or str(path_or_id).startswith((".", "/")) or str(path_or_id).count("/") != 1:
         raise RptError(
-            f"model not found: {path_or_id} (expected an HF-format directory or a hub id like Qwen/Qwen3-0.6B)"
+            f"model not found: {path_or_id} "
+            "(expected an HF-format directory or a hub id like Qwen/Qwen3-0.6B)"
         )
     try:
         from huggingface_hub import snapshot_download

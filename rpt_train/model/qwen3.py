@@ -128,7 +128,10 @@ class Qwen3Model(nn.Module):
 
 
 class Qwen3ForCausalLM(nn.Module):
-    """``model(input_ids, attention_mask=None, position_ids=None, kv_cache=None) -> float logits (B, T, V)``."""
+    """Causal LM: ``model(input_ids, attention_mask=None, position_ids=None, kv_cache=None)``.
+
+    Returns float32 logits (B, T, V).
+    """
 
     def __init__(self, config: Qwen3Config):
         super().__init__()

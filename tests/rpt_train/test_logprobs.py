@@ -115,9 +115,8 @@ def test_module_forward_matches_function_and_trains():
 
 def _rollout_batch(seed=0, max_new_tokens=5):
     """A real rollout of the tiny task with varied completion lengths and random advantages."""
-    from test_rollout import TextTemplate, task_rows, tiny_model, tiny_tokenizer
-
     from rpt_train.rollout import RolloutSpec, rollout, sampling_params
+    from tests.rpt_train.taskkit import TextTemplate, task_rows, tiny_model, tiny_tokenizer
 
     tok = tiny_tokenizer()
     model = tiny_model(tok, seed=seed)

@@ -14,7 +14,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
-from test_rollout import save_model_dir, tiny_tokenizer, write_task_shards
 
 from rpt_train import logprobs as logprobs_mod
 from rpt_train import trainer as trainer_mod
@@ -23,6 +22,7 @@ from rpt_train.cli_run import run, sigint_flag
 from rpt_train.errors import RptError
 from rpt_train.train_config import TrainConfig
 from rpt_train.trainer import Trainer, lr_factor
+from tests.rpt_train.taskkit import save_model_dir, tiny_tokenizer, write_task_shards
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -281,9 +281,8 @@ def test_kl_to_frozen_reference_and_gradient_checkpointing(task, tmp_path):
 
 
 def test_empty_contexts_are_skipped_and_counted(task, tmp_path):
-    from test_rollout import task_rows
-
     from rpt_train import shards
+    from tests.rpt_train.taskkit import task_rows
 
     rows = task_rows(12)
     for r in rows[:3]:

@@ -1,0 +1,106 @@
+"""The tiny synthetic next-token task the rollout, log-prob and trainer tests share.
+
+Contexts are space-separated letters a-h; the continuation is a fixed permutation of the last letter (and
+of that one), so a 2-layer model can learn it in seconds and the learning test can demand a clear rise.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import tokenizers
+import torch
+from tokenizers import decoders, models, normalizers, pre_tokenizers
+
+from rpt_train import shards
+from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
+from rpt_train.tokenizer import Tokenizer
+
+LETTERS = "abcdefgh"
+
+
+def tiny_tokenizer() -> Tokenizer:
+    """Byte-level BPE over ' ' and a-h: tokens ' a'..' h' (and bare letters), plus <|endoftext|>."""
+    chars = ["Ġ", *LETTERS]
+    merges = [("Ġ", c) for c in LETTERS]
+    vocab = {c: i for i, c in enumerate(chars)}
+    for a, b in merges:
+        vocab[a + b] = len(vocab)
+    tok = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(["<|endoftext|>"])
+    return Tokenizer(tok)
+
+
+def next_letter(c: str) -> str:
+    return LETTERS[(LETTERS.index(c) * 3 + 1) % len(LETTERS)]  # a fixed permutation of the letters
+
+
+def task_row(rng: random.Random, i: int) -> dict:
+    """Context ' c e b ...'; the continuation is ' x y' with x = next_letter(last), y = next_letter(x)."""
+    letters = [rng.choice(LETTERS) for _ in range(rng.randint(2, 6))]
+    x = next_letter(letters[-1])
+    y = next_letter(x)
+    return dict(doc_id=f"doc{i}", position=len(letters), context="".join(" " + c for c in letters),
+                label=f" {x} {y}".encode(), boundaries=[2, 4], entropy=1.0, n_context_tokens=len(letters),
+                token_id=0, label_token_ids=[0, 0], domain=["synthetic"], difficulty=None,
+                source="test")  # fmt: skip
+
+
+def task_rows(n: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    return [task_row(rng, i) for i in range(n)]
+
+
+def write_task_shards(out: Path, tok: Tokenizer, n_train=512, n_val=32, files=2, fingerprint=None) -> Path:
+    """SHARDS/train (``files`` shards: >= 1 row group per rank) and SHARDS/val, with a manifest."""
+    rows = task_rows(n_train, seed=1)
+    per = -(-n_train // files)
+    for f in range(files):
+        table = shards.rows_to_table(rows[f * per : (f + 1) * per])
+        shards.write_shard(out / "train" / shards.shard_name("train", 0, f), table)
+    shards.write_shard(
+        out / "val" / shards.shard_name("val", 0, 0), shards.rows_to_table(task_rows(n_val, 2))
+    )
+    manifest = {"tokenizer_base_vocab_fingerprint": fingerprint or tok.base_vocab_fingerprint}
+    (out / shards.MANIFEST_NAME).write_text(json.dumps(manifest))
+    return out
+
+
+def tiny_model(tok: Tokenizer, seed: int = 0, layers: int = 2) -> Qwen3ForCausalLM:
+    torch.manual_seed(seed)
+    cfg = Qwen3Config(
+        vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, rope_theta=10_000.0, eos_token_id=None,
+        torch_dtype="float32",
+    )  # fmt: skip
+    return Qwen3ForCausalLM(cfg).float()
+
+
+def save_model_dir(path: Path, tok: Tokenizer, seed: int = 0) -> Path:
+    tiny_model(tok, seed).save_pretrained(path)
+    tok.save(path)
+    return path
+
+
+@dataclass(frozen=True)
+class TextTemplate:
+    """An uncapped template whose prediction is the whole completion (like a chat template's answer)."""
+
+    name: str = "text"
+    thinks: bool = False
+    max_new_tokens: int | None = None
+
+    def render(self, context: str) -> str:
+        return context
+
+    def extract(self, completion_text: str) -> str | None:
+        return completion_text
+
+    def extract_ids(self, token_ids, decode_fn) -> str | None:
+        return decode_fn(list(token_ids))
