@@ -79,10 +79,13 @@ class KVCache:
     def max_len(self) -> int:
         return self.k.shape[3]
 
-    def prepare(self, T: int, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def prepare(
+        self, T: int, attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Reserve T slots for the next forward.
 
-        Returns (position_ids (B, T), attention mask (B, 1, T, length + T)).
+        Returns (position_ids (B, T), attention mask (B, 1, T, length + T)); the mask is None for an
+        unpadded first forward, which is plain causal attention.
         """
         start, end = self.length, self.length + T
         if end > self.max_len:
@@ -93,7 +96,10 @@ class KVCache:
             new_valid = attention_mask.to(dtype=torch.bool, device=self.valid.device)  # (B, T)
         self.valid[:, start:end] = new_valid
         positions = positions_from_mask(new_valid, self.seen)  # (B, T)
-        mask = attention_mask_for(self.valid[:, :end], start, T)  # (B, 1, T, end)
+        if start == 0 and bool(new_valid.all()):
+            mask = None  # an unpadded first forward is plain causal: SDPA picks its fastest kernel
+        else:
+            mask = attention_mask_for(self.valid[:, :end], start, T)  # (B, 1, T, end)
         self.seen += new_valid.sum(-1)
         self.length = end
         self._window = (start, end)
