@@ -12,15 +12,10 @@ import click
 
 from rpt_data.build import DEFAULT_PROXY, BuildConfig
 from rpt_data.build import build as run_build
-from rpt_train.cli_common import config_option
+from rpt_train.cli_common import config_option, unescape
 from rpt_train.config import resolve_config
 
 _D = BuildConfig()
-
-
-def _unescape(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    # Shells pass "\n" literally; in a template it almost always means a newline.
-    return value.replace("\\n", "\n").replace("\\t", "\t") if value is not None else None
 
 
 @click.command("build")
@@ -34,7 +29,7 @@ def _unescape(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @click.option("--split", help=f"Hub dataset split. Default: {_D.split}.")
 @click.option(
     "--text-template",
-    callback=_unescape,
+    callback=unescape,
     help="Record fields -> document text, str.format style. Default: '{problem}\\n\\n{solution}'.",
 )
 @click.option(

@@ -9,13 +9,8 @@ from __future__ import annotations
 import click
 
 from rpt_data.tokenizer_train import MIN_VOCAB_SIZE, TokenizerTrainConfig, train_from_corpus
-from rpt_train.cli_common import config_option
+from rpt_train.cli_common import config_option, unescape
 from rpt_train.config import build_config, load_toml_section
-
-
-def _unescape(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    # Shells pass "\n" literally; in a template it almost always means a newline.
-    return value.replace("\\n", "\n").replace("\\t", "\t") if value is not None else None
 
 
 @click.group("tokenizer")
@@ -33,7 +28,7 @@ def tokenizer_group() -> None:
     help="Total tokens: 256 bytes + merges + 5 added chat tokens. Default: 2048.",
 )
 @click.option("--min-frequency", type=click.IntRange(min=1), help="Default: 2.")
-@click.option("--text-template", callback=_unescape, help=r"Default: '{problem}\n\n{solution}'.")
+@click.option("--text-template", callback=unescape, help=r"Default: '{problem}\n\n{solution}'.")
 @click.option("--split", help="Split, for a hub dataset id.")
 @click.option("--quiet", is_flag=True, default=None, help="No progress display.")
 def train_command(corpus: tuple[str, ...], config: str | None, **opts: object) -> None:

@@ -33,3 +33,9 @@ def config_option(section: str):
         default=None,
         help=f"TOML recipe; its [{section}] table sets defaults that command-line options override.",
     )
+
+
+def unescape(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Option callback: shells pass ``\\n`` literally, and in a text template it almost always means a
+    newline (``--text-template '{problem}\\n\\n{solution}'``)."""
+    return value.replace("\\n", "\n").replace("\\t", "\t") if value is not None else None
