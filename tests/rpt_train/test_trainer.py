@@ -157,7 +157,8 @@ def test_two_ranks_keep_identical_weights(task, tmp_path):
         "h = hashlib.sha256()\n"
         "for k, v in sorted(tr.model.state_dict().items()):\n"
         "    h.update(v.detach().contiguous().numpy().tobytes())\n"
-        "print('RANK', tr.rank, h.hexdigest(), first, res.step, flush=True)\n"
+        # One file per rank: two processes printing to one pipe can interleave their lines.
+        "open(f'rank{tr.rank}.txt', 'w').write(f'RANK {tr.rank} {h.hexdigest()} {first} {res.step}')\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
@@ -174,7 +175,7 @@ def test_two_ranks_keep_identical_weights(task, tmp_path):
         proc.communicate()
         raise
     assert proc.returncode == 0, stderr[-3000:]
-    lines = sorted(line.split() for line in stdout.splitlines() if line.startswith("RANK"))
+    lines = sorted((tmp_path / f"rank{r}.txt").read_text().split() for r in range(2))
     assert [line[1] for line in lines] == ["0", "1"]
     assert lines[0][2] == lines[1][2], "ranks diverged"
     assert lines[0][3] != lines[1][3], "ranks should draw different contexts"
