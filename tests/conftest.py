@@ -39,3 +39,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def qwen3_raw_tokenizer():
+    """The real Qwen3 ``tokenizers.Tokenizer`` from ../shared (a missing file fails, it does not skip)."""
+    import tokenizers
+
+    if not QWEN3_TOKENIZER.is_file():
+        pytest.fail(f"{QWEN3_TOKENIZER} not found: tests need ../shared beside the repository")
+    return tokenizers.Tokenizer.from_file(str(QWEN3_TOKENIZER))

@@ -155,7 +155,8 @@ def test_bad_trainer_state(tmp_path):
 
 
 def test_transformers_loads_checkpoint(tmp_path):
-    transformers = pytest.importorskip("transformers")
+    import transformers
+
     model, opt, sched = _setup(5)
     path = _save(tmp_path, 3, model, opt, sched)
     hf = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()

@@ -138,7 +138,8 @@ def test_missing_directory_is_a_clear_error(tmp_path):
 
 
 def test_unknown_hub_id_offline_is_a_clear_error(tmp_path, monkeypatch):
-    hub_constants = pytest.importorskip("huggingface_hub.constants")
+    import huggingface_hub.constants as hub_constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     # huggingface_hub reads the environment at import time; patch the live values too.
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from rpt_train.chat import render_chat
@@ -18,18 +16,12 @@ from rpt_train.prompts import (
     load_template,
 )
 
-TOKENIZER_JSON = (
-    Path(__file__).resolve().parents[2].parent / "shared" / "tokenizers" / "qwen3" / "tokenizer.json"
-)
 IM_START, THINK_END = 151644, 151668
 
 
 @pytest.fixture(scope="module")
-def tok():
-    tokenizers = pytest.importorskip("tokenizers")
-    if not TOKENIZER_JSON.exists():
-        pytest.skip(f"{TOKENIZER_JSON} not found")
-    return tokenizers.Tokenizer.from_file(str(TOKENIZER_JSON))
+def tok(qwen3_raw_tokenizer):
+    return qwen3_raw_tokenizer
 
 
 def test_registry_and_flags():

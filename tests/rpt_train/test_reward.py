@@ -7,51 +7,26 @@ continuation tokens and their cumulative byte lengths, from the real tokenizer i
 from __future__ import annotations
 
 from itertools import accumulate
-from pathlib import Path
 
 import pytest
 
 from rpt_train.errors import RptError
 from rpt_train.reward import REWARDS, compute_rewards, first_token_reward, prefix_reward
-
-TOKENIZER_JSON = (
-    Path(__file__).resolve().parents[2].parent / "shared" / "tokenizers" / "qwen3" / "tokenizer.json"
-)
-
-
-def _byte_decoder() -> dict[str, int]:
-    # GPT-2 byte-level BPE: each byte is shown as one printable unicode char; invert that table.
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    bs += list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
+from rpt_train.tokenizer import byte_level_token_bytes
 
 
 @pytest.fixture(scope="module")
-def tok():
-    tokenizers = pytest.importorskip("tokenizers")
-    if not TOKENIZER_JSON.exists():
-        pytest.skip(f"{TOKENIZER_JSON} not found")
-    return tokenizers.Tokenizer.from_file(str(TOKENIZER_JSON))
+def tok(qwen3_raw_tokenizer):
+    return qwen3_raw_tokenizer
 
 
 @pytest.fixture(scope="module")
 def split(tok):
     """split(text, n_context) -> (context_token_strings, label bytes, boundaries) from the real tokens."""
-    dec = _byte_decoder()
-
-    def token_bytes(token: str) -> bytes:
-        return bytes(dec[ch] for ch in token)
 
     def _split(text: str, n_context: int, n_label: int = 6):
         tokens = tok.encode(text).tokens
-        label_tokens = [token_bytes(t) for t in tokens[n_context : n_context + n_label]]
+        label_tokens = [byte_level_token_bytes(t) for t in tokens[n_context : n_context + n_label]]
         return label_tokens, b"".join(label_tokens), list(accumulate(len(b) for b in label_tokens))
 
     return _split
