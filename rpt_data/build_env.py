@@ -9,7 +9,6 @@ not the proxy's: the entropies would belong to other tokens than the rows' label
 from __future__ import annotations
 
 import datetime
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,9 @@ import torch
 import torch.distributed as torch_dist
 
 from rpt_train.errors import RptError
-from rpt_train.io import sha256_bytes, sha256_file
+from rpt_train.io import sha256_file
 from rpt_train.model import Qwen3Config, Qwen3ForCausalLM, default_device, parse_dtype, resolve_model_dir
+from rpt_train.model.checkpoint import weights_sha256
 from rpt_train.tokenizer import TOKENIZER_FILE, Tokenizer, resolve_tokenizer_file
 
 # Ranks meet only at the start and the end; a slow rank may reach the final barrier hours after the rest.
@@ -132,11 +132,7 @@ def load_proxy(proxy: str, tokenizer: str | None, dtype: str | None, device: tor
 
 def proxy_hashes(model_dir: Path) -> dict[str, str]:
     """sha256 of config.json and of the weights (the file, or the ``name sha256`` lines of all shards)."""
-    single = model_dir / "model.safetensors"
-    if single.is_file():
-        weights = sha256_file(single)
-    else:
-        index = json.loads((model_dir / "model.safetensors.index.json").read_text(encoding="utf-8"))
-        names = sorted(set(index["weight_map"].values()))
-        weights = sha256_bytes("".join(f"{n} {sha256_file(model_dir / n)}\n" for n in names).encode())
-    return {"config_sha256": sha256_file(model_dir / "config.json"), "weights_sha256": weights}
+    return {
+        "config_sha256": sha256_file(model_dir / "config.json"),
+        "weights_sha256": weights_sha256(model_dir),
+    }

@@ -19,8 +19,9 @@ from typing import Any
 from rpt_train.config import config_to_dict
 from rpt_train.errors import RptError
 from rpt_train.evaluate import BUCKETS, MODES, EvalSettings, evaluate_model, row_buckets, select_samples
-from rpt_train.io import sha256_bytes, sha256_file, write_json_atomic
+from rpt_train.io import sha256_bytes, write_json_atomic
 from rpt_train.model import Qwen3ForCausalLM
+from rpt_train.model.checkpoint import weights_sha256
 from rpt_train.progress import Progress
 from rpt_train.prompts import load_template
 from rpt_train.shards import iter_rows, list_shards, read_manifest
@@ -102,11 +103,6 @@ def rows_fingerprint(rows: list[dict[str, Any]]) -> str:
     return sha256_bytes(json.dumps(h, ensure_ascii=False).encode("utf-8"))
 
 
-def _fingerprint(model_dir: Path) -> str:
-    weights = sorted(model_dir.glob("*.safetensors"))
-    return ":".join(sha256_file(w)[:16] for w in weights)
-
-
 def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     unknown = set(cfg.modes) - set(MODES)
     if unknown:
@@ -124,7 +120,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     previous = _load_previous(out / "eval.json", cfg, data_fp)
     results = []
     for label, step, model_dir in discover_models(cfg):
-        fp = _fingerprint(model_dir)
+        fp = weights_sha256(model_dir)
         cached = previous.get((str(model_dir), fp))
         if cached is not None:
             # The same weights may now be listed differently (e.g. --model, then --base).

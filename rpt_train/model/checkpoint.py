@@ -16,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from rpt_train.errors import RptError
-from rpt_train.io import atomic_path, write_json_atomic
+from rpt_train.io import atomic_path, sha256_bytes, sha256_file, write_json_atomic
 from rpt_train.model.config import Qwen3Config
 
 if TYPE_CHECKING:
@@ -72,6 +72,15 @@ def _weight_files(model_dir: Path) -> list[Path]:
         index = json.loads((model_dir / INDEX_NAME).read_text())
         return [model_dir / f for f in sorted(set(index["weight_map"].values()))]
     raise RptError(f"{model_dir}: no {WEIGHTS_NAME} or {INDEX_NAME}")
+
+
+def weights_sha256(model_dir: str | Path) -> str:
+    """Identity of a checkpoint's weights: the sha256 of model.safetensors, or of the ``name sha256`` lines
+    of all its shards."""
+    files = _weight_files(Path(model_dir))
+    if len(files) == 1:
+        return sha256_file(files[0])
+    return sha256_bytes("".join(f"{f.name} {sha256_file(f)}\n" for f in files).encode())
 
 
 def load_pretrained(
