@@ -3,7 +3,7 @@
 Documents are processed in fixed blocks of ``block_docs`` in corpus order: a block is tokenized, scored
 with one ``ProxyScorer.score`` call (so the proxy's batches, and therefore its numbers, depend only on the
 block), its positions are selected (``rpt_data.select``) and its rows appended to the rank's shard buffers
-(``rpt_data.build_state``). Memory is bounded by one block plus two shards' worth of rows, whatever the
+(``rpt_data.sink``). Memory is bounded by one block plus two shards' worth of rows, whatever the
 corpus size. Under ``torchrun`` rank r takes the blocks with ``b % world == r``; rank 0 merges the counts
 and writes ``OUT/manifest.json`` last, so its presence marks a complete build.
 
@@ -28,15 +28,14 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rpt_data.build_env import Dist, ProxyBundle, init_distributed, load_proxy, proxy_hashes
-from rpt_data.build_state import Counts, RankState, ShardSink, prepare_out, state_path
 from rpt_data.entropy import ProxyScorer
+from rpt_data.proxy import ProxyBundle, load_proxy, proxy_hashes
 from rpt_data.select import (
     VAL_MIN_ENTROPY,
     SelectionRule,
@@ -46,18 +45,20 @@ from rpt_data.select import (
     select_positions,
     stored_entropies,
 )
-from rpt_train.config import config_to_dict
+from rpt_data.sink import Counts, RankState, ShardSink, prepare_out, state_path
+from rpt_train import distributed as D
+from rpt_train.config import check, config_to_dict, option, unescape
 from rpt_train.corpus.documents import DEFAULT_TEMPLATE, Document
 from rpt_train.corpus.inputs import DEFAULT_DATASET, DEFAULT_SPLIT
 from rpt_train.corpus.readers import ReadStats, count_documents, iter_documents
 from rpt_train.errors import RptError
-from rpt_train.io import write_json_atomic
 from rpt_train.progress import Progress
-from rpt_train.shards import MANIFEST_NAME, SCHEMA_VERSION, SPLITS
+from rpt_train.shards import SCHEMA_VERSION, SPLITS, Manifest
 from rpt_train.tokenizer import Tokenizer
 
 DEFAULT_PROXY = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
 CHECKPOINT_SECONDS = 600.0
+BARRIER_TIMEOUT_S = 24 * 3600.0
 ROW_CHUNK = (
     1024  # rows built (as Python dicts) at a time  # also checkpoint when no shard was flushed for this long
 )
@@ -66,30 +67,52 @@ _NOT_IDENTITY = ("out", "quiet", "overwrite")  # settings that do not change wha
 
 @dataclass
 class BuildConfig:
-    dataset: list[str] = field(default_factory=lambda: [DEFAULT_DATASET])
-    split: str = DEFAULT_SPLIT
-    text_template: str = DEFAULT_TEMPLATE
-    tokenizer: str | None = None  # default: the proxy's own tokenizer.json
-    proxy_model: str = DEFAULT_PROXY
-    out: str = "shards"
-    entropy_threshold: float | None = None
-    min_context_tokens: int | None = None
-    max_samples_per_doc: int | None = None
-    labels_length: int = 8
-    top_k: int = 16
-    val_docs: int = 200
-    seed: int = 0
-    rows_per_shard: int = 10000
-    block_docs: int = 256
-    batch_tokens: int = 16384
-    max_window: int | None = None
-    window_overlap: int = 256
-    dtype: str | None = None  # default: bfloat16 on CUDA, float32 on CPU
-    device: str | None = None  # default: CUDA (this rank's LOCAL_RANK) when present, else CPU
-    strict: bool = False
-    overwrite: bool = False
-    quiet: bool = False
-    max_documents: int | None = None
+    dataset: list[str] = option(
+        default_factory=lambda: [DEFAULT_DATASET],
+        help=f"Hub dataset id, or .jsonl/.json/.parquet file, dir or glob (repeatable). Default: {DEFAULT_DATASET}.",
+    )
+    split: str = option(DEFAULT_SPLIT, "Hub dataset split.")
+    text_template: str = option(
+        DEFAULT_TEMPLATE, "Record fields -> document text, str.format style.", callback=unescape
+    )
+    tokenizer: str | None = option(
+        None, "tokenizer.json, a directory holding one, or a hub id. Default: the proxy's."
+    )
+    proxy_model: str = option(DEFAULT_PROXY, "HF-format directory or hub id of the proxy.")
+    out: str = option("shards", "Build directory.")
+    entropy_threshold: float | None = option(
+        None, "Keep training positions with entropy >= this (nats). Default: off."
+    )
+    min_context_tokens: int | None = option(
+        None, "Keep positions with at least this many context tokens (train and val). Default: off.", ge=0
+    )
+    max_samples_per_doc: int | None = option(
+        None, "Keep at most this many training positions per document, the highest-entropy ones.", ge=1
+    )
+    labels_length: int = option(8, "Label tokens per row.", ge=1)
+    top_k: int = option(16, "Entropy over the top-k logits.", ge=1)
+    val_docs: int = option(200, "Whole documents held out for validation.", ge=0)
+    seed: int = option(0, "Seed of the held-out document choice.")
+    rows_per_shard: int = option(10000, "Rows per Parquet shard.", ge=1)
+    block_docs: int = option(
+        256,
+        "Documents tokenized and scored together (changes the proxy's batches, hence part of the config).",
+        ge=1,
+    )
+    batch_tokens: int = option(16384, "Padded tokens per proxy batch.", ge=1)
+    max_window: int | None = option(
+        None, "Longest proxy window; longer documents are scored in overlapping windows. "
+        "Default: the proxy's max_position_embeddings.", ge=2,
+    )  # fmt: skip
+    window_overlap: int = option(256, "Context tokens a window shares with the previous one.", ge=0)
+    dtype: str | None = option(
+        None, "Proxy dtype. Default: bfloat16 on CUDA, float32 on CPU.", choices=("float32", "bfloat16")
+    )
+    device: str | None = option(None, "cpu, cuda or cuda:N. Default: CUDA (this rank's) when available.")
+    strict: bool = option(False, "Fail on the first bad record instead of skipping.")
+    overwrite: bool = option(False, "Clear OUT's previous build first.")
+    quiet: bool = option(False, "No progress display and no summary.")
+    max_documents: int | None = option(None, "Use only the first N documents.", ge=1)
 
     def __post_init__(self) -> None:
         if isinstance(self.dataset, str):
@@ -97,18 +120,9 @@ class BuildConfig:
         self.dataset = list(self.dataset)
         if not self.dataset:
             raise RptError("no --dataset given")
-        for name in ("labels_length", "top_k", "rows_per_shard", "block_docs", "batch_tokens"):
-            if getattr(self, name) < 1:
-                raise RptError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("val_docs", "window_overlap"):
-            if getattr(self, name) < 0:
-                raise RptError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("min_context_tokens", "max_samples_per_doc", "max_documents", "max_window"):
-            value = getattr(self, name)
-            if value is not None and value < (0 if name == "min_context_tokens" else 1):
-                raise RptError(f"{name} must be positive, got {value}")
+        check(self)
         if self.entropy_threshold is not None and not np.isfinite(self.entropy_threshold):
-            raise RptError(f"entropy_threshold must be a finite number, got {self.entropy_threshold}")
+            raise RptError(f"entropy-threshold must be a finite number, got {self.entropy_threshold}")
 
     def rule(self) -> SelectionRule:
         return SelectionRule(self.entropy_threshold, self.min_context_tokens, self.max_samples_per_doc)
@@ -248,7 +262,9 @@ def choose_val(cfg: BuildConfig) -> tuple[frozenset[str], int | None]:
     return val_ids, n
 
 
-def run_rank(cfg: BuildConfig, dist: Dist, bundle: ProxyBundle, val_ids: frozenset[str], total: int | None):
+def run_rank(
+    cfg: BuildConfig, dist: D.DistInfo, bundle: ProxyBundle, val_ids: frozenset[str], total: int | None
+):
     """Process this rank's blocks from where its state left off; returns its final state and proxy seconds."""
     out = Path(cfg.out)
     state = RankState.load(out, dist.rank) or RankState(rank=dist.rank)
@@ -262,7 +278,7 @@ def run_rank(cfg: BuildConfig, dist: Dist, bundle: ProxyBundle, val_ids: frozens
     last_checkpoint = time.monotonic()
     with Progress(total, unit="docs", desc="build", quiet=not show) as progress:
         for b, block in enumerate(_blocks(_documents(cfg, stats, warn), cfg.block_docs)):
-            if b % dist.world != dist.rank or b < state.next_block:
+            if b % dist.world_size != dist.rank or b < state.next_block:
                 progress.update(len(block))
                 continue
             on_batch = lambda n: progress.update(0, tokens=n)  # live tokens/s within a long block
@@ -315,43 +331,44 @@ def _version() -> str:
 
 def write_manifest(cfg: BuildConfig, identity: dict[str, Any], bundle: ProxyBundle, counts, shards) -> None:
     tok = bundle.tokenizer
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "created_by": f"rpt-data {_version()} build",
-        "config": {k: v for k, v in identity.items() if k != "world_size"},
-        "tokenizer": str(bundle.tokenizer_file),
-        "tokenizer_sha256": bundle.tokenizer_sha256,
-        "tokenizer_fingerprint": tok.fingerprint,
-        "tokenizer_base_vocab_fingerprint": tok.base_vocab_fingerprint,
-        "proxy": {"id": cfg.proxy_model, **proxy_hashes(bundle.model_dir), "dtype": bundle.dtype},
-        "top_k": cfg.top_k,
-        "entropy_threshold": cfg.entropy_threshold,
-        "min_context_tokens": cfg.min_context_tokens,
-        "max_samples_per_doc": cfg.max_samples_per_doc,
-        "labels_length": cfg.labels_length,
-        "val_min_entropy": VAL_MIN_ENTROPY,
-        "world_size": identity["world_size"],
-        "counts": counts,
-        "shards": shards,
-    }
-    write_json_atomic(Path(cfg.out) / MANIFEST_NAME, manifest)
+    Manifest(
+        schema_version=SCHEMA_VERSION,
+        created_by=f"rpt-data {_version()} build",
+        config={k: v for k, v in identity.items() if k != "world_size"},
+        tokenizer=str(bundle.tokenizer_file),
+        tokenizer_sha256=bundle.tokenizer_sha256,
+        tokenizer_fingerprint=tok.fingerprint,
+        tokenizer_base_vocab_fingerprint=tok.base_vocab_fingerprint,
+        proxy={"id": cfg.proxy_model, **proxy_hashes(bundle.model_dir), "dtype": bundle.dtype},
+        top_k=cfg.top_k,
+        entropy_threshold=cfg.entropy_threshold,
+        min_context_tokens=cfg.min_context_tokens,
+        max_samples_per_doc=cfg.max_samples_per_doc,
+        labels_length=cfg.labels_length,
+        val_min_entropy=VAL_MIN_ENTROPY,
+        world_size=identity["world_size"],
+        counts=counts,
+        shards=shards,
+    ).write(cfg.out)
 
 
-def _summary(out: Path, manifest: dict[str, Any], already: bool, seconds: float) -> Summary:
-    shards = Counter(s["split"] for s in manifest["shards"])
-    return Summary(str(out), already, manifest["counts"], {s: shards.get(s, 0) for s in SPLITS}, seconds)
+def _summary(out: Path, counts: dict[str, Any], shards: list[dict], already: bool, seconds: float) -> Summary:
+    by_split = Counter(s["split"] for s in shards)
+    return Summary(str(out), already, counts, {s: by_split.get(s, 0) for s in SPLITS}, seconds)
 
 
 def build(cfg: BuildConfig) -> Summary:
     """Build (or resume, or confirm) the shards of ``cfg``; the summary is printed unless ``quiet``."""
     start = time.perf_counter()
     out = Path(cfg.out)
-    dist = init_distributed(cfg.device)
+    # Ranks meet only at the start and the end; a slow rank may reach the last barrier hours after the rest.
+    dist = D.init_distributed(cfg.device, timeout_s=BARRIER_TIMEOUT_S)
     try:
-        identity = config_identity(cfg, dist.world)
+        identity = config_identity(cfg, dist.world_size)
         complete, prior_tokens = prepare_out(out, identity, cfg.overwrite, dist)
         if complete:
-            summary = _summary(out, json.loads((out / MANIFEST_NAME).read_text()), True, 0.0)
+            manifest = Manifest.read(out)
+            summary = _summary(out, manifest.counts, manifest.shards, True, 0.0)
             if dist.rank == 0 and not cfg.quiet:
                 print(f"{out}: build already complete (manifest.json present); nothing to do")
                 print(summary.format())
@@ -359,8 +376,8 @@ def build(cfg: BuildConfig) -> Summary:
         val_ids, total = choose_val(cfg)
         bundle = load_proxy(cfg.proxy_model, cfg.tokenizer, cfg.dtype, dist.device)
         _, proxy_seconds = run_rank(cfg, dist, bundle, val_ids, total)
-        dist.barrier()
-        states = [RankState.load(out, r) for r in range(dist.world)]
+        D.barrier()
+        states = [RankState.load(out, r) for r in range(dist.world_size)]
         if any(s is None or not s.done for s in states):
             raise RptError(f"{out}: not every rank finished ({state_path(out, 0).parent}); rerun to resume")
         counts = merge_counts(states, len(val_ids))  # type: ignore[arg-type]
@@ -375,8 +392,8 @@ def build(cfg: BuildConfig) -> Summary:
         )
         if dist.rank == 0:
             write_manifest(cfg, identity, bundle, counts, shards)
-        dist.barrier()
-        summary = _summary(out, {"counts": counts, "shards": shards}, False, time.perf_counter() - start)
+        D.barrier()
+        summary = _summary(out, counts, shards, False, time.perf_counter() - start)
         summary.tokens_this_run = counts["tokens_scored"] - prior_tokens
         summary.proxy_seconds = proxy_seconds
         if dist.rank == 0 and not cfg.quiet:
@@ -384,4 +401,4 @@ def build(cfg: BuildConfig) -> Summary:
         sys.stdout.flush()
         return summary
     finally:
-        dist.close()
+        D.cleanup()

@@ -15,8 +15,9 @@ from typing import Any
 
 import polars as pl
 
+from rpt_train.config import check, option
 from rpt_train.errors import RptError
-from rpt_train.shards import SPLITS, check_schema, list_shards, read_manifest
+from rpt_train.shards import SPLITS, Manifest, check_schema, shard_paths
 
 QUANTILES = (
     ("min", 0.0),
@@ -109,7 +110,8 @@ def kept_counts(manifest: Mapping[str, Any], split: str) -> tuple[int, int] | No
 
 
 def _paths(out: Path, split: str) -> list[Path]:
-    paths = list_shards(out / split)  # every *.parquet in OUT/<split>, hidden temp files excluded
+    # every *.parquet in OUT/<split>, hidden temp files excluded
+    paths = shard_paths(out, split, required=False) if (out / split).is_dir() else []
     for path in paths:
         check_schema(path)
     return paths
@@ -144,7 +146,8 @@ def summarize_split(out: str | Path, split: str, rows: int = 5) -> SplitSummary 
         .collect()
     )
     summary.histogram = fill_bins(dict(zip(bins["bin"].to_list(), bins["n"].to_list(), strict=True)))
-    summary.kept = kept_counts(read_manifest(out), split)
+    manifest = Manifest.read(out)
+    summary.kept = kept_counts(manifest.to_dict() if manifest else {}, split)
     if rows > 0:
         cols = ["doc_id", "position", "entropy", "context", "label", "boundaries"]
         summary.samples = lf.select(cols).head(rows).collect().to_dicts()
@@ -179,6 +182,16 @@ def render_summary(s: SplitSummary) -> list[str]:
                 + format_row(r["context"], r["label"], r["boundaries"] or [])
             )
     return lines
+
+
+@dataclass
+class InspectConfig:
+    out: str = option("shards", "Build directory.", argument=True, required=True)
+    rows: int = option(5, "Sample rows to print per split.", ge=0)
+    split: str = option("all", "Which split to summarise.", choices=("train", "val", "all"))
+
+    def __post_init__(self) -> None:
+        check(self)
 
 
 def inspect_build(out: str | Path, split: str = "all", rows: int = 5) -> str:

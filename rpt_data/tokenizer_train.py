@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import tokenizers
 from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from rpt_train.config import check, option, unescape
 from rpt_train.corpus import DEFAULT_TEMPLATE, ReadStats, iter_documents
 from rpt_train.errors import RptError
 from rpt_train.progress import Progress
@@ -108,13 +109,20 @@ def train_tokenizer(
 
 @dataclass
 class TokenizerTrainConfig:
-    corpus: list[str] = field(default_factory=list)
-    out: str = "tokenizer"
-    vocab_size: int = 2048
-    min_frequency: int = 2
-    text_template: str = DEFAULT_TEMPLATE
-    split: str = "train"
-    quiet: bool = False
+    corpus: list[str] = option(
+        default_factory=list, help="Files, globs, dirs or a hub id.", argument=True, required=True
+    )
+    out: str = option("tokenizer", "Writes OUT/tokenizer.json.", required=True)
+    vocab_size: int = option(
+        2048, "Total tokens: 256 bytes + merges + the added chat tokens.", ge=MIN_VOCAB_SIZE
+    )
+    min_frequency: int = option(2, "Merges need at least this many occurrences.", ge=1)
+    text_template: str = option(DEFAULT_TEMPLATE, "Document text from record fields.", callback=unescape)
+    split: str = option("train", "Split, for a hub dataset id.")
+    quiet: bool = option(False, "No progress display.")
+
+    def __post_init__(self) -> None:
+        check(self)
 
 
 def train_from_corpus(cfg: TokenizerTrainConfig) -> str:

@@ -1,9 +1,12 @@
-"""Typed configuration: dataclasses filled from a TOML recipe section and then from command-line options.
+"""Typed configuration, the one mechanism every command uses.
 
-Precedence is dataclass defaults < TOML file (``[section]`` of ``--config FILE``) < options given on the
-command line. Only options the user actually typed override the file, so a recipe is never silently
-replaced by click defaults. The resolved config is serialised with ``config_to_dict`` and written beside
-every output.
+A command's settings are one dataclass whose fields are declared with ``option(default, help, ...)``:
+the help text, the allowed values (``choices``) and bounds (``ge``, ``gt``, ``le``, ``lt``) live on the
+field, ``check(cfg)`` (called from ``__post_init__``) enforces them with one-line errors, and
+``rpt_train.cli.common.config_command`` generates the command's click options from the same fields.
+Values are layered by ``build_config``: dataclass defaults < TOML recipe (``[section]`` of
+``--config FILE``) < options typed on the command line, so a recipe is never silently replaced by click
+defaults. The resolved config is serialised with ``config_to_dict`` and written beside every output.
 """
 
 from __future__ import annotations
@@ -15,8 +18,6 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-import click
-
 from rpt_train.errors import RptError
 
 if sys.version_info >= (3, 11):
@@ -25,6 +26,59 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 T = TypeVar("T")
+
+_BOUNDS = {
+    "ge": (lambda v, b: v >= b, ">="),
+    "gt": (lambda v, b: v > b, ">"),
+    "le": (lambda v, b: v <= b, "<="),
+    "lt": (lambda v, b: v < b, "<"),
+}
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    default_factory: Any = dataclasses.MISSING,
+    choices: Any = None,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    **cli: Any,
+) -> Any:
+    """A config field with its help text and constraints (see the module docstring).
+
+    ``choices`` is a collection of allowed values (a registry dict works: its keys). Bounds apply to
+    numbers and skip ``None``. ``cli`` keys shape the generated click parameter: ``flag`` (the option
+    name, default ``--field-name``), ``argument`` (a positional argument), ``callback``, ``hidden``.
+    """
+    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    metadata = {"help": help, "choices": choices, "bounds": bounds, "cli": cli}
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+def unescape(ctx: Any, param: Any, value: str | None) -> str | None:
+    """A click callback for text-template options: shells pass ``\\n`` literally, and in a text template it
+    almost always means a newline (``--text-template '{problem}\\n\\n{solution}'``)."""
+    return value.replace("\\n", "\n").replace("\\t", "\t") if value is not None else None
+
+
+def check(cfg: Any) -> None:
+    """Enforce every field's ``choices`` and bounds; the first violation is one ``RptError`` line."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        name = f.name.replace("_", "-")
+        choices = f.metadata.get("choices")
+        if choices is not None:
+            values = value if isinstance(value, (list, tuple)) else [value]
+            for v in values:
+                if v is not None and v not in choices:
+                    raise RptError(f"{name} must be one of {', '.join(map(str, choices))}, got {v!r}")
+        for kind, bound in (f.metadata.get("bounds") or {}).items():
+            ok, word = _BOUNDS[kind]
+            if value is not None and not ok(value, bound):
+                raise RptError(f"{name} must be {word} {bound}, got {value!r}")
 
 
 def load_toml_section(path: str | Path, section: str) -> dict[str, Any]:
@@ -115,21 +169,3 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
         return v
 
     return conv(cfg)
-
-
-def explicit_options(ctx: click.Context, exclude: tuple[str, ...] = ("config",)) -> dict[str, Any]:
-    """The options the user typed on the command line (not click defaults), by parameter name."""
-    out = {}
-    for name, value in ctx.params.items():
-        if name in exclude:
-            continue
-        source = ctx.get_parameter_source(name)
-        if source in (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT):
-            out[name] = value
-    return out
-
-
-def resolve_config(cls: type[T], ctx: click.Context, section: str, config_path: str | None) -> T:
-    """Defaults < ``[section]`` of ``config_path`` < explicit command-line options."""
-    file_layer = load_toml_section(config_path, section) if config_path else {}
-    return build_config(cls, file_layer, explicit_options(ctx))

@@ -45,33 +45,46 @@ def _env_int(name: str) -> int:
         raise RptError(f"environment variable {name}={os.environ[name]!r} is not an integer") from None
 
 
-def init_distributed(timeout_s: float = DEFAULT_TIMEOUT_S, backend: str | None = None) -> DistInfo:
-    """Join the torchrun process group (nccl on CUDA, gloo on CPU), or describe a single process.
-
-    Idempotent: a second call returns the same description without re-initialising.
-    """
+def _device(requested: str | None, local_rank: int) -> torch.device:
+    """The requested device (``cuda`` alone means this rank's GPU), else this rank's GPU, else the CPU."""
     cuda = torch.cuda.is_available()
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
-        return DistInfo(0, 1, 0, device, True)
-    rank, world_size = _env_int("RANK"), _env_int("WORLD_SIZE")
-    local_rank = _env_int("LOCAL_RANK") if "LOCAL_RANK" in os.environ else rank
-    if cuda:
-        if local_rank >= torch.cuda.device_count():
-            raise RptError(
-                f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA devices visible"
-            )
-        torch.cuda.set_device(local_rank)
+    if requested is None:
+        return torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError as e:
+        raise RptError(f"invalid --device {requested!r} ({e})") from None
+    if device.type == "cuda" and not cuda:
+        raise RptError(f"--device {requested}: CUDA is not available")
+    if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank)
-    else:
-        device = torch.device("cpu")
-    if not dist.is_initialized():
+    return device
+
+
+def init_distributed(
+    device: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, backend: str | None = None
+) -> DistInfo:
+    """This process's rank, world size and device; joins the torchrun process group when there is one
+    (nccl on CUDA, gloo on CPU). The one entry point of ``rpt-data build`` and ``rpt-train run``.
+
+    ``device`` overrides the default (this rank's GPU when CUDA is present, else the CPU). Idempotent: a
+    second call returns the same description without re-initialising.
+    """
+    launched = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    rank, world_size = (_env_int("RANK"), _env_int("WORLD_SIZE")) if launched else (0, 1)
+    local_rank = _env_int("LOCAL_RANK") if launched and "LOCAL_RANK" in os.environ else rank
+    if device is None and torch.cuda.is_available() and local_rank >= torch.cuda.device_count():
+        raise RptError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA devices visible")
+    dev = _device(device, local_rank)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if launched and world_size > 1 and not dist.is_initialized():
         dist.init_process_group(
-            backend=backend or ("nccl" if cuda else "gloo"),
+            backend=backend or ("nccl" if dev.type == "cuda" else "gloo"),
             timeout=datetime.timedelta(seconds=timeout_s),
-            device_id=device if cuda else None,  # binds NCCL to this GPU eagerly; avoids barrier guesses
+            device_id=dev if dev.type == "cuda" else None,  # binds NCCL to this GPU eagerly
         )
-    return DistInfo(rank, world_size, local_rank, device, rank == 0)
+    return DistInfo(rank, world_size, local_rank, dev, rank == 0)
 
 
 def is_initialized() -> bool:

@@ -13,59 +13,53 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rpt_train.config import config_to_dict
+from rpt_train.config import check, config_to_dict, option, unescape
 from rpt_train.corpus import DEFAULT_TEMPLATE, ReadStats, iter_documents
 from rpt_train.errors import RptError
 from rpt_train.io import write_json_atomic
-from rpt_train.model import Qwen3Config, Qwen3ForCausalLM, default_device
+from rpt_train.model import PRESETS, Qwen3Config, Qwen3ForCausalLM, default_device
 from rpt_train.progress import Progress
 from rpt_train.tokenizer import Tokenizer
 
 
 @dataclass
 class PretrainConfig:
-    corpus: list[str] = field(default_factory=list)  # OmniMATH-format files, globs, dirs or a hub id
-    tokenizer: str = ""  # tokenizer.json (or a directory holding one)
-    out: str = "runs/base"
-    preset: str = "tiny"
-    text_template: str = DEFAULT_TEMPLATE
-    split: str = "train"
-    seq_len: int = 256
-    batch_size: int = 32
-    max_steps: int = 800
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 50
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    eval_fraction: float = 0.02  # share of the token stream held out to report eval loss
-    eval_every: int = 100
-    seed: int = 0
-    device: str | None = None
-    bf16_autocast: bool = True  # bfloat16 matmuls (AMX on CPU, tensor cores on CUDA); weights stay float32
-    quiet: bool = False
+    corpus: list[str] = option(
+        default_factory=list, help="OmniMATH-format files, globs, dirs or a hub id.", argument=True
+    )
+    tokenizer: str = option("", "tokenizer.json, or a directory holding one.")
+    out: str = option(
+        "runs/base", "Output directory (HF format: config.json, model.safetensors, tokenizer.json)."
+    )
+    preset: str = option("tiny", "Model shape preset.", choices=PRESETS)
+    text_template: str = option(DEFAULT_TEMPLATE, "Document text from record fields.", callback=unescape)
+    split: str = option("train", "Hub dataset split.")
+    seq_len: int = option(256, "Training window in tokens.", ge=1)
+    batch_size: int = option(32, "Windows per step.", ge=1)
+    max_steps: int = option(800, "Optimizer steps.", ge=1)
+    lr: float = option(3e-3, "Peak learning rate (warmup, then cosine decay).", gt=0)
+    min_lr_ratio: float = option(0.1, "Final learning rate as a fraction of the peak.", ge=0, le=1)
+    warmup_steps: int = option(50, "Linear warmup steps.", ge=0)
+    weight_decay: float = option(0.1, "AdamW weight decay.", ge=0)
+    grad_clip: float = option(1.0, "Gradient clipping by global norm.", gt=0)
+    eval_fraction: float = option(0.02, "Share of the token stream held out to report eval loss.", ge=0, lt=1)
+    eval_every: int = option(100, "Eval loss every N steps (and at the end).", ge=1)
+    seed: int = option(0, "Seed of initialisation and window sampling.")
+    device: str | None = option(None, "cpu, cuda, cuda:1 (default: CUDA when present).")
+    bf16_autocast: bool = option(
+        True, "bfloat16 matmuls (AMX on CPU, tensor cores on CUDA); weights stay float32."
+    )
+    quiet: bool = option(False, "No progress output.")
 
     def __post_init__(self) -> None:
-        checks = {
-            "seq_len": (self.seq_len >= 1, ">= 1"),
-            "batch_size": (self.batch_size >= 1, ">= 1"),
-            "max_steps": (self.max_steps >= 1, ">= 1"),
-            "lr": (self.lr > 0, "> 0"),
-            "min_lr_ratio": (0 <= self.min_lr_ratio <= 1, "in [0, 1]"),
-            "warmup_steps": (self.warmup_steps >= 0, ">= 0"),
-            "eval_fraction": (0 <= self.eval_fraction < 1, "in [0, 1)"),
-            "eval_every": (self.eval_every >= 1, ">= 1"),
-        }
-        for name, (ok, want) in checks.items():
-            if not ok:
-                raise RptError(f"{name.replace('_', '-')} must be {want}, got {getattr(self, name)!r}")
+        check(self)
 
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:

@@ -1,8 +1,10 @@
-"""The RPT shard format: the one definition of the Parquet schema and manifest both packages share.
+"""The RPT shard format: the one definition of the Parquet schema and the manifest both packages share.
 
-``rpt_data`` writes shards with ``write_shard``; the trainer and the evaluator read them with
-``iter_rows`` (or ``rpt_train.stream`` for shuffled, rank-disjoint, resumable streaming). Users' own tools
-can rely on the column names and types below; any incompatible change bumps ``SCHEMA_VERSION``.
+``rpt_data`` writes shards with ``write_shard`` and the ``Manifest`` last; the trainer and the evaluator
+find shards with ``shard_paths``, read them with ``iter_rows`` (or ``rpt_train.stream`` for shuffled,
+rank-disjoint, resumable streaming) and check that they were built with the policy's tokenizer with
+``check_tokenizer``. Users' own tools can rely on the column names and types below; any incompatible
+change bumps ``SCHEMA_VERSION``.
 
 Layout of a build directory::
 
@@ -13,16 +15,21 @@ Layout of a build directory::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rpt_train.errors import RptError
-from rpt_train.io import atomic_path
+from rpt_train.io import atomic_path, write_json_atomic
+
+if TYPE_CHECKING:
+    from rpt_train.tokenizer import Tokenizer
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -96,15 +103,32 @@ def check_schema(path: str | Path) -> pa.Schema:
     return schema
 
 
-def list_shards(directory: str | Path, split: str | None = None) -> list[Path]:
-    """Sorted shard paths of one split directory (``OUT/train``) or of ``OUT/<split>``."""
-    directory = Path(directory)
-    if split is not None and (directory / split).is_dir():
-        directory = directory / split
-    if not directory.is_dir():
-        return []
-    pattern = f"{split}-*.parquet" if split else "*.parquet"
-    return sorted(p for p in directory.glob(pattern) if not p.name.startswith("."))
+def shard_paths(shards_dir: str | Path, split: str, required: bool = True) -> list[Path]:
+    """Sorted shards of ``SHARDS/<split>/``, or of ``SHARDS/`` itself when it has no split directories.
+
+    A single ``.parquet`` file is accepted as is; hidden files (atomic-write temps) are never shards.
+    With ``required`` an empty result is an ``RptError`` naming what is missing, else ``[]``.
+    """
+    shards_dir = Path(shards_dir)
+    if shards_dir.is_file():
+        if shards_dir.suffix != ".parquet":
+            raise RptError(f"{shards_dir}: not a .parquet shard or a shard directory")
+        return [shards_dir]
+    split_dirs = [s for s in SPLITS if (shards_dir / s).is_dir()]
+    if (shards_dir / split).is_dir():
+        directory = shards_dir / split
+    elif split_dirs or not shards_dir.is_dir():
+        if not required:
+            return []
+        if not shards_dir.is_dir():
+            raise RptError(f"no {split}/ shards under {shards_dir} (no such directory)")
+        raise RptError(f"no {split}/ shards under {shards_dir} (found: {', '.join(split_dirs)})")
+    else:
+        directory = shards_dir
+    paths = sorted(p for p in directory.glob("*.parquet") if not p.name.startswith("."))
+    if not paths and required:
+        raise RptError(f"no {split}/ shards under {shards_dir} ({directory} holds no .parquet files)")
+    return paths
 
 
 def iter_rows(
@@ -118,12 +142,75 @@ def iter_rows(
             yield from batch.to_pylist()
 
 
-def read_manifest(out_dir: str | Path) -> dict[str, Any]:
-    """The build's ``manifest.json`` (empty dict when the directory has none, e.g. hand-made shards)."""
-    path = Path(out_dir) / MANIFEST_NAME
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise RptError(f"{path}: invalid JSON ({e})") from None
+@dataclass
+class Manifest:
+    """``manifest.json`` of a build, written last (its presence marks a complete build).
+
+    Every field but ``schema_version`` has a default so that hand-made shard directories may carry a
+    partial manifest (a tokenizer fingerprint alone, say); unknown keys of a newer writer are kept in
+    ``extra`` and written back unchanged.
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    created_by: str = ""
+    config: dict[str, Any] = field(default_factory=dict)  # the resolved build config
+    tokenizer: str | None = None  # path of the tokenizer.json the build used
+    tokenizer_sha256: str | None = None
+    tokenizer_fingerprint: str | None = None
+    tokenizer_base_vocab_fingerprint: str | None = None  # what check_tokenizer compares
+    proxy: dict[str, Any] = field(default_factory=dict)  # id, config and weights hashes, dtype
+    top_k: int | None = None
+    entropy_threshold: float | None = None
+    min_context_tokens: int | None = None
+    max_samples_per_doc: int | None = None
+    labels_length: int | None = None
+    val_min_entropy: float | None = None
+    world_size: int = 1
+    counts: dict[str, Any] = field(default_factory=dict)  # documents and positions read/used/skipped
+    shards: list[dict[str, Any]] = field(default_factory=list)  # split, rank, index, path, rows, sha256
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "manifest") -> Manifest:
+        if not isinstance(d, dict):
+            raise RptError(f"{source}: a manifest must be a JSON object")
+        version = d.get("schema_version", SCHEMA_VERSION)
+        if version != SCHEMA_VERSION:
+            raise RptError(
+                f"{source}: shard schema version {version}, this rpt reads version {SCHEMA_VERSION}"
+            )
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {k: v for k, v in d.items() if k in names}
+        return cls(**known, extra={k: v for k, v in d.items() if k not in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        return {**self.extra, **d}
+
+    @classmethod
+    def read(cls, out_dir: str | Path) -> Manifest | None:
+        """The build's manifest, or None when the directory has none (e.g. hand-made shards)."""
+        path = Path(out_dir) / MANIFEST_NAME
+        if not path.is_file():
+            return None
+        try:
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")), str(path))
+        except json.JSONDecodeError as e:
+            raise RptError(f"{path}: invalid JSON ({e})") from None
+
+    def write(self, out_dir: str | Path) -> None:
+        write_json_atomic(Path(out_dir) / MANIFEST_NAME, self.to_dict())
+
+
+def check_tokenizer(manifest: Manifest | None, tokenizer: Tokenizer, who: str = "this tokenizer") -> None:
+    """Shards built with another base vocabulary have labels on other token boundaries: refuse them.
+
+    The one compatibility check, used by the trainer and the evaluator. Shards without a manifest (or
+    with no fingerprint in it) cannot be checked and pass.
+    """
+    want = manifest.tokenizer_base_vocab_fingerprint if manifest is not None else None
+    if want and want != tokenizer.base_vocab_fingerprint:
+        raise RptError(
+            f"the shards were built with another tokenizer: their base vocab fingerprint is {want[:12]}..., "
+            f"{who}'s is {tokenizer.base_vocab_fingerprint[:12]}...; pass the matching tokenizer or rebuild"
+        )

@@ -31,35 +31,10 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from rpt_train.errors import RptError
-from rpt_train.shards import SPLITS, check_schema
+from rpt_train.shards import check_schema
 
 STATE_VERSION = 1
 _BATCH_ROWS = 1024  # decode granularity inside a row group; bounds memory for files with huge row groups
-
-
-def shard_paths(shards_dir: Path, split: str) -> list[Path]:
-    """``SHARDS/<split>/*.parquet``, or ``SHARDS/*.parquet`` when there are no split directories.
-
-    A single ``.parquet`` file is accepted as is. Raises ``RptError`` when nothing is found.
-    """
-    shards_dir = Path(shards_dir)
-    if shards_dir.is_file():
-        if shards_dir.suffix != ".parquet":
-            raise RptError(f"{shards_dir}: not a .parquet shard or a shard directory")
-        return [shards_dir]
-    if not shards_dir.is_dir():
-        raise RptError(f"shard directory not found: {shards_dir}")
-    split_dirs = [s for s in SPLITS if (shards_dir / s).is_dir()]
-    if (shards_dir / split).is_dir():
-        directory = shards_dir / split
-    elif split_dirs:
-        raise RptError(f"{shards_dir}: no '{split}' split (found: {', '.join(split_dirs)})")
-    else:
-        directory = shards_dir
-    paths = sorted(p for p in directory.glob("*.parquet") if not p.name.startswith("."))
-    if not paths:
-        raise RptError(f"{directory}: no .parquet shards")
-    return paths
 
 
 def _rng(*parts: Any) -> random.Random:

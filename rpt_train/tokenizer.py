@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 from collections.abc import Sequence
 from itertools import accumulate
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import tokenizers
 
 from rpt_train.errors import RptError
+from rpt_train.hub import fetch_error, is_hub_id
 from rpt_train.io import sha256_bytes, write_text_atomic
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -29,7 +29,6 @@ EOS_CANDIDATES = ("<|im_end|>", "<|endoftext|>")
 PAD_TOKEN = "<|endoftext|>"
 
 # "name" or "org/name" as the hub spells repo ids; anything else (two slashes, ./x, *.json) is a path.
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 Span = tuple[int, int]
 
@@ -90,10 +89,7 @@ def _download_from_hub(repo_id: str) -> Path:
         return Path(huggingface_hub.hf_hub_download(repo_id, TOKENIZER_FILE))
     except (OSError, ValueError, EntryNotFoundError) as exc:
         # OSError covers offline mode, not-cached, missing repo/file and HTTP errors; ValueError bad ids.
-        raise RptError(
-            f"tokenizer {repo_id!r} is neither a local {TOKENIZER_FILE} nor a directory holding one, and "
-            f"fetching it from the Hugging Face hub failed ({type(exc).__name__}: {_first_line(exc)})"
-        ) from None
+        raise fetch_error(f"tokenizer, no local {TOKENIZER_FILE}", repo_id, exc) from None
 
 
 def resolve_tokenizer_file(path_or_id: str | Path) -> Path:
@@ -106,7 +102,7 @@ def resolve_tokenizer_file(path_or_id: str | Path) -> Path:
         return file
     if path.is_file():
         return path
-    if isinstance(path_or_id, str) and _HUB_ID.match(path_or_id) and not path_or_id.endswith(".json"):
+    if is_hub_id(path_or_id):
         return _download_from_hub(path_or_id)
     raise RptError(f"tokenizer {str(path_or_id)!r}: no such file or directory")
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rpt_train.errors import RptError
+from rpt_train.hub import is_hub_id
 
 DEFAULT_DATASET = "KbsdJames/Omni-MATH"
 DEFAULT_SPLIT = "test"
@@ -48,10 +49,6 @@ class HubDataset:
 Source = LocalFile | HubDataset
 
 
-def _looks_like_path(s: str) -> bool:
-    return s.startswith((".", "/", "~", "\\")) or s.count("/") > 1 or Path(s).suffix.lower() in SUFFIXES
-
-
 def _expand_one(spec: str) -> list[tuple[Path, Path]] | None:
     """(file, path used for its key) pairs of one local input; None means "not local: a Hub id"."""
     path = Path(spec).expanduser()
@@ -71,7 +68,7 @@ def _expand_one(spec: str) -> list[tuple[Path, Path]] | None:
         if not files:
             raise RptError(f"{spec}: no {'/'.join(SUFFIXES)} files match this pattern")
         return files
-    if _looks_like_path(spec):
+    if not is_hub_id(spec):
         raise RptError(f"{spec}: no such file or directory")
     return None
 

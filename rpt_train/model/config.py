@@ -76,6 +76,8 @@ class Qwen3Config:
             raise RptError(f"hidden_act '{d['hidden_act']}' is not supported (only silu)")
         names = {f.name for f in dataclasses.fields(cls)} - {"extra", "qk_norm", "model_type"}
         kwargs = {k: d[k] for k in names if k in d}
+        # transformers derives head_dim as hidden / heads when config.json has none (Qwen2, Llama).
+        kwargs["head_dim"] = d.get("head_dim")
         rope = d.get("rope_parameters") or {}
         if rope.get("rope_type", "default") not in (None, "default"):  # transformers >= 5 puts YaRN etc. here
             raise RptError(f"rope_parameters {rope} are not supported (only default RoPE)")

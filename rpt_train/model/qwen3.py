@@ -2,7 +2,7 @@
 
 Module and parameter names follow Hugging Face's so a ``state_dict`` maps 1:1 onto ``model.safetensors``.
 The model knows nothing about parallelism or training loops: DDP/FSDP wrap it from outside, and the KV
-cache is passed in by the caller (see ``rpt_train.kv_cache``).
+cache is passed in by the caller (see ``rpt_train.model.kv_cache``).
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from rpt_train.kv_cache import KVCache, attention_mask_for, positions_from_mask
+from rpt_train.model import hf_io
 from rpt_train.model.config import Qwen3Config
+from rpt_train.model.kv_cache import KVCache, attention_mask_for, positions_from_mask
 
 
 class RMSNorm(nn.Module):
@@ -223,11 +224,23 @@ class Qwen3ForCausalLM(nn.Module):
         dtype: torch.dtype | str | None = None,
         device: torch.device | str | None = None,
     ) -> Qwen3ForCausalLM:
-        from rpt_train.model.checkpoint import load_pretrained
+        """Build on the meta device and assign the checkpoint's tensors (no double allocation).
 
-        return load_pretrained(cls, path, dtype=dtype, device=device)
+        ``dtype=None`` keeps the dtype stored in the checkpoint; ``device=None`` picks CUDA when present.
+        """
+        model_dir = hf_io.resolve_model_dir(path)
+        config = hf_io.read_config(model_dir)
+        device = torch.device(device) if device is not None else hf_io.default_device()
+        state = hf_io.load_state(model_dir, config, hf_io.parse_dtype(dtype), device)
+        with torch.device("meta"):
+            model = cls(config)
+        expected = set(model.state_dict()) - ({"lm_head.weight"} if config.tie_word_embeddings else set())
+        hf_io.check_keys(model_dir, expected, state)
+        model.load_state_dict(state, strict=False, assign=True)
+        model.tie_weights()
+        model.config.torch_dtype = str(next(iter(state.values())).dtype).removeprefix("torch.")
+        return model.eval()
 
     def save_pretrained(self, path: str | Path, max_shard_bytes: int = 5 * 1024**3) -> None:
-        from rpt_train.model.checkpoint import save_pretrained
-
-        save_pretrained(self, path, max_shard_bytes=max_shard_bytes)
+        """``config.json`` + safetensors in Hugging Face format (``rpt_train.model.hf_io``)."""
+        hf_io.save_pretrained(self.state_dict(), self.config, path, max_shard_bytes)

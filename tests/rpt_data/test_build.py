@@ -23,16 +23,17 @@ import torch
 from click.testing import CliRunner
 
 from rpt_data import build as build_module
-from rpt_data import build_env, build_state
+from rpt_data import proxy as proxy_module
+from rpt_data import sink
 from rpt_data.build import BuildConfig, build
-from rpt_data.cli_build import build as build_command
+from rpt_data.cli.build import build as build_command
 from rpt_data.select import VAL_MIN_ENTROPY, choose_val_docs
-from rpt_train.cli_common import RptGroup
+from rpt_train.cli.common import RptGroup
 from rpt_train.corpus.documents import Document
 from rpt_train.corpus.readers import iter_documents
 from rpt_train.errors import RptError
 from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
-from rpt_train.shards import iter_rows, list_shards, read_manifest
+from rpt_train.shards import Manifest, iter_rows, shard_paths
 from rpt_train.tokenizer import Tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,7 +73,7 @@ def cached_tokenizers():
         return cache[key]
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(build_env.Tokenizer, "load", classmethod(load))
+        mp.setattr(proxy_module.Tokenizer, "load", classmethod(load))
         yield
 
 
@@ -112,12 +113,12 @@ def base(work, make_cfg) -> Path:
 
 
 def rows(out: Path, split: str) -> list[dict]:
-    return list(iter_rows(list_shards(out, split)))
+    return list(iter_rows(shard_paths(out, split, required=False)))
 
 
 def shard_bytes(out: Path) -> dict[str, bytes]:
     files = {
-        p.relative_to(out).as_posix(): p.read_bytes() for s in ("train", "val") for p in list_shards(out, s)
+        p.relative_to(out).as_posix(): p.read_bytes() for s in ("train", "val") for p in shard_paths(out, s, required=False)
     }
     return {**files, "manifest.json": (out / "manifest.json").read_bytes()}
 
@@ -174,7 +175,7 @@ def test_rows_are_the_documents_with_the_proxys_entropies(base, proxy, corpus):
 
 
 def test_manifest_and_val_split(base, corpus):
-    m = read_manifest(base)
+    m = Manifest.read(base).to_dict()
     for key in ("tokenizer_sha256", "tokenizer_fingerprint", "tokenizer_base_vocab_fingerprint"):
         assert len(m[key]) == 64
     assert m["tokenizer_base_vocab_fingerprint"] == Tokenizer.load(QWEN3_TOKENIZER).base_vocab_fingerprint
@@ -228,7 +229,7 @@ def test_cap_keeps_each_documents_highest_entropies(base, work, make_cfg):
 def test_two_runs_are_byte_identical(base, work, make_cfg, monkeypatch):
     # Internal buffering (row chunks, Arrow chunks) must not show in the bytes either.
     monkeypatch.setattr(build_module, "ROW_CHUNK", 7)
-    monkeypatch.setattr(build_state, "ARROW_CHUNK", 13)
+    monkeypatch.setattr(sink, "ARROW_CHUNK", 13)
     build(make_cfg(work / "again"))
     assert shard_bytes(work / "again") == shard_bytes(base)
 
@@ -238,7 +239,7 @@ def test_resume_after_a_crash_is_byte_identical(base, work, make_cfg, monkeypatc
     out = work / f"crash-{crash_in}"
     calls = 0
     if crash_in == "checkpoint":  # dies right after the second checkpoint
-        original = build_state.ShardSink.checkpoint
+        original = sink.ShardSink.checkpoint
 
         def crashing(self):
             nonlocal calls
@@ -247,9 +248,9 @@ def test_resume_after_a_crash_is_byte_identical(base, work, make_cfg, monkeypatc
             if calls == 2:
                 raise RuntimeError("injected crash")
 
-        monkeypatch.setattr(build_state.ShardSink, "checkpoint", crashing)
+        monkeypatch.setattr(sink.ShardSink, "checkpoint", crashing)
     else:  # dies after writing the fourth shard, before the state knows it
-        original = build_state.write_shard
+        original = sink.write_shard
 
         def crashing(path, table):
             nonlocal calls
@@ -258,7 +259,7 @@ def test_resume_after_a_crash_is_byte_identical(base, work, make_cfg, monkeypatc
             if calls == 4:
                 raise RuntimeError("injected crash")
 
-        monkeypatch.setattr(build_state, "write_shard", crashing)
+        monkeypatch.setattr(sink, "write_shard", crashing)
     with pytest.raises(RuntimeError, match="injected"):
         build(make_cfg(out))
     assert not (out / "manifest.json").exists() and (out / ".state" / "rank-00000.json").exists()
@@ -272,14 +273,14 @@ def test_resume_after_a_crash_is_byte_identical(base, work, make_cfg, monkeypatc
 
 KILLED_RUN = textwrap.dedent("""
     import json, sys, time
-    from rpt_data import build_state
+    from rpt_data import sink
     from rpt_data.build import BuildConfig, build
-    original = build_state.ShardSink.checkpoint
+    original = sink.ShardSink.checkpoint
     def hang(self):
         original(self)
         print("checkpointed", flush=True)
         time.sleep(120)
-    build_state.ShardSink.checkpoint = hang
+    sink.ShardSink.checkpoint = hang
     build(BuildConfig(**json.loads(sys.argv[1])))
 """)
 
@@ -318,7 +319,7 @@ def test_rerun_is_a_noop_and_another_config_is_refused(base, work, make_cfg, cap
     summary = build(make_cfg(out, entropy_threshold=2.5, overwrite=True, quiet=False))
     printed = capsys.readouterr().out
     assert not summary.already_complete and "positions scored" in printed and "tokens/s" in printed
-    assert read_manifest(out)["entropy_threshold"] == 2.5
+    assert Manifest.read(out).to_dict()["entropy_threshold"] == 2.5
     assert all(r["entropy"] >= 2.5 for r in rows(out, "train"))
 
 
@@ -352,7 +353,7 @@ def test_bad_records_are_counted_and_strict_fails(work, make_cfg):
     corpus.write_text("\n".join(good[:3] + bad + good[3:]) + "\n", encoding="utf-8")
     out = work / "bad"
     build(make_cfg(out, dataset=[str(corpus)], val_docs=1))
-    c = read_manifest(out)["counts"]
+    c = Manifest.read(out).to_dict()["counts"]
     assert c["documents_read"] == 11 and c["documents_used"] == 6
     reasons = ["malformed_json", "missing_field:problem", "empty_field:problem", "not_an_object", "too_short"]
     assert c["documents_skipped"] == dict.fromkeys(reasons, 1)
@@ -404,7 +405,7 @@ def test_two_ranks_make_the_same_rows_as_one(base, work, make_cfg):
     cmd = [*launcher, str(script), json.dumps(make_cfg(out).__dict__)]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-6000:]
-    m, ref = read_manifest(out), read_manifest(base)
+    m, ref = Manifest.read(out).to_dict(), Manifest.read(base).to_dict()
     assert m["world_size"] == 2 and {s["rank"] for s in m["shards"]} == {0, 1}
     assert all(Path(s["path"]).name.startswith(f"{s['split']}-{s['rank']:05d}-") for s in m["shards"])
     assert m["counts"] == ref["counts"]

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from rpt_data.cli_inspect import inspect
+from rpt_data.cli.inspect import inspect
 from rpt_data.inspect import (
     escape,
     fill_bins,

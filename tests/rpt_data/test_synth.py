@@ -10,7 +10,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from rpt_data.cli_generate import generate
+from rpt_data.cli.generate import generate
 from rpt_data.synth import FAMILIES, FIELD_ORDER, dump_record, generate_records
 from rpt_train.corpus.readers import ReadStats, iter_documents
 
@@ -127,7 +127,7 @@ def test_committed_file_is_reproduced_by_the_documented_command(tmp_path: Path):
 
 def test_generate_rejects_bad_arguments(tmp_path: Path):
     result = CliRunner().invoke(generate, ["--n", "0", "--out", str(tmp_path / "x.jsonl")])
-    assert result.exit_code != 0 and "at least 1" in result.output
+    assert result.exit_code != 0 and "n must be >= 1" in result.output
     result = CliRunner().invoke(generate, ["--n", "3", "--out", str(tmp_path)])
     assert result.exit_code != 0
     assert not (tmp_path / "x.jsonl").exists()

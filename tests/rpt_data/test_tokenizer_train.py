@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from rpt_data.cli import main as rpt_data_main
-from rpt_data.cli_tokenizer import tokenizer_group
+from rpt_data.cli.tokenizer import tokenizer_group
 from rpt_data.tokenizer_train import ADDED_TOKENS, train_tokenizer
 from rpt_train.errors import RptError
 from rpt_train.tokenizer import Tokenizer

@@ -60,9 +60,13 @@ def bigram_model(tok: Tokenizer, mapping: dict[str, str], extra_vocab: int = 0) 
 
 
 def shard_row(doc: str, context: str, pieces: list[str], entropy: float, position: int = 0) -> dict:
-    """One shard row whose label is the given ground-truth token texts."""
+    """One shard row whose label is the given ground-truth token texts (each one ``tiny_tokenizer`` token)."""
+    ids = [_TOK.encode(p)[0] for p in pieces]
     return {
         "doc_id": doc, "position": position, "context": context, "label": "".join(pieces).encode(),
         "boundaries": list(accumulate(len(p.encode()) for p in pieces)), "entropy": entropy,
-        "n_context_tokens": position, "token_id": 0, "label_token_ids": [0] * len(pieces),
+        "n_context_tokens": position, "token_id": ids[0], "label_token_ids": ids,
     }  # fmt: skip
+
+
+_TOK = tiny_tokenizer()

@@ -256,7 +256,7 @@ def test_pretrain_user_errors(micro, tmp_path, change, message):
         ({"eval_every": 0}, "eval-every must be >= 1, got 0"),
         ({"seq_len": 0}, "seq-len must be >= 1"),
         ({"lr": 0.0}, "lr must be > 0"),
-        ({"eval_fraction": 1.0}, "eval-fraction must be in"),
+        ({"eval_fraction": 1.0}, "eval-fraction must be < 1, got 1.0"),
     ],
 )
 def test_bad_settings_are_user_errors(change, message):

@@ -10,7 +10,7 @@ import pytest
 
 from rpt_train import shards, stream
 from rpt_train.errors import RptError
-from rpt_train.stream import BufferShuffle, ShardStream, shard_paths
+from rpt_train.stream import BufferShuffle, ShardStream
 
 SIZES = (30, 17, 45, 8, 22)  # rows per shard; row groups of 7 give uneven units (5 + 3 + 7 + 2 + 4 = 21)
 N = sum(SIZES)
@@ -41,19 +41,6 @@ def _ids(rows) -> list[int]:
 def _take(st: ShardStream, n: int) -> list[int]:
     it = iter(st)
     return [next(it)["position"] for _ in range(n)]
-
-
-def test_shard_paths(tmp_path, paths):
-    assert shard_paths(tmp_path, "train") == paths
-    with pytest.raises(RptError, match="no 'val' split"):
-        shard_paths(tmp_path, "val")
-    assert shard_paths(tmp_path / "train", "train") == paths  # flat directory
-    assert shard_paths(paths[0], "train") == [paths[0]]
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(RptError, match="no .parquet"):
-        shard_paths(tmp_path / "empty", "train")
-    with pytest.raises(RptError, match="not found"):
-        shard_paths(tmp_path / "nope", "train")
 
 
 def test_every_row_once_per_epoch_and_epochs_differ(paths):

@@ -1,0 +1,15 @@
+"""``rpt-data build``: options generated from ``BuildConfig`` (``[data]`` of a recipe); the work is
+``rpt_data.build.build``. Run several ranks with ``torchrun --nproc-per-node N -m rpt_data.cli build ...``.
+"""
+
+from __future__ import annotations
+
+from rpt_data.build import BuildConfig
+from rpt_data.build import build as run_build
+from rpt_train.cli.common import config_command
+
+
+@config_command(BuildConfig, "data", name="build")
+def build(cfg: BuildConfig) -> None:
+    """Score a corpus with a proxy model and write RPT Parquet shards (train + held-out val) to OUT."""
+    run_build(cfg)

@@ -1,0 +1,15 @@
+"""``rpt-data generate``: options generated from ``GenerateConfig``; the work is ``rpt_data.generate``."""
+
+from __future__ import annotations
+
+import click
+
+from rpt_data.generate import GenerateConfig, write_corpus
+from rpt_train.cli.common import config_command
+
+
+@config_command(GenerateConfig, "generate", name="generate")
+def generate(cfg: GenerateConfig) -> None:
+    """Write a synthetic OmniMATH-format math corpus (worked problems with \\boxed{} answers)."""
+    digest = write_corpus(cfg.out, cfg.n, cfg.seed, quiet=cfg.quiet)
+    click.echo(f"wrote {cfg.n} records to {cfg.out} (sha256 {digest})")

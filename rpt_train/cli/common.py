@@ -1,0 +1,151 @@
+"""Shared CLI plumbing for ``rpt-train`` and ``rpt-data``: the click group that turns ``RptError`` into one
+line on stderr and exit status 1 (130 after Ctrl-C), and the one way a command gets its options.
+
+A command is ``@config_command(ConfigClass, section)`` over a function taking ``cfg``: every field of the
+config dataclass becomes a click option (or a positional argument) with the field's help text, choices
+and default, plus ``--config FILE.toml``. The config is then layered by ``rpt_train.config.build_config``:
+dataclass defaults < the recipe's ``[section]`` < options typed on the command line (only typed ones:
+click defaults never override a recipe).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import sys
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import click
+
+from rpt_train.config import build_config, load_toml_section
+from rpt_train.errors import RptError
+
+_CLICK_TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING}
+
+
+@contextlib.contextmanager
+def user_errors():
+    """``RptError`` -> ``error: <message>`` on stderr and exit 1 (no traceback); Ctrl-C -> exit 130."""
+    try:
+        yield
+    except RptError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+class RptGroup(click.Group):
+    """A click group whose commands report user errors as one line (see ``user_errors``)."""
+
+    def invoke(self, ctx: click.Context):
+        with user_errors():
+            return super().invoke(ctx)
+
+
+def _inner_type(tp: Any) -> Any:
+    """``int | None`` -> int; ``list[str]`` -> (list, str); other annotations unchanged."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        tp = args[0] if len(args) == 1 else str
+    return tp
+
+
+def _param(fld: dataclasses.Field, tp: Any) -> Callable:
+    """The click decorator for one config field."""
+    meta = fld.metadata
+    cli = dict(meta.get("cli") or {})
+    many = typing.get_origin(tp) in (list, tuple)
+    item = typing.get_args(tp)[0] if many and typing.get_args(tp) else tp
+    choices = meta.get("choices")
+    ptype = (
+        click.Choice([str(c) for c in choices])
+        if choices is not None
+        else _CLICK_TYPES.get(item, click.STRING)
+    )
+    if cli.pop("argument", False):
+        return click.argument(
+            fld.name, nargs=-1 if many else 1, required=cli.pop("required", False), type=ptype
+        )
+    default = fld.default if fld.default is not dataclasses.MISSING else None
+    shown = "" if default in (None, "", False) or many else f" [default: {default}]"
+    name = cli.pop("flag", "--" + fld.name.replace("_", "-"))
+    decl = f"{name}/--no-{name[2:]}" if item is bool else name
+    kwargs: dict[str, Any] = {"default": None, "help": (meta.get("help") or "") + shown, **cli}
+    if item is not bool:
+        kwargs["type"] = ptype
+    if many:
+        kwargs.update(multiple=True, default=())
+    return click.option(decl, fld.name, **kwargs)
+
+
+def config_command(
+    cls: type,
+    section: str,
+    name: str | None = None,
+    inherit: Mapping[str, Sequence[str]] | None = None,
+    group: click.Group | None = None,
+) -> Callable:
+    """Decorate ``f(cfg)`` into a click command whose options are ``cls``'s fields (see the module doc).
+
+    ``inherit`` names keys that a recipe's other sections supply when this section does not set them
+    (``rpt-train eval`` takes the template settings of ``[train]``, so evaluation matches training).
+    """
+    hints = typing.get_type_hints(cls)
+
+    def decorate(f: Callable) -> click.Command:
+        @functools.wraps(f)
+        @click.pass_context
+        def command(ctx: click.Context, config: str | None, **_: Any) -> Any:
+            with user_errors():  # also when the command is invoked on its own, outside its group
+                return f(resolve_config(cls, ctx, section, config, inherit))
+
+        for fld in reversed([f for f in dataclasses.fields(cls) if f.init]):
+            command = _param(fld, _inner_type(hints[fld.name]))(command)
+        command = click.option(
+            "--config",
+            "config",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help=f"TOML recipe; its [{section}] table sets defaults that command-line options override.",
+        )(command)
+        maker = group.command if group is not None else click.command
+        return maker(
+            name or f.__name__.replace("_", "-"), context_settings={"help_option_names": ["-h", "--help"]}
+        )(command)
+
+    return decorate
+
+
+def explicit_options(ctx: click.Context, exclude: tuple[str, ...] = ("config",)) -> dict[str, Any]:
+    """The options the user typed on the command line (not click defaults), by parameter name."""
+    out = {}
+    for name, value in ctx.params.items():
+        if name in exclude:
+            continue
+        source = ctx.get_parameter_source(name)
+        if source in (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT):
+            out[name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def resolve_config(
+    cls: type,
+    ctx: click.Context,
+    section: str,
+    config_path: str | None,
+    inherit: Mapping[str, Sequence[str]] | None = None,
+) -> Any:
+    """Defaults < inherited keys of other sections < ``[section]`` of ``config_path`` < typed options."""
+    layers: list[dict[str, Any]] = []
+    if config_path:
+        for other, keys in (inherit or {}).items():
+            table = load_toml_section(config_path, other)
+            layers.append({k: table[k] for k in keys if k in table})
+        layers.append(load_toml_section(config_path, section))
+    return build_config(cls, *layers, explicit_options(ctx))

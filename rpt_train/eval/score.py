@@ -1,0 +1,176 @@
+"""Next-token accuracy on held-out RPT shards, split into easy / medium / hard positions (RPT Table 1).
+
+A position belongs to every bucket whose entropy threshold it reaches (easy >= 0.5, medium >= 1.0,
+hard >= 1.5), as in the paper. Two modes:
+
+* ``ntp``: standard next-token prediction; the greedy next token after the raw context is the shard
+  row's ground-truth ``token_id``.
+* ``reasoning``: next-token reasoning through the *training* rollout path (``rpt_train.rl.rollout``: the
+  same template, prompt truncation, stop ids and cut-off rule) scored by the same reward code
+  (``rpt_train.rl.reward.score_rows``); a position is correct when its rollout (greedy, or one sample at
+  a set temperature) earns the full reward.
+
+The functions here are small and pure where they can be (bucketing, sample choice, scoring a batch) so
+the tests can hand-check them; ``rpt_train.eval.run`` runs them over models and ``rpt_train.eval.report``
+turns results into tables and plots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from rpt_train.generate import SamplingParams, generate
+from rpt_train.model import Qwen3ForCausalLM
+from rpt_train.progress import Progress
+from rpt_train.prompts import PromptTemplate
+from rpt_train.rl.reward import score_rows
+from rpt_train.rl.rollout import RolloutSpec, rollout, sampling_params
+from rpt_train.tokenizer import Tokenizer
+
+BUCKETS: dict[str, float] = {"easy": 0.5, "medium": 1.0, "hard": 1.5}
+MODES = ("ntp", "reasoning")
+
+
+def buckets_of(entropy: float) -> list[str]:
+    """The buckets a position with this entropy belongs to (nested: a hard position is also easy)."""
+    return [name for name, threshold in BUCKETS.items() if entropy >= threshold]
+
+
+def _order_key(seed: int, row: dict[str, Any]) -> str:
+    return hashlib.sha256(f"{seed}:{row['doc_id']}:{row['position']}".encode()).hexdigest()
+
+
+def select_samples(
+    rows: Sequence[dict[str, Any]], max_samples: int | None, seed: int = 0
+) -> list[dict[str, Any]]:
+    """A deterministic subset in which every bucket holds at most ``max_samples`` positions.
+
+    Rows are ranked by a seeded hash of (doc_id, position); each bucket takes the first ``max_samples`` of
+    its own positions in that order, so every bucket is a uniform sample of its positions (a row kept only
+    because the hard bucket had room must not inflate the easy bucket, which would over-weight hard
+    positions there). Kept rows are copies carrying ``"buckets"``: the buckets they were chosen for, which
+    ``accuracy_by_bucket`` counts them in. The same shards and seed always give the same subset.
+    """
+    ranked = sorted((r for r in rows if buckets_of(r["entropy"])), key=lambda r: _order_key(seed, r))
+    counts = dict.fromkeys(BUCKETS, 0)
+    kept = []
+    for row in ranked:
+        chosen = [n for n in buckets_of(row["entropy"]) if max_samples is None or counts[n] < max_samples]
+        if chosen:
+            kept.append({**row, "buckets": chosen})
+            for n in chosen:
+                counts[n] += 1
+    return kept
+
+
+def row_buckets(row: dict[str, Any]) -> list[str]:
+    """The buckets a row counts in: those ``select_samples`` chose it for, else all its entropy reaches."""
+    chosen = row.get("buckets")
+    return list(chosen) if chosen is not None else buckets_of(row["entropy"])
+
+
+def accuracy_by_bucket(
+    rows: Sequence[dict[str, Any]], correct: Sequence[bool]
+) -> dict[str, dict[str, float]]:
+    """{bucket: {"correct", "total", "accuracy"}} over the rows' buckets (accuracy NaN for an empty one)."""
+    table = {name: {"correct": 0, "total": 0} for name in BUCKETS}
+    for row, ok in zip(rows, correct, strict=True):
+        for name in row_buckets(row):
+            table[name]["total"] += 1
+            table[name]["correct"] += int(bool(ok))
+    for cell in table.values():
+        cell["accuracy"] = cell["correct"] / cell["total"] if cell["total"] else float("nan")
+    return table
+
+
+def encode_prompts(tok: Tokenizer, texts: Sequence[str], max_prompt_tokens: int) -> list[list[int]]:
+    """Token ids of each prompt, left-truncated to the last ``max_prompt_tokens`` (the end matters most)."""
+    return [ids[-max_prompt_tokens:] or [tok.pad_id or 0] for ids in tok.encode_batch(list(texts))]
+
+
+@dataclass
+class EvalSettings:
+    template: PromptTemplate
+    max_prompt_tokens: int = 512
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # 0 -> greedy
+    batch_size: int = 32
+    seed: int = 0
+    reward: str = "prefix"  # the training reward; a rollout is correct when it earns 1
+
+    def rollout_spec(self, tok: Tokenizer) -> RolloutSpec:
+        """One completion per context, greedy at temperature 0, with the training stop ids and cap."""
+        greedy = self.temperature <= 0
+        params = sampling_params(
+            self.template, tok, self.max_new_tokens, self.temperature or 1.0, greedy=greedy
+        )
+        return RolloutSpec(
+            params, num_generations=1, max_prompt_tokens=self.max_prompt_tokens, pad_id=tok.pad_id or 0
+        )
+
+
+@torch.no_grad()
+def ntp_correct(
+    model: Qwen3ForCausalLM,
+    tok: Tokenizer,
+    rows: Sequence[dict],
+    s: EvalSettings,
+    progress: Progress | None = None,
+) -> list[bool]:
+    """The greedy next token after the raw context is the row's ground-truth ``token_id``."""
+    out: list[bool] = []
+    params = SamplingParams(max_new_tokens=1, greedy=True)
+    for i in range(0, len(rows), s.batch_size):
+        chunk = rows[i : i + s.batch_size]
+        prompts = encode_prompts(tok, [r["context"] for r in chunk], s.max_prompt_tokens)
+        gen = generate(model, prompts, params, pad_id=tok.pad_id or 0)
+        out += [t == int(r["token_id"]) for r, t in zip(chunk, gen.tokens[:, 0].tolist(), strict=True)]
+        if progress is not None:
+            progress.update(len(chunk))
+    return out
+
+
+@torch.no_grad()
+def reasoning_correct(
+    model: Qwen3ForCausalLM,
+    tok: Tokenizer,
+    rows: Sequence[dict],
+    s: EvalSettings,
+    progress: Progress | None = None,
+) -> list[bool]:
+    """The training rollout (greedy or one seeded sample) earns the full training reward."""
+    out: list[bool] = []
+    spec = s.rollout_spec(tok)
+    generator = torch.Generator(device=model.device).manual_seed(s.seed)
+    for i in range(0, len(rows), s.batch_size):
+        chunk = list(rows[i : i + s.batch_size])
+        batch = rollout(model, tok, s.template, chunk, spec, generator)
+        rewards = score_rows(batch.predictions, chunk, 1, s.reward)  # (n, 1)
+        out += (rewards[:, 0] == 1.0).tolist()
+        if progress is not None:
+            progress.update(len(chunk), tokens=int(batch.completion_mask.sum()))
+    return out
+
+
+SCORERS = {"ntp": ntp_correct, "reasoning": reasoning_correct}
+
+
+def evaluate_model(
+    model: Qwen3ForCausalLM,
+    tok: Tokenizer,
+    rows: Sequence[dict],
+    s: EvalSettings,
+    modes: Sequence[str] = MODES,
+    progress: Progress | None = None,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """{mode: {bucket: {"correct", "total", "accuracy"}}} for one model on the selected rows.
+
+    ``progress`` (optional) advances by one per position and mode.
+    """
+    model.eval()
+    return {mode: accuracy_by_bucket(rows, SCORERS[mode](model, tok, rows, s, progress)) for mode in modes}

@@ -1,0 +1,136 @@
+"""``TrainConfig``: every option of ``rpt-train run`` (GRPO on RPT shards), typed, with defaults and help.
+
+Precedence is the dataclass default < ``[train]`` of ``--config FILE.toml`` < command-line options (the
+mechanism is ``rpt_train.config``). Each field's help, choices and bounds are also its ``--option``:
+``rpt_train.cli.run`` builds its options from these fields, so a new setting is added here only.
+Defaults follow the RPT paper where it says (G = 8, temperature 0.8, lr 1e-6 constant after warmup, no
+KL) and verl / TRL elsewhere. The builders (``rollout_spec``, ``loss_config``, ...) turn the flat config
+into the small objects the trainer's parts take.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from rpt_train.config import check
+from rpt_train.config import option as _opt
+from rpt_train.generate import SamplingParams
+from rpt_train.prompts import TEMPLATES, PromptTemplate, load_template
+from rpt_train.rl.grpo import ADVANTAGES, LOSS_AGG, GrpoLossConfig
+from rpt_train.rl.reward import REWARDS
+from rpt_train.rl.rollout import RolloutSpec, sampling_params
+
+if TYPE_CHECKING:
+    from rpt_train.tokenizer import Tokenizer
+
+OBJECTIVE_NAMES = ("rpt",)  # rpt_train.rl.objective.OBJECTIVES (a test keeps the two equal)
+DTYPES = ("float32", "bfloat16")
+
+
+@dataclass
+class TrainConfig:
+    # ---- inputs / outputs
+    shards: str = _opt(
+        "", "RPT shard directory (from `rpt-data build`): SHARDS/train and SHARDS/val.", argument=True
+    )
+    model: str = _opt("Qwen/Qwen3-0.6B", "Policy: HF-format model directory or hub id.")
+    tokenizer: str | None = _opt(None, "tokenizer.json or its directory (default: the model's).")
+    out: str = _opt("runs/rpt", "Run directory: checkpoints, metrics.jsonl, run_config.json.")
+    resume: bool = _opt(False, "Continue from the latest checkpoint in --out.")
+    # ---- prompts and rewards
+    objective: str = _opt("rpt", "Training objective: rpt (prefix reward, GRPO).", choices=OBJECTIVE_NAMES)
+    template: str = _opt("qwen3-think", "Prompt template.", choices=TEMPLATES)
+    instruction_file: str | None = _opt(None, "Text file replacing the template's instruction.")
+    answer_tokens: int = _opt(1, "plain template: the prediction is the first N generated tokens.", ge=1)
+    max_prompt_tokens: int = _opt(
+        1024, "Contexts are left-truncated to this many tokens (the end kept).", ge=1
+    )
+    max_new_tokens: int = _opt(1024, "Completion length cap; a cut-off completion has no prediction.", ge=1)
+    reward: str = _opt("prefix", "Reward of an extracted prediction.", choices=REWARDS)
+    format_penalty: float = _opt(0.0, "Reward for a completion with no extractable prediction.")
+    # ---- sampling
+    num_generations: int = _opt(8, "G: completions sampled per context.", ge=1)
+    temperature: float = _opt(
+        0.8, "Sampling temperature (log-probs are taken at the same temperature).", gt=0
+    )
+    top_p: float = _opt(1.0, "Nucleus sampling threshold (1 = off).", gt=0, le=1)
+    top_k: int = _opt(0, "Top-k sampling (0 = off).", ge=0)
+    batch_size: int = _opt(8, "Contexts (groups) per step and rank.", ge=1)
+    rollout_batch_size: int = _opt(0, "Contexts per generate() call (0 = the whole batch at once).", ge=0)
+    micro_batch_size: int = _opt(8, "Sequences per forward/backward; gradients are accumulated.", ge=1)
+    # ---- GRPO
+    advantage: str = _opt("group", "Advantage estimator.", choices=ADVANTAGES)
+    loss_agg: str = _opt("token-mean", "Loss aggregation (verl's names).", choices=LOSS_AGG)
+    epsilon: float = _opt(0.2, "Clip range below (ratio >= 1 - epsilon).", gt=0, lt=1)
+    epsilon_high: float | None = _opt(None, "Clip range above (DAPO clip-higher; default = epsilon).", gt=0)
+    num_iterations: int = _opt(1, "Policy updates per rollout batch (against stored old log-probs).", ge=1)
+    beta: float = _opt(0.0, "k3 KL coefficient to a frozen reference (loaded only when > 0).", ge=0)
+    mask_truncated: bool = _opt(False, "Leave completions cut off at --max-new-tokens out of the loss.")
+    dynamic_sampling: bool = _opt(False, "DAPO: draw more contexts until B groups have unequal rewards.")
+    max_resample_batches: int = _opt(4, "Dynamic sampling: extra draws per step at most.", ge=0)
+    # ---- optimisation
+    lr: float = _opt(1e-6, "Peak learning rate (constant after warmup).", ge=0)
+    warmup_steps: int = _opt(10, "Linear warmup from 0 over this many optimizer steps.", ge=0)
+    weight_decay: float = _opt(0.01, "AdamW weight decay.")
+    adam_beta1: float = _opt(0.9, "AdamW beta1.")
+    adam_beta2: float = _opt(0.999, "AdamW beta2.")
+    adam_eps: float = _opt(1e-8, "AdamW epsilon.")
+    max_grad_norm: float = _opt(1.0, "Gradient clipping by global norm (0 = off).", ge=0)
+    max_steps: int = _opt(1000, "Training steps (rollout batches).", ge=1)
+    seed: int = _opt(0, "Seed of data order, sampling and initialisation.")
+    max_bad_steps: int = _opt(5, "Stop after this many non-finite losses in a row.", ge=1)
+    # ---- machinery
+    device: str | None = _opt(
+        None, "cpu | cuda | cuda:N (default: CUDA when present; LOCAL_RANK under torchrun)."
+    )
+    dtype: str = _opt("float32", "Parameter dtype; AdamW states follow it.", choices=DTYPES)
+    bf16: bool = _opt(True, "bfloat16 autocast for forward passes (CUDA only; ignored on CPU).")
+    gradient_checkpointing: bool = _opt(False, "Recompute decoder layers in backward to save memory.")
+    compile: bool = _opt(False, "torch.compile the decoder layers.")
+    fsdp: bool = _opt(False, "Shard parameters with FSDP2 instead of replicating with DDP (torchrun).")
+    logprob_chunk: int = _opt(1024, "Completion tokens per LM-head chunk when computing log-probs.", ge=1)
+    # ---- data
+    shuffle_buffer: int = _opt(10000, "Rows in the streaming shuffle buffer.", ge=1)
+    epochs: int = _opt(0, "Passes over SHARDS/train (0 = repeat until --max-steps).", ge=0)
+    # ---- validation, logging, checkpoints
+    val_every: int = _opt(0, "Greedy mean reward on SHARDS/val every N steps (0 = off).", ge=0)
+    val_samples: int = _opt(64, "Fixed number of val contexts.", ge=1)
+    save_every: int = _opt(100, "Checkpoint every N steps (and always at the end).", ge=0)
+    keep_last: int = _opt(3, "Checkpoints kept.", ge=1)
+    sample_every: int = _opt(50, "Log a few completions with their rewards every N steps (0 = off).", ge=0)
+    num_samples: int = _opt(4, "Completions per sample log.", ge=0)
+    tensorboard: bool = _opt(False, "Also write TensorBoard event files.")
+    quiet: bool = _opt(False, "No console progress line.")
+
+    def __post_init__(self) -> None:
+        check(self)
+
+    # ---- builders: the small objects the trainer's parts take
+    def template_obj(self) -> PromptTemplate:
+        return load_template(self.template, self.instruction_file, self.answer_tokens)
+
+    def sampling_params(
+        self, template: PromptTemplate, tokenizer: Tokenizer, greedy: bool = False
+    ) -> SamplingParams:
+        """Sampling settings; a template with its own cap (``plain``) replaces ``max_new_tokens``."""
+        return sampling_params(
+            template, tokenizer, self.max_new_tokens, self.temperature, self.top_k, self.top_p, greedy
+        )
+
+    def rollout_spec(
+        self, template: PromptTemplate, tokenizer: Tokenizer, greedy: bool = False
+    ) -> RolloutSpec:
+        """Training rollouts (G samples per context), or with ``greedy`` one greedy completion each."""
+        return RolloutSpec(
+            sampling=self.sampling_params(template, tokenizer, greedy),
+            num_generations=1 if greedy else self.num_generations,
+            max_prompt_tokens=self.max_prompt_tokens,
+            rollout_batch_size=0 if greedy else self.rollout_batch_size,
+            pad_id=tokenizer.pad_id or 0,
+        )
+
+    def loss_config(self) -> GrpoLossConfig:
+        """Clip range and aggregation; ``max_len`` (Dr. GRPO's constant) is the run's completion cap."""
+        max_len = self.template_obj().max_new_tokens or self.max_new_tokens
+        return GrpoLossConfig(self.epsilon, self.epsilon_high, self.loss_agg, max_len)

@@ -1,0 +1,66 @@
+"""RPT's objective (arXiv 2506.08007): prefix-match reward -> group advantages -> GRPO clipped surrogate.
+
+``score`` rewards each extracted prediction against the row's ground-truth bytes with the configured
+reward (``rpt_train.rl.reward``, the same code the evaluator and validation use) and turns each group's
+rewards into advantages (``rpt_train.rl.grpo``). ``loss`` is ``grpo_loss``: the clipped surrogate, plus
+a k3 KL to a frozen reference when ``beta > 0``, aggregated as configured. RPT keeps no state of its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from rpt_train.rl.grpo import GrpoLossConfig, LossAgg, compute_advantages, get_loss_agg, grpo_loss
+from rpt_train.rl.reward import score_rows
+from rpt_train.rl.rollout import RolloutBatch
+
+if TYPE_CHECKING:
+    from rpt_train.rl.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class RptObjective:
+    reward: str = "prefix"
+    format_penalty: float = 0.0
+    advantage: str = "group"
+    grpo: GrpoLossConfig = dataclasses.field(default_factory=GrpoLossConfig)
+    beta: float = 0.0
+    name: str = "rpt"
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig) -> RptObjective:
+        return cls(cfg.reward, cfg.format_penalty, cfg.advantage, cfg.loss_config(), cfg.beta)
+
+    @property
+    def loss_agg(self) -> LossAgg:
+        return get_loss_agg(self.grpo.loss_agg)
+
+    def score(self, batch: RolloutBatch) -> RolloutBatch:
+        t0 = time.perf_counter()
+        device = batch.completion_ids.device
+        rewards = score_rows(
+            batch.predictions, batch.rows, batch.group_size, self.reward, self.format_penalty
+        )
+        advantages = compute_advantages(rewards, self.advantage).reshape(-1)  # (n, G) -> (n*G,)
+        seconds = {**batch.seconds, "reward": time.perf_counter() - t0}
+        return dataclasses.replace(
+            batch, rewards=rewards.to(device), advantages=advantages.to(device), seconds=seconds
+        )
+
+    def loss(self, logp, old_logp, advantages, mask, ref_logp=None) -> tuple[torch.Tensor, dict[str, float]]:
+        return grpo_loss(logp, old_logp, advantages, mask, self.grpo, ref_logp=ref_logp, beta=self.beta)
+
+    def metrics(self, batch: RolloutBatch) -> dict[str, float]:
+        """``acc``: the share of completions whose prediction earned the full reward."""
+        return {"acc": (batch.rewards == 1.0).float().mean().item()}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        del state  # stateless

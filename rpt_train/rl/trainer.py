@@ -1,0 +1,362 @@
+"""The training loop of ``rpt-train run``: rollout -> objective (rewards, advantages) -> update, with
+checkpoints, exact resume, validation, logging and data parallelism.
+
+One step: draw B contexts from this rank's shard stream, roll out G completions each
+(``rpt_train.rl.rollout``), let the objective score them (``rpt_train.rl.objective``), compute old /
+reference log-probs when they are needed, then run ``num_iterations`` optimizer updates over
+micro-batches (``rpt_train.rl.update``). Ranks may hold different numbers of sequences (dynamic
+sampling): the short ones run zero-weight micro-batches so every rank calls backward equally often.
+Every rank draws its own contexts; metrics are all-reduced.
+
+The trainer's whole resumable state is ``state_dict()`` / ``load_state_dict()`` (model, optimizer,
+scheduler, step, every rank's data position and RNGs, the objective's own state); a checkpoint is that
+dict on disk (``rpt_train.rl.checkpoint``).
+
+``train(stop=...)`` ends after the step in which ``stop()`` turned true (the CLI's Ctrl-C flag) and
+writes a checkpoint. A KeyboardInterrupt mid-step saves the state from the start of that step (data
+position, RNGs), unless the optimizer had already stepped in it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rpt_train import distributed as D
+from rpt_train.config import config_to_dict
+from rpt_train.errors import RptError
+from rpt_train.io import write_json_atomic
+from rpt_train.metrics import MetricsLogger
+from rpt_train.model import Qwen3ForCausalLM, resolve_model_dir
+from rpt_train.model.logprobs import LogprobModule
+from rpt_train.rl.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from rpt_train.rl.config import TrainConfig
+from rpt_train.rl.objective import build_objective
+from rpt_train.rl.rollout import (
+    RolloutBatch,
+    RolloutSpec,
+    dynamic_batch,
+    rollout,
+    rollout_metrics,
+    sample_records,
+)
+from rpt_train.rl.update import MicroBatchSettings, backward_micro_batches, batched_logprobs
+from rpt_train.shards import Manifest, check_tokenizer, iter_rows, shard_paths
+from rpt_train.stream import ShardStream
+from rpt_train.tokenizer import Tokenizer, resolve_tokenizer_file
+
+COLUMNS = ("doc_id", "position", "context", "label", "boundaries")
+
+
+def lr_factor(step: int, warmup_steps: int) -> float:
+    """Multiplier of the peak lr at optimizer step ``step`` (0-based): linear warmup, then constant."""
+    return 1.0 if step >= warmup_steps else (step + 1) / warmup_steps
+
+
+@dataclass
+class TrainResult:
+    step: int
+    checkpoint: Path | None
+    stopped: str  # "max_steps" | "interrupted" | "data_exhausted"
+
+
+# ------------------------------------------------------------------------------------------ the loop
+
+
+class Trainer:
+    """``Trainer(cfg).train()``; under torchrun each rank builds one and they step in lockstep."""
+
+    def __init__(self, cfg: TrainConfig, info: D.DistInfo | None = None):
+        self.cfg = cfg
+        self.info = info or D.init_distributed()
+        self.rank, self.world = self.info.rank, self.info.world_size
+        self.device = torch.device(cfg.device) if cfg.device else self.info.device
+        self.run_dir = Path(cfg.out)
+        if not cfg.shards:
+            raise RptError("no shard directory given (SHARDS)")
+        self.tokenizer_file = resolve_tokenizer_file(cfg.tokenizer or resolve_model_dir(cfg.model))
+        self.tokenizer = Tokenizer.load(self.tokenizer_file)
+        self.template = cfg.template_obj()
+        self.objective = build_objective(cfg)
+        check_tokenizer(Manifest.read(cfg.shards), self.tokenizer, "the policy's tokenizer")
+        ckpt = latest_checkpoint(self.run_dir)
+        if ckpt is not None and not cfg.resume:
+            raise RptError(f"{self.run_dir} already holds checkpoints; pass --resume or choose another --out")
+        # On resume the architecture comes from the checkpoint (no hub fetch); load_state_dict sets it all.
+        self.model = self._load_model(ckpt or cfg.model)
+        self.ref = self._reference() if cfg.beta > 0 else None
+        self.logprob_module = LogprobModule(self.model, cfg.logprob_chunk)
+        fsdp = cfg.fsdp and self.info.distributed
+        if fsdp:
+            D.wrap_fsdp2(self.model, self.info, param_dtype=torch.bfloat16 if self._bf16 else None)
+            # The LM head runs outside the root's forward (chunked, in rpt_train.model.logprobs): keep the
+            # root's parameters gathered after hidden_states() until backward reshards them.
+            self.model.set_reshard_after_forward(False, recurse=False)
+        self.policy = self.logprob_module if fsdp else D.wrap_ddp(self.logprob_module, self.info)
+        self.sync_module = self.model if fsdp else self.policy  # what no_sync acts on
+        self.optimizer = self._optimizer()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, cfg.warmup_steps)
+        )
+        self.stream = ShardStream(shard_paths(cfg.shards, "train"), cfg.seed, cfg.shuffle_buffer,
+                                  self.rank, self.world, cfg.epochs or None, COLUMNS)  # fmt: skip
+        self._rows = iter(self.stream)
+        self.validating = bool(cfg.val_every) and (Path(cfg.shards) / "val").is_dir()
+        self.val_rows = self._val_rows() if self.validating else []
+        self.generator = torch.Generator(self.device).manual_seed(cfg.seed * 1_000_003 + self.rank)
+        self.spec = cfg.rollout_spec(self.template, self.tokenizer)
+        self.mb = MicroBatchSettings(self.objective, cfg.temperature, cfg.micro_batch_size)
+        self.logger = MetricsLogger(self.run_dir, cfg.quiet, cfg.tensorboard, self.rank, cfg.max_steps)
+        self.step, self.bad_steps, self.skipped_rows = 0, 0, 0
+        self._snapshot: dict | None = None  # this rank's state at the start of the step in progress
+        self._stepped, self._saved_step, self._last_ckpt = False, -1, ckpt
+        if ckpt is not None:
+            self.load_state_dict(load_checkpoint(ckpt, self.model.dtype))
+            self.logger.truncate_after(self.step)
+            self.logger.message(f"resumed from {ckpt} at step {self.step}")
+            self._saved_step = self.step
+
+    # ---- setup ----
+    @property
+    def _bf16(self) -> bool:
+        return self.cfg.bf16 and self.device.type == "cuda"
+
+    def _autocast(self):
+        if self._bf16 and not (self.cfg.fsdp and self.info.distributed):
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _load_model(self, source) -> Qwen3ForCausalLM:
+        torch.manual_seed(self.cfg.seed)
+        model = Qwen3ForCausalLM.from_pretrained(source, dtype=self.cfg.dtype, device=self.device)
+        if self.tokenizer.vocab_size > model.config.vocab_size:
+            raise RptError(f"tokenizer has {self.tokenizer.vocab_size} tokens, the model only "
+                           f"{model.config.vocab_size}: they do not belong together")  # fmt: skip
+        model.gradient_checkpointing = self.cfg.gradient_checkpointing
+        if self.cfg.compile:
+            for layer in model.model.layers:
+                layer.compile(dynamic=True)
+        return model.train()
+
+    def _reference(self) -> LogprobModule:
+        ref = Qwen3ForCausalLM.from_pretrained(self.cfg.model, dtype=self.cfg.dtype, device=self.device)
+        return LogprobModule(ref.eval().requires_grad_(False), self.cfg.logprob_chunk)
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": self.cfg.weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},  # norms: no decay
+        ]
+        return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(self.cfg.adam_beta1, self.cfg.adam_beta2),
+                                 eps=self.cfg.adam_eps, fused=True)  # fmt: skip
+
+    def _val_rows(self) -> list[dict]:
+        paths = shard_paths(self.cfg.shards, "val")
+        return list(islice(iter_rows(paths, COLUMNS), self.cfg.val_samples))[self.rank :: self.world]
+
+    # ---- state ----
+    def _rank_state(self) -> dict:
+        """This rank's resumable position: data stream, sampler and global RNGs."""
+        return {"stream": self.stream.state_dict(), "sampler": self.generator.get_state(), "rng": rng_state()}
+
+    def state_dict(self, snapshot: dict | None = None) -> dict[str, Any]:
+        """Everything a resume needs, full (unsharded) on the main rank. A collective: call on every rank.
+
+        ``snapshot``: this rank's position saved at the start of an interrupted step (see ``train``).
+        """
+        model_sd, optim_sd = D.gather_full_state(self.model, self.optimizer)  # collective under FSDP2
+        return {
+            "model": model_sd,
+            "optimizer": optim_sd,
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step,
+            "bad_steps": self.bad_steps,
+            "world_size": self.world,
+            "ranks": D.all_gather_objects(snapshot or self._rank_state()),
+            "objective": self.objective.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned: weights and optimizer in one place, then the rest."""
+        if state["world_size"] != self.world:
+            raise RptError(f"the checkpoint was written by {state['world_size']} ranks; resume with as many "
+                           f"(now {self.world}) to continue the data streams exactly")  # fmt: skip
+        D.load_full_state(self.model, self.optimizer, state["model"], state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        mine = state["ranks"][self.rank]
+        self.stream.load_state_dict(mine["stream"])
+        self.generator.set_state(mine["sampler"])
+        set_rng_state(mine["rng"])
+        self.objective.load_state_dict(state.get("objective", {}))
+        self.step, self.bad_steps = state["step"], state["bad_steps"]
+
+    def save(self, snapshot: dict | None = None) -> Path | None:
+        state = self.state_dict(snapshot)
+        path = None
+        if self.info.is_main:
+            path = save_checkpoint(self.run_dir, self.step, state, self.model.config, self.tokenizer_file,
+                                   config_to_dict(self.cfg), self.cfg.keep_last)  # fmt: skip
+            self.logger.message(f"checkpoint: {path}")
+        D.barrier()
+        self._saved_step, self._last_ckpt = self.step, path
+        return path
+
+    # ---- one step ----
+    def _next_rows(self, n: int) -> list[dict]:
+        """Up to n rows; an empty context (nothing to condition on) is skipped and counted."""
+        rows = []
+        for row in self._rows:
+            if row["context"]:
+                rows.append(row)
+            else:
+                self.skipped_rows += 1
+            if len(rows) == n:
+                break
+        return rows
+
+    def _rollout(self, rows: list[dict], spec: RolloutSpec | None = None, generator=None) -> RolloutBatch:
+        with torch.no_grad(), self._autocast(), D.fsdp_gathered(self.model):
+            batch = rollout(self.model, self.tokenizer, self.template, rows, spec or self.spec, generator)
+        return self.objective.score(batch)
+
+    def _draw(self, rows: list[dict]) -> tuple[RolloutBatch, RolloutBatch, int]:
+        """(training batch, everything drawn, extra draws); see ``rpt_train.rl.rollout.dynamic_batch``."""
+        roll, c = (lambda r: self._rollout(r, generator=self.generator)), self.cfg
+        if c.dynamic_sampling:
+            return dynamic_batch(
+                roll, rows, self._next_rows, c.batch_size, c.max_resample_batches, self.spec.pad_id
+            )
+        batch = roll(rows)
+        return batch, batch, 0
+
+    def _update(self, batch: RolloutBatch, old_logp, ref_logp) -> dict[str, float]:
+        loss_mask = batch.loss_mask(self.cfg.mask_truncated)  # (S, T)
+        n_micro = int(D.all_reduce_max(math.ceil(batch.num_sequences / self.cfg.micro_batch_size)))
+        global_denom = D.all_reduce_sum(float(self.objective.loss_agg.normaliser(loss_mask)))
+        out: dict[str, float] = {}
+        for _ in range(self.cfg.num_iterations):
+            self.optimizer.zero_grad(set_to_none=True)
+            sums = backward_micro_batches(
+                self.policy, batch, loss_mask, old_logp, ref_logp, self.mb, n_micro, global_denom, self.world,
+                self._autocast, self.sync_module,
+            )  # fmt: skip
+            totals = D.all_reduce_sum(torch.tensor(list(sums.values()), dtype=torch.float64))
+            sums = dict(zip(sums, totals.tolist(), strict=True))
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm or math.inf)
+            norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+            loss = sums["loss"] / self.world
+            out = {"loss": loss, "grad_norm": norm, "lr": self.optimizer.param_groups[0]["lr"]}
+            tokens = max(sums["tokens"], 1.0)
+            out.update({k: sums[k] / tokens for k in ("clip_frac", "ppo_kl")})
+            out["entropy"] = sums["entropy"] / max(sums["entropy_tokens"], 1.0)
+            if self.ref is not None:
+                out["kl"] = sums["kl"] / tokens
+            if not (math.isfinite(loss) and math.isfinite(norm)):
+                self.optimizer.zero_grad(set_to_none=True)
+                out["skipped"] = 1
+                return out
+            self._stepped = True
+            self.optimizer.step()
+            self.scheduler.step()
+        return out
+
+    def train_step(self) -> dict | None:
+        """One GRPO step; None when some rank's data ran out (every rank then stops together)."""
+        t0 = time.perf_counter()
+        self._snapshot, self._stepped = self._rank_state(), False
+        rows = self._next_rows(self.cfg.batch_size)
+        if D.all_reduce_sum(float(not rows)) > 0:
+            return None
+        batch, drawn, tries = self._draw(rows)
+        args = (self.cfg.temperature, self.cfg.micro_batch_size, self._autocast)
+        old = batched_logprobs(self.logprob_module, batch, *args) if self.cfg.num_iterations > 1 else None
+        ref = batched_logprobs(self.ref, batch, *args) if self.ref is not None else None
+        t2 = time.perf_counter()
+        upd = self._update(batch, old, ref)
+        t3 = time.perf_counter()
+        self.step, self._snapshot, self._stepped = self.step + 1, None, False  # consistent again
+        gen_s = drawn.seconds.get("generate", 0.0)
+        m = {**rollout_metrics(drawn), **self.objective.metrics(drawn)}
+        m.update(tokens_per_s=float(drawn.completion_mask.sum()) / max(t3 - t0, 1e-9), time_generate=gen_s,
+                 time_score=t2 - t0 - gen_s, time_update=t3 - t2)  # fmt: skip
+        if self.cfg.dynamic_sampling:
+            m.update(groups=batch.num_groups, resample_batches=tries)
+        m["skipped_rows"] = self.skipped_rows  # empty contexts so far (this run, all ranks)
+        m = D.mean_over_ranks(m)
+        m.update({k: m[k] * self.world for k in ("tokens_per_s", "groups", "skipped_rows") if k in m})  # sums
+        m.update(upd)
+        self.bad_steps = self.bad_steps + 1 if "skipped" in upd else 0
+        if self.bad_steps:
+            self.logger.message(f"step {self.step}: non-finite loss or gradient, update skipped")
+        if self.cfg.sample_every and self.step % self.cfg.sample_every == 0:
+            self.logger.log_samples(self.step, sample_records(batch, self.tokenizer, self.cfg.num_samples))
+        return m
+
+    def validate(self) -> dict[str, float]:
+        """Greedy mean reward, accuracy and format failures on the fixed val contexts (all ranks)."""
+        spec = self.cfg.rollout_spec(self.template, self.tokenizer, greedy=True)
+        batches = [self._rollout(self.val_rows[i : i + self.cfg.batch_size], spec)
+                   for i in range(0, len(self.val_rows), self.cfg.batch_size)]  # fmt: skip
+        r = torch.cat([b.rewards.flatten().double().cpu() for b in batches] or [torch.zeros(0)])
+        fails = sum(float(b.format_failed.sum()) for b in batches)
+        sums = D.all_reduce_sum(torch.tensor([float(r.sum()), float((r == 1).sum()), fails, float(len(r))]))
+        n = max(float(sums[3]), 1.0)
+        return {
+            f"val_{k}": v / n
+            for k, v in zip(("reward", "acc", "format_fail"), sums[:3].tolist(), strict=True)
+        }
+
+    # ---- the loop ----
+    def _loop(self, stop: Callable[[], bool]) -> str:
+        while self.step < self.cfg.max_steps:
+            m = self.train_step()
+            if m is None:
+                return "data_exhausted"
+            if self.validating and self.step % self.cfg.val_every == 0:
+                m.update(self.validate())
+            self.logger.log(self.step, m)
+            if self.bad_steps >= self.cfg.max_bad_steps:
+                raise RptError(f"{self.bad_steps} steps in a row had a non-finite loss or gradient (last: "
+                               f"step {self.step}); lower --lr or check the model and data")  # fmt: skip
+            if self.cfg.save_every and self.step % self.cfg.save_every == 0:
+                self.save()
+            if D.all_reduce_sum(float(stop())) > 0:  # every rank stops after the same step
+                return "interrupted"
+        return "max_steps"
+
+    def train(self, stop: Callable[[], bool] = lambda: False) -> TrainResult:
+        """Run to ``max_steps``, data exhaustion, ``stop()`` or KeyboardInterrupt; save at the end.
+
+        The CLI passes a ``stop`` that turns true on Ctrl-C, so the step in progress completes first.
+        """
+        if self.info.is_main:
+            write_json_atomic(self.run_dir / "run_config.json", config_to_dict(self.cfg))
+        try:
+            stopped = self._loop(stop)
+            ckpt = self._last_ckpt if self._saved_step == self.step else self.save()
+        except KeyboardInterrupt:
+            stopped = "interrupted"
+            if self._stepped:  # parameters already moved in this step: no consistent state to save
+                self.logger.message("interrupted mid-update; not saved (resume from the last checkpoint)")
+                ckpt = latest_checkpoint(self.run_dir)
+            else:  # the state before the interrupted step (or after the last one, if between steps)
+                ckpt = self.save(self._snapshot)
+        finally:
+            self.logger.close()
+        self.logger.message(f"stopped ({stopped}) at step {self.step}; checkpoint: {ckpt}")
+        return TrainResult(self.step, ckpt, stopped)
