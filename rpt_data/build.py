@@ -57,11 +57,9 @@ from rpt_train.shards import SCHEMA_VERSION, SPLITS, Manifest
 from rpt_train.tokenizer import Tokenizer
 
 DEFAULT_PROXY = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
-CHECKPOINT_SECONDS = 600.0
+CHECKPOINT_SECONDS = 600.0  # also checkpoint when no shard was flushed for this long
 BARRIER_TIMEOUT_S = 24 * 3600.0
-ROW_CHUNK = (
-    1024  # rows built (as Python dicts) at a time  # also checkpoint when no shard was flushed for this long
-)
+ROW_CHUNK = 1024  # rows built (as Python dicts) at a time
 _NOT_IDENTITY = ("out", "quiet", "overwrite")  # settings that do not change what is built
 
 
@@ -69,7 +67,8 @@ _NOT_IDENTITY = ("out", "quiet", "overwrite")  # settings that do not change wha
 class BuildConfig:
     dataset: list[str] = option(
         default_factory=lambda: [DEFAULT_DATASET],
-        help=f"Hub dataset id, or .jsonl/.json/.parquet file, dir or glob (repeatable). Default: {DEFAULT_DATASET}.",
+        help="Hub dataset id, or .jsonl/.json/.parquet file, dir or glob (repeatable). "
+        f"Default: {DEFAULT_DATASET}.",
     )
     split: str = option(DEFAULT_SPLIT, "Hub dataset split.")
     text_template: str = option(

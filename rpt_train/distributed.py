@@ -280,16 +280,6 @@ def _is_fsdp2(model: nn.Module) -> bool:
     return isinstance(model, FSDPModule)
 
 
-@contextlib.contextmanager
-def main_first(info: DistInfo) -> Iterator[None]:
-    """Rank 0 runs the block first (e.g. creating the run directory), the others after it."""
-    if not info.is_main:
-        barrier()
-    yield
-    if info.is_main:
-        barrier()
-
-
 def all_gather_objects(obj) -> list:
     """``[obj of rank 0, obj of rank 1, ...]`` on every rank (``[obj]`` in one process)."""
     if not is_initialized():

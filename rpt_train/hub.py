@@ -24,7 +24,8 @@ def is_hub_id(spec: str | Path) -> bool:
     return bool(_HUB_ID.match(spec)) and not spec.lower().endswith(FILE_SUFFIXES)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An exception's first message line (its type name when it has no message)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -33,5 +34,5 @@ def fetch_error(what: str, spec: str, exc: BaseException) -> RptError:
     """The one-line error for a hub fetch that failed (offline with no cache, unknown id, HTTP error)."""
     return RptError(
         f"cannot fetch '{spec}' ({what}) from the Hugging Face hub and it is not a local path "
-        f"({type(exc).__name__}: {_first_line(exc)}); with no network, pass a local path"
+        f"({type(exc).__name__}: {first_line(exc)}); with no network, pass a local path"
     )

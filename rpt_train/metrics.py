@@ -1,5 +1,6 @@
 """Training logs: ``RUN/metrics.jsonl`` (one JSON line per logged step), ``RUN/samples.jsonl`` (example
-rollouts), a one-line console progress display, and optional TensorBoard scalars.
+rollouts), a one-line console progress display (a ``Progress``: silent off a TTY or quiet), and optional
+TensorBoard scalars.
 
 Only rank 0 writes; on other ranks every method is a no-op. Lines are flushed as they are written so a
 crash loses at most the line being written, and ``truncate_after(step)`` trims both files back to a resumed
@@ -7,7 +8,9 @@ checkpoint so a resumed run never shows the abandoned steps twice. Non-finite fl
 (strict JSON readers such as polars and jq reject NaN).
 
 Console keys (shown when present in the metrics dict): ``reward``, ``acc``, ``lr``, and ``tokens_per_s`` or
-``tokens`` (tokens processed in this step; turned into a rate over the wall time between logs).
+``tokens`` (tokens processed in this step; turned into a rate over the wall time between logs), as in
+``train | 120/1000 steps (12%) | reward 0.412 | acc 38.5% | lr 1.0e-06 | 850 tok/s | elapsed 02:00 | ETA
+14:40``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rpt_train.io import atomic_path
-from rpt_train.progress import _fmt_seconds
+from rpt_train.progress import Progress
 
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_FILE = "samples.jsonl"
@@ -51,24 +54,6 @@ def prompt_tail(text: str, chars: int = PROMPT_TAIL_CHARS) -> str:
     return text if len(text) <= chars else "…" + text[-chars:]
 
 
-def format_progress(step: int, max_steps: int | None, metrics: dict, elapsed: float, steps_done: int,
-                    tokens_per_s: float | None) -> str:  # fmt: skip
-    """The console line: ``step 120/1000 (12%) | reward 0.412 | acc 38.5% | lr 1.0e-06 | 850 tok/s | ETA``."""
-    parts = [f"step {step}/{max_steps} ({100.0 * step / max_steps:.0f}%)" if max_steps else f"step {step}"]
-    if isinstance(metrics.get("reward"), (int, float)):
-        parts.append(f"reward {metrics['reward']:.3f}")
-    if isinstance(metrics.get("acc"), (int, float)):
-        parts.append(f"acc {100.0 * metrics['acc']:.1f}%")
-    if isinstance(metrics.get("lr"), (int, float)):
-        parts.append(f"lr {metrics['lr']:.1e}")
-    if tokens_per_s is not None:
-        parts.append(f"{tokens_per_s:,.0f} tok/s")
-    parts.append(f"elapsed {_fmt_seconds(elapsed)}")
-    if max_steps and steps_done > 0:
-        parts.append(f"ETA {_fmt_seconds((max_steps - step) * elapsed / steps_done)}")
-    return " | ".join(parts)
-
-
 def _step_of(line: str) -> int | None:
     try:
         record = json.loads(line)
@@ -90,21 +75,24 @@ def truncate_jsonl(path: Path, step: int) -> int:
     return len(lines) - len(kept)
 
 
+def _num(value: Any, fmt: str) -> str | None:
+    return fmt.format(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 class MetricsLogger:
-    """``log(step, metrics)``, ``log_samples(step, samples)``, ``truncate_after(step)``, ``close()``."""
+    """``log(step, metrics)``, ``log_samples(step, samples)``, ``message(text)``, ``truncate_after(step)``,
+    ``close()``; ``desc`` names the console line (``train``, ``pretrain``)."""
 
     def __init__(self, run_dir: Path, quiet: bool = False, tensorboard: bool = False, rank: int = 0,
-                 max_steps: int | None = None, stream: TextIO | None = None):  # fmt: skip
+                 max_steps: int | None = None, stream: TextIO | None = None,
+                 desc: str = "train"):  # fmt: skip
         self.run_dir = Path(run_dir)
         self.enabled = rank == 0
-        self.quiet = quiet
-        self.max_steps = max_steps
-        self.stream = stream or sys.stderr
-        self.console = self.enabled and not quiet and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.progress = Progress(max_steps, unit="steps", desc=desc, quiet=quiet or not self.enabled,
+                                 stream=stream, min_interval=0.0)  # fmt: skip
         self._files: dict[str, TextIO] = {}
-        self._start = self._last_time = time.perf_counter()
-        self._first_step: int | None = None
-        self._shown = False
+        self._last_time = self.progress.start
+        self._logged = False
         self.writer = None
         if self.enabled:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -137,19 +125,21 @@ class MetricsLogger:
             for k, v in values.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
                     self.writer.add_scalar(k, v, step)
-        if self._first_step is None:
-            self._first_step = step - 1  # the first logged step counts as one step of elapsed time
-        if self.console:
-            rate = values.get("tokens_per_s")
-            if rate is None and isinstance(values.get("tokens"), (int, float)):
-                rate = values["tokens"] / max(now - self._last_time, 1e-9)
-            line = format_progress(
-                step, self.max_steps, values, now - self._start, step - self._first_step, rate
-            )
-            self.stream.write("\r\033[K" + line)
-            self.stream.flush()
-            self._shown = True
+        if not self._logged:
+            # A resumed run's ETA counts only this run's steps; the first one took the time since __init__.
+            self.progress.start_from(step - 1)
+            self._logged = True
+        rate = values.get("tokens_per_s")
+        if rate is None and isinstance(values.get("tokens"), (int, float)):
+            rate = values["tokens"] / max(now - self._last_time, 1e-9)
         self._last_time = now
+        self.progress.set_postfix(
+            reward=_num(values.get("reward"), "{:.3f}"),
+            acc=_num(values.get("acc"), "{:.1%}"),
+            lr=_num(values.get("lr"), "{:.1e}"),
+        )
+        self.progress.set_rate("tok", rate if isinstance(rate, (int, float)) else None)
+        self.progress.update(step - self.progress.n)
 
     def log_samples(self, step: int, samples: list[dict]) -> None:
         """One line per sample; a long ``prompt`` is cut to its tail."""
@@ -163,11 +153,8 @@ class MetricsLogger:
 
     def message(self, text: str) -> None:
         """A one-off line (checkpoint saved, eval result) that does not garble the progress line."""
-        if not self.enabled or self.quiet:
-            return
-        if self.console and self._shown:
-            self.stream.write("\r\033[K")
-        print(text, file=self.stream, flush=True)
+        if self.enabled:
+            self.progress.message(text)
 
     def truncate_after(self, step: int) -> int:
         """On resume from ``step``: drop metric and sample lines of later steps (and any torn line)."""
@@ -185,10 +172,8 @@ class MetricsLogger:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
-        if self.console and self._shown:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._shown = False
+        if self._logged:  # nothing logged: no line to end (a "0/N steps" line would mislead after a resume)
+            self.progress.close()
 
     def __enter__(self) -> MetricsLogger:
         return self

@@ -4,12 +4,11 @@ This makes a small base model cheap to produce offline: the demo uses it both as
 policy (RPT from an early stage of training is an open question the RPT authors name). Documents are read
 with the same reader as ``rpt-data build``, tokenized, joined with the end-of-text token into one stream,
 and trained on random windows. The model is saved in Hugging Face format beside its tokenizer and the
-resolved config.
+resolved config; each eval point is a line of OUT/metrics.jsonl (the format of ``rpt-train run``'s).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -24,6 +23,7 @@ from rpt_train.config import check, config_to_dict, option, unescape
 from rpt_train.corpus import DEFAULT_TEMPLATE, ReadStats, iter_documents
 from rpt_train.errors import RptError
 from rpt_train.io import write_json_atomic
+from rpt_train.metrics import MetricsLogger
 from rpt_train.model import PRESETS, Qwen3Config, Qwen3ForCausalLM, default_device
 from rpt_train.progress import Progress
 from rpt_train.tokenizer import Tokenizer
@@ -160,12 +160,17 @@ def pretrain(cfg: PretrainConfig) -> dict:
     def autocast():
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16_autocast)
 
+    out = Path(cfg.out)
     history = []
+    logger = MetricsLogger(out, quiet=True)  # OUT/metrics.jsonl only: the console line is `progress`
+    logger.truncate_after(0)  # a new run into the same OUT replaces an earlier run's lines
     progress = Progress(cfg.max_steps, unit="steps", desc="pretrain", quiet=cfg.quiet)
-    t0 = time.perf_counter()
+    t0 = t_log = time.perf_counter()
+    tokens, last_eval = 0, None
     for step in range(cfg.max_steps):
+        lr = lr_at(step, cfg)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = lr
         batch = sample_batch(train_stream, cfg.batch_size, cfg.seq_len, rng).to(device)
         with autocast():
             loss = lm_loss(model, batch)
@@ -173,19 +178,22 @@ def pretrain(cfg: PretrainConfig) -> dict:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        progress.update(1, tokens=batch.numel())
+        tokens += batch.numel()
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.max_steps:
-            record = {
-                "step": step + 1,
-                "train_loss": loss.item(),
-                "eval_loss": eval_loss(model, eval_stream, cfg.seq_len, autocast),
-            }
-            history.append(record)
-            if not cfg.quiet and not progress.enabled:
-                print(json.dumps(record), flush=True)
+            train_loss = loss.item()  # waits for the step, so the rate covers its compute (not eval's)
+            tokens_per_s = tokens / max(time.perf_counter() - t_log, 1e-9)
+            held_out = eval_loss(model, eval_stream, cfg.seq_len, autocast)
+            losses = {"train_loss": train_loss, "eval_loss": held_out}
+            history.append({"step": step + 1, **losses})
+            logger.log(step + 1, {**losses, "lr": lr, "tokens_per_s": tokens_per_s})
+            last_eval = f"{held_out:.3f}"
+            t_log, tokens = time.perf_counter(), 0
+        # The loss is read (a device sync) only when the line is drawn, at most every 0.2 s.
+        progress.set_postfix(loss=lambda t=loss.detach(): f"{t.item():.3f}", eval_loss=last_eval)
+        progress.update(1, tok=batch.numel())
     progress.close()
+    logger.close()
 
-    out = Path(cfg.out)
     model.eval().save_pretrained(out)
     tok.save(out)
     summary = {

@@ -21,7 +21,7 @@ from pathlib import Path
 import tokenizers
 
 from rpt_train.errors import RptError
-from rpt_train.hub import fetch_error, is_hub_id
+from rpt_train.hub import fetch_error, first_line, is_hub_id
 from rpt_train.io import sha256_bytes, write_text_atomic
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -74,11 +74,6 @@ def byte_level_token_bytes(token: str) -> bytes:
         raise RptError(
             f"token {token!r} is not a byte-level BPE token (is this a byte-level tokenizer?)"
         ) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _download_from_hub(repo_id: str) -> Path:
@@ -139,7 +134,7 @@ class Tokenizer:
         try:
             tok = tokenizers.Tokenizer.from_file(str(file))
         except Exception as exc:  # tokenizers raises bare Exception for unreadable / invalid files
-            raise RptError(f"cannot read tokenizer {file}: {_first_line(exc)}") from None
+            raise RptError(f"cannot read tokenizer {file}: {first_line(exc)}") from None
         return cls(tok, source=str(file))
 
     def save(self, directory: str | Path) -> Path:

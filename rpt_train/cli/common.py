@@ -73,14 +73,21 @@ def _param(fld: dataclasses.Field, tp: Any) -> Callable:
             fld.name, nargs=-1 if many else 1, required=cli.pop("required", False), type=ptype
         )
     default = fld.default if fld.default is not dataclasses.MISSING else None
-    shown = "" if default in (None, "", False) or many else f" [default: {default}]"
+    # Escaped, so a default text template shows as '{problem}\n\n{solution}' on one line.
+    shown = (
+        ""
+        if default in (None, "", False) or many
+        else f" [default: {str(default).encode('unicode_escape').decode()}]"
+    )
     name = cli.pop("flag", "--" + fld.name.replace("_", "-"))
     decl = f"{name}/--no-{name[2:]}" if item is bool else name
-    kwargs: dict[str, Any] = {"default": None, "help": (meta.get("help") or "") + shown, **cli}
+    # No click default: the dataclass holds the defaults, and only typed options override a recipe.
+    # (An explicit default=None would also stop click from enforcing required=True.)
+    kwargs: dict[str, Any] = {"help": (meta.get("help") or "") + shown, **cli}
     if item is not bool:
         kwargs["type"] = ptype
     if many:
-        kwargs.update(multiple=True, default=())
+        kwargs.update(multiple=True)
     return click.option(decl, fld.name, **kwargs)
 
 

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from rpt_train.corpus.inputs import HubDataset, Source
 from rpt_train.errors import RptError
+from rpt_train.hub import fetch_error
 
 PARQUET_BATCH = 1024
 # A JSON array element larger than this is treated as malformed rather than buffered without bound.
@@ -138,11 +139,7 @@ def _iter_hub(source: HubDataset) -> Iterator[Raw]:
 
         ds = datasets.load_dataset(source.dataset_id, split=source.split, streaming=False)
     except Exception as e:  # noqa: BLE001 - any failure here means "cannot get this dataset"
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise RptError(
-            f"cannot load Hugging Face dataset {source.label}: the network is unavailable or the dataset "
-            f"id (or split) is unknown ({type(e).__name__}: {first}); pass a local .jsonl/.json/.parquet path"
-        ) from None
+        raise fetch_error("dataset, or its split", source.label, e) from None
     for index, record in enumerate(ds):
         yield f"{source.label}:[{index}]", str(index), record
 

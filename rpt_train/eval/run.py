@@ -87,8 +87,8 @@ def discover_models(cfg: EvalConfig) -> list[tuple[str, int | None, Path]]:
     if cfg.run:
         steps = checkpoint_steps(Path(cfg.run))
         if not steps:
-            raise RptError(f"{cfg.run}: no checkpoints under {Path(cfg.run) / 'checkpoints'} (a complete one holds "
-                           "trainer_state.pt)")  # fmt: skip
+            where = Path(cfg.run) / "checkpoints"
+            raise RptError(f"{cfg.run}: no checkpoints under {where} (a complete one holds trainer_state.pt)")
         found += [(f"step {s}", s, p) for s, p in steps]
     found += [(Path(m).name, None, Path(m)) for m in cfg.models]
     if not found:

@@ -123,7 +123,7 @@ def load_trainer_state(ckpt_dir: Path, map_location: Any = "cpu") -> dict:
 
 
 def load_checkpoint(ckpt_dir: Path, dtype: torch.dtype | None = None, device: Any = "cpu") -> dict:
-    """The whole state dict ``save_checkpoint`` wrote: trainer state plus ``model`` (weights on ``device``)."""
+    """The whole state dict ``save_checkpoint`` wrote: the trainer state plus ``model`` (on ``device``)."""
     state = load_trainer_state(ckpt_dir)
     config = hf_io.read_config(Path(ckpt_dir))
     state["model"] = hf_io.load_state(Path(ckpt_dir), config, dtype, torch.device(device))

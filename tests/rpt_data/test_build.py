@@ -118,7 +118,9 @@ def rows(out: Path, split: str) -> list[dict]:
 
 def shard_bytes(out: Path) -> dict[str, bytes]:
     files = {
-        p.relative_to(out).as_posix(): p.read_bytes() for s in ("train", "val") for p in shard_paths(out, s, required=False)
+        p.relative_to(out).as_posix(): p.read_bytes()
+        for s in ("train", "val")
+        for p in shard_paths(out, s, required=False)
     }
     return {**files, "manifest.json": (out / "manifest.json").read_bytes()}
 

@@ -49,8 +49,6 @@ def test_single_process_is_a_no_op(monkeypatch):
     assert D.unwrap(compiled) is model and D.unwrap(model) is model
     with D.no_sync(model):
         pass
-    with D.main_first(info):
-        pass
     D.cleanup()
 
 

@@ -1,16 +1,21 @@
-"""MetricsLogger: JSONL lines, rank gating, console line, TensorBoard fallback, truncation on resume."""
+"""MetricsLogger: JSONL lines, rank gating, console line (a Progress), TensorBoard fallback, truncation on
+resume."""
 
 from __future__ import annotations
 
 import io
 import json
 import math
+import time
+import types
 
 import numpy as np
 import pytest
 import torch
 
-from rpt_train.metrics import MetricsLogger, format_progress, prompt_tail, to_jsonable, truncate_jsonl
+from rpt_train import metrics as metrics_module
+from rpt_train import progress as progress_module
+from rpt_train.metrics import MetricsLogger, prompt_tail, to_jsonable, truncate_jsonl
 
 
 class _Tty(io.StringIO):
@@ -86,23 +91,53 @@ def test_truncate_after_closes_open_files(tmp_path):
 def test_console_line_only_on_tty_and_not_quiet(tmp_path):
     tty = _Tty()
     log = MetricsLogger(tmp_path, max_steps=10, stream=tty)
-    log.log(1, {"reward": 0.5, "acc": 0.25, "lr": 3e-6, "tokens_per_s": 1234.0})
+    log.log(1, {"reward": 0.5, "acc": 0.25, "lr": 3e-6, "tokens_per_s": 1234.0, "loss": 0.1})
     log.message("saved checkpoint")
     log.close()
     out = tty.getvalue()
-    assert "step 1/10 (10%)" in out and "reward 0.500" in out and "acc 25.0%" in out
-    assert "lr 3.0e-06" in out and "1,234 tok/s" in out and "ETA" in out
-    assert "saved checkpoint\n" in out and out.endswith("\n")
+    assert "train | 1/10 steps (10%) | reward 0.500 | acc 25.0% | lr 3.0e-06 | 1,234 tok/s | elapsed" in out
+    assert "ETA" in out and "saved checkpoint\n" in out and out.endswith("\n")
     for stream, quiet in ((io.StringIO(), False), (_Tty(), True)):
         with MetricsLogger(tmp_path, quiet=quiet, stream=stream) as log:
             log.log(1, {"reward": 0.5})
         assert stream.getvalue() == ""
 
 
-def test_format_progress_eta():
-    line = format_progress(50, 100, {"reward": 1.0}, elapsed=100.0, steps_done=50, tokens_per_s=None)
-    assert line.startswith("step 50/100 (50%) | reward 1.000") and "ETA 01:40" in line
-    assert format_progress(3, None, {}, 1.0, 1, None).startswith("step 3 |")
+@pytest.fixture
+def now(monkeypatch):
+    """Seconds on a fake ``time.perf_counter`` of the logger and its Progress: set ``now[0]``."""
+    clock = [0.0]
+    fake = types.SimpleNamespace(perf_counter=lambda: clock[0], time=time.time)
+    monkeypatch.setattr(metrics_module, "time", fake)
+    monkeypatch.setattr(progress_module, "time", fake)
+    return clock
+
+
+def test_console_eta_after_resume_counts_only_this_runs_steps(tmp_path, now):
+    tty = _Tty()
+    log = MetricsLogger(tmp_path, max_steps=100, stream=tty)
+    now[0] = 10.0
+    log.log(41, {})  # resumed at step 40: one step in 10 s, 59 to go
+    assert tty.getvalue().endswith("41/100 steps (41%) | elapsed 00:10 | ETA 09:50")
+
+
+def test_tokens_become_a_rate_over_the_time_between_logs(tmp_path, now):
+    tty = _Tty()
+    log = MetricsLogger(tmp_path, max_steps=10, stream=tty)
+    now[0] = 2.0
+    log.log(1, {"tokens": 1000})
+    now[0] = 2.5
+    log.log(2, {"tokens": 1000})
+    first, second = tty.getvalue().split("\r\033[K")[1:]
+    assert "| 500 tok/s |" in first and "| 2,000 tok/s |" in second
+
+
+def test_nothing_logged_ends_no_line(tmp_path):
+    tty = _Tty()
+    log = MetricsLogger(tmp_path, max_steps=10, stream=tty)
+    log.close()
+    log.message("stopped")
+    assert tty.getvalue() == "stopped\n"
 
 
 def test_tensorboard_missing_is_a_warning(tmp_path, capsys, monkeypatch):

@@ -3,8 +3,10 @@ loss by hand, and a micro corpus on which ~60 steps of pretraining clearly lower
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import sys
 
 import click
 import numpy as np
@@ -192,6 +194,11 @@ def test_pretraining_lowers_the_loss_on_a_micro_corpus(micro, tmp_path):
     assert saved["history"] == history and saved["config"]["max_steps"] == 60
     assert saved["parameters"] == model.num_parameters() == summary["parameters"]
     assert summary["documents_read"] == 300 and summary["documents_skipped"] == {}
+    # OUT/metrics.jsonl: one line per eval point, in the format of `rpt-train run`'s.
+    rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [{k: r[k] for k in ("step", "train_loss", "eval_loss")} for r in rows] == history
+    assert [r["lr"] for r in rows] == [pytest.approx(lr_at(h["step"] - 1, cfg)) for h in history]
+    assert all(r["tokens_per_s"] > 0 and "time" in r for r in rows)
 
     # The saved weights are the trained ones: they reproduce the final held-out loss, and a fresh model
     # of the same shape scores the uniform level on the same held-out tokens.
@@ -227,6 +234,41 @@ def test_pretraining_is_reproducible_from_the_seed(micro, tmp_path):
     first = run("a", 0)
     assert run("b", 0) == first
     assert run("c", 1) != first
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def four_steps(micro, out, quiet: bool = False) -> PretrainConfig:
+    return PretrainConfig(corpus=[micro["corpus"]], tokenizer=micro["tokenizer"], out=str(out), seq_len=32,
+                          batch_size=2, max_steps=4, eval_every=2, quiet=quiet, device="cpu")  # fmt: skip
+
+
+def test_pretrain_shows_one_progress_line_on_a_tty(micro, tmp_path, monkeypatch, capsys):
+    tty = _Tty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    last = pretrain(four_steps(micro, tmp_path / "o"))["history"][-1]
+    line = tty.getvalue().split("\r\033[K")[-1]  # the final state of the line
+    values = f"loss {last['train_loss']:.3f} | eval_loss {last['eval_loss']:.3f}"
+    assert line.startswith(f"pretrain | 4/4 steps (100%) | {values} | ") and line.endswith(" | ETA 00:00\n")
+    assert " tok/s | elapsed " in line
+    assert capsys.readouterr().out == ""  # no JSON lines
+
+
+@pytest.mark.parametrize("tty, quiet", [(False, False), (True, True)], ids=["not-tty", "quiet"])
+def test_pretrain_prints_nothing_off_a_tty_or_quiet(micro, tmp_path, monkeypatch, capsys, tty, quiet):
+    monkeypatch.setattr(sys, "stderr", _Tty() if tty else io.StringIO())
+    pretrain(four_steps(micro, tmp_path / "o", quiet))
+    assert sys.stderr.getvalue() == "" and capsys.readouterr() == ("", "")
+
+
+def test_pretrain_rerun_into_the_same_out_replaces_the_metrics(micro, tmp_path):
+    for _ in range(2):
+        pretrain(four_steps(micro, tmp_path / "o", quiet=True))
+    rows = [json.loads(ln) for ln in (tmp_path / "o" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4]
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,15 @@ import json
 import pytest
 
 from rpt_train.errors import RptError
-from rpt_train.shards import MANIFEST_NAME, Manifest, check_tokenizer, rows_to_table, shard_name, shard_paths, write_shard
+from rpt_train.shards import (
+    MANIFEST_NAME,
+    Manifest,
+    check_tokenizer,
+    rows_to_table,
+    shard_name,
+    shard_paths,
+    write_shard,
+)
 from tests.rpt_train.evalkit import shard_row, tiny_tokenizer
 
 

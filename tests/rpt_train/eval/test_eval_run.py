@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 import rpt_train.eval.run as eval_run
 from rpt_train.errors import RptError
-from rpt_train.rl.checkpoint import TRAINER_STATE
 from rpt_train.eval.run import EvalConfig, format_table, run_eval
+from rpt_train.rl.checkpoint import TRAINER_STATE
 from rpt_train.shards import MANIFEST_NAME, rows_to_table, shard_name, write_shard
 from rpt_train.tokenizer import Tokenizer
 from tests.rpt_train.evalkit import bigram_model, shard_row, tiny_tokenizer

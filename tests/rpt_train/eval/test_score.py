@@ -26,9 +26,12 @@ from rpt_train.eval.score import (
 from rpt_train.model import Qwen3ForCausalLM
 from rpt_train.progress import Progress
 from rpt_train.prompts import load_template
+from rpt_train.rl.objective_rpt import RptObjective
+from rpt_train.rl.rollout import rollout, stop_token_ids
 from rpt_train.shards import rows_to_table, shard_name, write_shard
 from rpt_train.tokenizer import Tokenizer
 from tests.rpt_train.evalkit import bigram_model, shard_row, tiny_tokenizer
+from tests.rpt_train.taskkit import TextTemplate
 
 # ------------------------------------------------------------------------------------------- fixtures
 
@@ -294,3 +297,30 @@ def test_long_context_is_left_truncated(tok, model):
     # The prediction depends on the last token only, so truncating to one token keeps it right.
     rows = [shard_row("a", "q" * 50 + "x", ["y"], 1.0)]
     assert ntp_correct(model, tok, rows, settings(max_prompt_tokens=1)) == [True]
+
+
+def test_ntp_compares_the_predicted_id_with_the_rows_token_id(tok, model):
+    row = shard_row("a", "x", ["y"], 1.0)  # the model's greedy next token after "x" is "y"
+    assert ntp_correct(model, tok, [row], settings()) == [True]
+    other = {**row, "token_id": tok.encode("w")[0]}  # same label bytes, another ground-truth id
+    assert ntp_correct(model, tok, [other], settings()) == [False]
+
+
+def test_reasoning_uses_the_training_rollout_and_reward(tok, model, monkeypatch):
+    """Training's stop ids and cut-off rule: a completion cut off at max_new_tokens earns nothing, even
+    when its text would match (training scores it as a format failure)."""
+    seen = []
+    real = rollout_module.generate
+
+    def spy(model, prompts, params, *args, **kwargs):
+        seen.append(params)
+        return real(model, prompts, params, *args, **kwargs)
+
+    monkeypatch.setattr(rollout_module, "generate", spy)
+    rows = [shard_row("a", "x", ["y", "w"], 1.0)]  # the model continues "x" with "y", "w", ... never stops
+    s = EvalSettings(template=TextTemplate(), max_new_tokens=2, batch_size=1)
+    assert reasoning_correct(model, tok, rows, s) == [False]
+    assert seen[0].stop_token_ids == stop_token_ids(tok) and seen[0].max_new_tokens == 2
+    spec = s.rollout_spec(tok)
+    trained = RptObjective().score(rollout(model, tok, s.template, rows, spec, torch.Generator()))
+    assert trained.truncated.tolist() == [True] and trained.rewards.tolist() == [[0.0]]

@@ -3,16 +3,13 @@ plain full-logits computation."""
 
 from __future__ import annotations
 
-import contextlib
-import copy
-
 import pytest
 import torch
 
 from rpt_train.generate import SamplingParams, generate, left_pad
+from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
 from rpt_train.model.logprobs import LogprobModule, logprobs_from_hidden, token_logprobs
 from rpt_train.rl.update import trim_padding
-from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
 
 V = 64
 

@@ -134,3 +134,20 @@ def test_sharded_save_reloads(tmp_path):
         tmp_path, dtype=torch.float32, attn_implementation="eager"
     )
     assert max_diff(hf_logits(by_hf, ids, mask), expected, mask) < ATOL
+
+
+@pytest.mark.parametrize("cls_name", ["Qwen2Config", "LlamaConfig"])
+def test_config_without_head_dim_means_hidden_over_heads(cls_name, tmp_path):
+    """Qwen2.5-0.5B's config.json (hidden 896, 14 heads) has no head_dim: it is 896 / 14 = 64, not 128."""
+    shape = {k: v for k, v in BASE.items() if k != "head_dim"}
+    hf_config = getattr(transformers, cls_name)(**{**shape, "hidden_size": 96, "num_attention_heads": 6})
+    torch.manual_seed(0)
+    hf = transformers.AutoModelForCausalLM.from_config(hf_config, attn_implementation="eager").eval()
+    hf.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.pop("head_dim", None)  # as in the hub's Qwen2.5 / Llama-3 files, whatever this transformers writes
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    ours = Qwen3ForCausalLM.from_pretrained(tmp_path, device="cpu")
+    assert ours.config.head_dim == 96 // 6 == 16
+    ids, mask = inputs()
+    assert max_diff(ours_logits(ours, ids, mask), hf_logits(hf, ids, mask), mask) < ATOL

@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from rpt_train.distributed import gather_full_state
+from rpt_train.errors import RptError
+from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
 from rpt_train.rl import checkpoint as ckpt
 from rpt_train.rl.checkpoint import (
     checkpoint_steps,
@@ -20,9 +23,6 @@ from rpt_train.rl.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from rpt_train.distributed import gather_full_state
-from rpt_train.errors import RptError
-from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
 
 SHARED = Path(__file__).resolve().parents[3].parent / "shared"
 TOKENIZER = SHARED / "tokenizers" / "qwen3" / "tokenizer.json"
@@ -53,7 +53,8 @@ def _setup(seed=0):
 
 def _save(run, step, model, opt, sched, keep_last=3, tokenizer=None):
     state = {"model": model.state_dict(), "step": step, "optimizer": opt.state_dict(),
-             "scheduler": sched.state_dict(), "rng": rng_state(), "data": {"rows_yielded": 10 * step}}  # fmt: skip
+             "scheduler": sched.state_dict(), "rng": rng_state(),
+             "data": {"rows_yielded": 10 * step}}  # fmt: skip
     return save_checkpoint(
         run, step, state, model.config, tokenizer, {"lr": 1e-2, "step": step}, keep_last=keep_last
     )
@@ -155,7 +156,9 @@ def test_bad_trainer_state(tmp_path):
     with pytest.raises(RptError, match="not a training checkpoint"):
         load_trainer_state(tmp_path)
     model, _, _ = _setup()
-    path = save_checkpoint(tmp_path, 1, {"model": model.state_dict(), "odd": Path("x")}, model.config, None, {})
+    path = save_checkpoint(
+        tmp_path, 1, {"model": model.state_dict(), "odd": Path("x")}, model.config, None, {}
+    )
     with pytest.raises(RptError, match="cannot read the trainer state"):
         load_trainer_state(path)
     with pytest.raises(RptError, match="tokenizer file not found"):

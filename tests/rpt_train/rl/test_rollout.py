@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from rpt_train.generate import SamplingParams
-from rpt_train.rl.grpo import group_advantages
 from rpt_train.prompts import load_template
+from rpt_train.rl.grpo import group_advantages
 from rpt_train.rl.objective_rpt import RptObjective
 from rpt_train.rl.reward import compute_rewards
 from rpt_train.rl.rollout import (
@@ -77,8 +77,8 @@ def test_plain_rollout_rewards_and_advantages(tok):
 
 def test_rewards_follow_the_generated_tokens(tok, monkeypatch):
     """With generate() replaced by a fixed output, rewards and advantages are exactly predictable."""
-    from rpt_train.rl import rollout as rollout_mod
     from rpt_train.generate import Generation
+    from rpt_train.rl import rollout as rollout_mod
 
     rows = task_rows(2)
     right = [tok.encode(r["label"].decode())[0] for r in rows]

@@ -3,6 +3,7 @@ ranks in sync, skips non-finite steps, refuses mismatched shards, and drives the
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -15,11 +16,11 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
+from rpt_train.cli.run import run, sigint_flag
+from rpt_train.errors import RptError
 from rpt_train.rl import objective_rpt
 from rpt_train.rl import trainer as trainer_mod
 from rpt_train.rl.checkpoint import latest_checkpoint
-from rpt_train.cli.run import run, sigint_flag
-from rpt_train.errors import RptError
 from rpt_train.rl.config import TrainConfig
 from rpt_train.rl.trainer import Trainer, lr_factor
 from tests.rpt_train.taskkit import save_model_dir, tiny_tokenizer, write_task_shards
@@ -136,6 +137,22 @@ def test_resume_and_interrupt_are_exact(task, tmp_path, monkeypatch):
     monkeypatch.setattr(trainer_mod, "rollout", real_rollout)
     res = Trainer(config(task, tmp_path / "d", max_steps=4, resume=True, **kw)).train()
     assert same_weights(straight.checkpoint, res.checkpoint)
+
+
+def test_state_dict_is_the_whole_resumable_state(task, tmp_path):
+    """load_state_dict(state_dict()) in memory continues exactly as the original trainer does."""
+    kw = dict(num_iterations=2, dynamic_sampling=True, max_resample_batches=1, lr=3e-3, max_steps=4)
+    a = Trainer(config(task, tmp_path / "a", **kw))
+    for _ in range(2):
+        a.train_step()
+    b = Trainer(config(task, tmp_path / "b", **kw))  # fresh weights, optimizer, stream, RNGs
+    b.load_state_dict(copy.deepcopy(a.state_dict()))
+    assert b.step == 2
+    for _ in range(2):
+        ma, mb = a.train_step(), b.train_step()
+        assert ma["loss"] == mb["loss"] and ma["reward"] == mb["reward"]
+    for (k, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(x, y), k
 
 
 def test_two_ranks_keep_identical_weights(task, tmp_path):
