@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rpt_train.chat_template import Chat
 from rpt_train.config import check, config_to_dict, option
 from rpt_train.errors import RptError
 from rpt_train.eval.report import format_table, plot_report
@@ -73,8 +74,9 @@ class EvalConfig:
     def __post_init__(self) -> None:
         check(self)
 
-    def settings(self) -> EvalSettings:
-        template = load_template(self.template, self.instruction_file, self.answer_tokens)
+    def settings(self, chat: Chat | None = None) -> EvalSettings:
+        """Rollout settings for one model; ``chat`` is that model's own chat format (``Tokenizer.chat``)."""
+        template = load_template(self.template, self.instruction_file, self.answer_tokens, chat)
         return EvalSettings(template, self.max_prompt_tokens, self.max_new_tokens, self.temperature,
                             self.batch_size, self.seed, self.reward)  # fmt: skip
 
@@ -115,7 +117,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     if not rows:
         raise RptError(f"{cfg.shards}: no {cfg.split} positions with entropy >= {min(BUCKETS.values())}")
     manifest = Manifest.read(cfg.shards)
-    settings = cfg.settings()
+    cfg.settings()  # a bad template option fails here, before any model is loaded
     out = Path(cfg.out)
     data_fp = rows_fingerprint(rows)
     previous = _load_previous(out / "eval.json", cfg, data_fp)
@@ -134,7 +136,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         progress = Progress(
             len(rows) * len(cfg.modes), unit="positions", desc=f"eval {label}", quiet=cfg.quiet
         )
-        scores = _nan_to_none(evaluate_model(model, tok, rows, settings, cfg.modes, progress))
+        scores = _nan_to_none(evaluate_model(model, tok, rows, cfg.settings(tok.chat), cfg.modes, progress))
         progress.close()
         results.append(
             {"label": label, "step": step, "path": str(model_dir), "fingerprint": fp, "scores": scores,

@@ -22,6 +22,7 @@ from rpt_train.rl.reward import REWARDS
 from rpt_train.rl.rollout import RolloutSpec, sampling_params
 
 if TYPE_CHECKING:
+    from rpt_train.chat_template import Chat
     from rpt_train.tokenizer import Tokenizer
 
 OBJECTIVE_NAMES = ("rpt",)  # rpt_train.rl.objective.OBJECTIVES (a test keeps the two equal)
@@ -107,8 +108,9 @@ class TrainConfig:
         check(self)
 
     # ---- builders: the small objects the trainer's parts take
-    def template_obj(self) -> PromptTemplate:
-        return load_template(self.template, self.instruction_file, self.answer_tokens)
+    def template_obj(self, chat: Chat | None = None) -> PromptTemplate:
+        """The prompt template; ``chat`` is the policy's own chat format (``Tokenizer.chat``)."""
+        return load_template(self.template, self.instruction_file, self.answer_tokens, chat)
 
     def sampling_params(
         self, template: PromptTemplate, tokenizer: Tokenizer, greedy: bool = False

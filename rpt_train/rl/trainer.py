@@ -90,7 +90,7 @@ class Trainer:
             raise RptError("no shard directory given (SHARDS)")
         self.tokenizer_file = resolve_tokenizer_file(cfg.tokenizer or resolve_model_dir(cfg.model))
         self.tokenizer = Tokenizer.load(self.tokenizer_file)
-        self.template = cfg.template_obj()
+        self.template = cfg.template_obj(self.tokenizer.chat)
         self.objective = build_objective(cfg)
         check_tokenizer(Manifest.read(cfg.shards), self.tokenizer, "the policy's tokenizer")
         ckpt = latest_checkpoint(self.run_dir)

@@ -394,3 +394,23 @@ def test_cli_eval_missing_shards_is_one_line(setup, tmp_path):
 def test_cli_eval_rejects_unknown_mode(setup):
     result = CliRunner().invoke(cli_main(), ["eval", str(setup["shards"]), "--mode", "vibes"])
     assert result.exit_code == 2 and "vibes" in result.output
+
+
+def test_each_model_is_prompted_in_its_own_chat_template(setup, no_plot, monkeypatch):
+    """chat-think renders through the evaluated model's template (step 10's differs from the base's)."""
+    template = "{% for m in messages %}<{{ name }}>{{ m['content'][-3:] }}{% endfor %}"
+    for path, name in ((setup["base"], "base"), (setup["run"] / "checkpoints" / "step-000010", "ten")):
+        config_file = {"chat_template": template.replace("{{ name }}", name)}
+        (Path(path) / "tokenizer_config.json").write_text(json.dumps(config_file))
+    prompts: dict[str, str] = {}
+    real = eval_run.evaluate_model
+
+    def recording(model, tok, rows, settings, modes, progress):
+        prompts[str(tok.source)] = settings.template.render("ctx")
+        return real(model, tok, rows, settings, modes, progress)
+
+    monkeypatch.setattr(eval_run, "evaluate_model", recording)
+    run_eval(config(setup, template="chat-think", modes=["reasoning"], max_new_tokens=2))
+    by_dir = {Path(source).parent.name: prompt for source, prompt in prompts.items()}
+    assert by_dir["base"] == "<base>ctx" and by_dir["step-000010"] == "<ten>ctx"
+    assert by_dir["step-000020"].startswith("<|im_start|>user\n")  # no template: Qwen3's format
