@@ -22,7 +22,8 @@ from rpt_train.eval.report import format_table, plot_report
 from rpt_train.eval.score import BUCKETS, MODES, EvalSettings, evaluate_model, row_buckets, select_samples
 from rpt_train.io import sha256_bytes, write_json_atomic
 from rpt_train.model import Qwen3ForCausalLM
-from rpt_train.model.hf_io import weights_sha256
+from rpt_train.model.hf_io import read_config, weights_sha256
+from rpt_train.pairing import check_pair
 from rpt_train.progress import Progress
 from rpt_train.prompts import TEMPLATES, load_template
 from rpt_train.rl.checkpoint import checkpoint_steps
@@ -132,6 +133,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         t0 = time.perf_counter()
         tok = Tokenizer.load(model_dir)
         check_tokenizer(manifest, tok, f"{model_dir}'s tokenizer")
+        check_pair(tok, read_config(model_dir), str(model_dir))
         model = Qwen3ForCausalLM.from_pretrained(model_dir, dtype=cfg.dtype, device=cfg.device)
         progress = Progress(
             len(rows) * len(cfg.modes), unit="positions", desc=f"eval {label}", quiet=cfg.quiet

@@ -105,10 +105,7 @@ class EvalSettings:
 
     def rollout_spec(self, tok: Tokenizer) -> RolloutSpec:
         """One completion per context, greedy at temperature 0, with the training stop ids and cap."""
-        greedy = self.temperature <= 0
-        params = sampling_params(
-            self.template, tok, self.max_new_tokens, self.temperature or 1.0, greedy=greedy
-        )
+        params = sampling_params(self.template, tok, self.max_new_tokens, self.temperature)
         return RolloutSpec(
             params, num_generations=1, max_prompt_tokens=self.max_prompt_tokens, pad_id=tok.pad_id or 0
         )

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from rpt_train.config import check
 from rpt_train.config import option as _opt
+from rpt_train.errors import RptError
 from rpt_train.generate import SamplingParams
 from rpt_train.prompts import TEMPLATES, PromptTemplate, load_template
 from rpt_train.rl.grpo import ADVANTAGES, LOSS_AGG, GrpoLossConfig
@@ -53,7 +54,7 @@ class TrainConfig:
     # ---- sampling
     num_generations: int = _opt(8, "G: completions sampled per context.", ge=1)
     temperature: float = _opt(
-        0.8, "Sampling temperature (log-probs are taken at the same temperature).", gt=0
+        0.8, "Sampling temperature, > 0 (log-probs are taken at the same temperature).", ge=0
     )
     top_p: float = _opt(1.0, "Nucleus sampling threshold (1 = off).", gt=0, le=1)
     top_k: int = _opt(0, "Top-k sampling (0 = off).", ge=0)
@@ -106,6 +107,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check(self)
+        if self.temperature == 0:  # 0 means greedy everywhere else (eval, SamplingParams)
+            raise RptError(
+                "temperature 0 (greedy decoding) cannot train: GRPO needs the log-probs of the distribution "
+                "the rollouts are sampled from, and greedy decoding samples from none; use a temperature > 0"
+            )
 
     # ---- builders: the small objects the trainer's parts take
     def template_obj(self, chat: Chat | None = None) -> PromptTemplate:

@@ -109,7 +109,10 @@ def sampling_params(
     top_p: float = 1.0,
     greedy: bool = False,
 ) -> SamplingParams:
-    """Sampling settings; a template with its own cap (``plain``) replaces ``max_new_tokens``."""
+    """Sampling settings; a template with its own cap (``plain``) replaces ``max_new_tokens``.
+
+    ``temperature`` 0 means greedy, as ``greedy=True`` does.
+    """
     cap = template.max_new_tokens or max_new_tokens
     return SamplingParams(
         max_new_tokens=cap,

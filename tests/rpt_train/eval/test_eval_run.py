@@ -414,3 +414,10 @@ def test_each_model_is_prompted_in_its_own_chat_template(setup, no_plot, monkeyp
     by_dir = {Path(source).parent.name: prompt for source, prompt in prompts.items()}
     assert by_dir["base"] == "<base>ctx" and by_dir["step-000010"] == "<ten>ctx"
     assert by_dir["step-000020"].startswith("<|im_start|>user\n")  # no template: Qwen3's format
+
+
+def test_a_model_whose_tokenizer_is_from_another_family_is_refused(setup):
+    config_file = Path(setup["base"]) / "config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "bos_token_id": 128000}))
+    with pytest.raises(RptError, match="bos_token_id 128000 but tokenizer .* different model families"):
+        run_eval(config(setup, run=None))

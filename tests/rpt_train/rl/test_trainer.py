@@ -327,3 +327,12 @@ def test_chat_think_uses_the_policys_own_template_and_checkpoints_keep_it(task, 
     result = tr.train()
     saved = Tokenizer.load(result.checkpoint)
     assert saved.chat.render([{"role": "user", "content": "xyz"}]) == "[yz]=>"
+
+
+def test_a_policy_from_another_family_is_refused(task, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(task["model"], model)
+    model_config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**model_config, "eos_token_id": 151645}))  # Qwen's
+    with pytest.raises(RptError, match="eos_token_id 151645 but tokenizer .* different model families"):
+        Trainer(config(task, tmp_path / "run", model=str(model)))
