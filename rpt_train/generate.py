@@ -3,7 +3,7 @@ temperature / top-k / top-p / greedy sampling that also returns each sampled tok
 
 The returned log-probs are those of the temperature-scaled distribution, log_softmax(logits / T), whatever
 top-k / top-p did: filtering only restricts which tokens can be drawn, so the trainer's recomputation from a
-plain forward pass reproduces them (greedy uses T = 1).
+plain forward pass reproduces them (greedy, also spelled temperature 0, uses T = 1).
 
 Speed notes (CPU first, nothing CPU-only):
 
@@ -33,7 +33,7 @@ NUCLEUS_FIRST_K = 64  # top-p without top-k: candidates start at the top 64 logi
 @dataclass
 class SamplingParams:
     max_new_tokens: int = 64
-    temperature: float = 1.0
+    temperature: float = 1.0  # 0 = greedy (as in vLLM and transformers)
     top_k: int = 0  # 0 = off
     top_p: float = 1.0  # 1.0 = off
     greedy: bool = False
@@ -48,8 +48,10 @@ class SamplingParams:
             raise RptError(f"stop_after needs n >= 0 tokens after the trigger, got {self.stop_after}")
         if self.max_new_tokens < 1:
             raise RptError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if not self.greedy and not self.temperature > 0:
-            raise RptError(f"temperature must be > 0 (or use greedy), got {self.temperature}")
+        if not self.temperature >= 0:
+            raise RptError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if self.temperature == 0:
+            self.greedy = True
         if self.top_k < 0:
             raise RptError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rpt_train.chat_template import Chat
 from rpt_train.config import check, config_to_dict, option
 from rpt_train.errors import RptError
 from rpt_train.eval import stats
@@ -39,7 +40,8 @@ from rpt_train.eval.score import (
 )
 from rpt_train.io import sha256_bytes, write_json_atomic
 from rpt_train.model import Qwen3ForCausalLM
-from rpt_train.model.hf_io import weights_sha256
+from rpt_train.model.hf_io import read_config, weights_sha256
+from rpt_train.pairing import check_pair
 from rpt_train.progress import Progress
 from rpt_train.prompts import TEMPLATES, load_template
 from rpt_train.rl.checkpoint import checkpoint_steps
@@ -88,7 +90,7 @@ class EvalConfig:
     max_samples: int | None = option(2000, "Positions per bucket at most, chosen deterministically.", ge=1)
     max_prompt_tokens: int = option(512, "Contexts are left-truncated to this many tokens.", ge=1)
     max_new_tokens: int = option(256, "Reasoning completion cap; a cut-off completion is wrong.", ge=1)
-    temperature: float = option(0.8, "Sampled mode: the training temperature.", gt=0)
+    temperature: float = option(0.8, "Sampled mode: the training temperature (0 = greedy).", ge=0)
     samples: int = option(4, "Sampled mode: seeded rollouts per position (their mean is its verdict).", ge=1)
     batch_size: int = option(32, "Positions per generate() call.", ge=1)
     seed: int = option(0, "Seed of the position sample and of sampled rollouts.")
@@ -101,8 +103,9 @@ class EvalConfig:
     def __post_init__(self) -> None:
         check(self)
 
-    def settings(self) -> EvalSettings:
-        template = load_template(self.template, self.instruction_file, self.answer_tokens)
+    def settings(self, chat: Chat | None = None) -> EvalSettings:
+        """Rollout settings for one model; ``chat`` is that model's own chat format (``Tokenizer.chat``)."""
+        template = load_template(self.template, self.instruction_file, self.answer_tokens, chat)
         return EvalSettings(template, self.max_prompt_tokens, self.max_new_tokens, self.temperature,
                             self.batch_size, self.seed, self.reward, self.samples)  # fmt: skip
 
@@ -158,7 +161,7 @@ def run_eval(cfg: EvalConfig) -> list[dict[str, Any]]:
     if not rows:
         raise RptError(f"{cfg.shards}: no {cfg.split} positions with entropy >= {min(BUCKETS.values())}")
     manifest = Manifest.read(cfg.shards)
-    settings = cfg.settings()
+    cfg.settings()  # a bad template option fails here, before any model is loaded
     out = Path(cfg.out)
     key = {"config": _cache_key(cfg), "data_fingerprint": rows_fingerprint(rows)}
     cache = _load_cache(out / CACHE, key)
@@ -171,19 +174,19 @@ def run_eval(cfg: EvalConfig) -> list[dict[str, Any]]:
             t0 = time.perf_counter()
             tok = Tokenizer.load(entry.path)
             check_tokenizer(manifest, tok, f"{entry.path}'s tokenizer")
+            check_pair(tok, read_config(entry.path), str(entry.path))
             model = Qwen3ForCausalLM.from_pretrained(entry.path, dtype=cfg.dtype, device=cfg.device)
             progress = Progress(
                 len(rows) * len(missing), unit="positions", desc=f"eval {entry.label}", quiet=cfg.quiet
             )
-            cached.update(evaluate_model(model, tok, rows, settings, missing, progress))
+            cached.update(evaluate_model(model, tok, rows, cfg.settings(tok.chat), missing, progress))
             progress.close()
             del model
             # Saved after every model: an interrupted evaluation keeps what it finished.
             write_json_atomic(out / CACHE, {**key, "models": cache})
             if not cfg.quiet:
-                print(
-                    f"evaluated {entry.label} ({entry.path}) in {time.perf_counter() - t0:.1f} s", flush=True
-                )
+                seconds = time.perf_counter() - t0
+                print(f"evaluated {entry.label} ({entry.path}) in {seconds:.1f} s", flush=True)
         entry.verdicts = {m: cached[m] for m in cfg.modes}
     table = result_rows(rows, entries)
     summary = _summary(cfg, rows, key, table)

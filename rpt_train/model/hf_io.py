@@ -43,7 +43,7 @@ def default_device() -> torch.device:
 
 
 def resolve_model_dir(
-    path_or_id: str | Path, allow_patterns: tuple[str, ...] = ("*.json", "*.safetensors")
+    path_or_id: str | Path, allow_patterns: tuple[str, ...] = ("*.json", "*.safetensors", "*.jinja")
 ) -> Path:
     """A local directory as is, else a hub snapshot (downloaded once, then read from the cache)."""
     local = Path(path_or_id)

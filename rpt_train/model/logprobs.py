@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rpt_train.errors import RptError
+
 DEFAULT_CHUNK = 1024  # tokens: a (1024, 151936) float32 logits chunk is 0.6 GB
 
 
@@ -98,8 +100,8 @@ def logprobs_from_hidden(
     logp = log_softmax(hidden @ W^T / temperature)[target] is differentiable (wrt hidden and W); the
     entropy of the same distribution is a detached metric.
     """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0 for log-probs, got {temperature}")
+    if not temperature > 0:  # T = 0 is greedy decoding: a point mass, with no log-probs to differentiate
+        raise RptError(f"log-probs need a temperature > 0 (0 means greedy decoding), got {temperature}")
     shape = targets.shape
     flat_h = hidden.reshape(-1, hidden.shape[-1])  # (N, H)
     flat_t = targets.reshape(-1)  # (N,)

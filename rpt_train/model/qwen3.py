@@ -17,6 +17,7 @@ from torch.utils.checkpoint import checkpoint
 from rpt_train.model import hf_io
 from rpt_train.model.config import Qwen3Config
 from rpt_train.model.kv_cache import KVCache, attention_mask_for, positions_from_mask
+from rpt_train.model.rope import RotaryEmbedding, apply_rope
 
 
 class RMSNorm(nn.Module):
@@ -32,27 +33,6 @@ class RMSNorm(nn.Module):
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * x32.to(dtype)
-
-
-def rope_cos_sin(
-    position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin of shape (B, T, head_dim) for integer positions (B, T), computed in float32."""
-    inv_freq = 1.0 / (
-        theta
-        ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device=position_ids.device).float() / head_dim)
-    )  # (hd/2,)
-    freqs = position_ids.float()[..., None] * inv_freq  # (B, T, hd/2)
-    emb = torch.cat((freqs, freqs), dim=-1)  # (B, T, hd)
-    return emb.cos().to(dtype), emb.sin().to(dtype)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x (B, H, T, hd) by cos/sin (B, T, hd) with the half-split (rotate_half) convention."""
-    cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, hd)
-    x1, x2 = x.chunk(2, dim=-1)
-    rotated = torch.cat((-x2, x1), dim=-1)
-    return x * cos + rotated * sin
 
 
 class Attention(nn.Module):
@@ -139,6 +119,9 @@ class Qwen3ForCausalLM(nn.Module):
         self.config = config
         self.model = Qwen3Model(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.rotary = RotaryEmbedding(
+            config.head_dim, config.rope_theta, config.rope_scaling, config.max_position_embeddings
+        )
         self.gradient_checkpointing = False
         if self.lm_head.weight.is_meta:  # from_pretrained builds on meta and assigns the checkpoint's tensors
             self.tie_weights()
@@ -192,7 +175,7 @@ class Qwen3ForCausalLM(nn.Module):
             mask = None  # plain causal: lets SDPA pick its fastest kernel
         if position_ids is not None:
             positions = position_ids
-        cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta, x.dtype)
+        cos, sin = self.rotary(positions, x.dtype)  # (B, T, hd) each
         for layer in self.model.layers:
             if self.gradient_checkpointing and self.training and kv_cache is None:
                 x = checkpoint(layer, x, cos, sin, mask, None, use_reentrant=False)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from rpt_train.config import check
 from rpt_train.config import option as _opt
+from rpt_train.errors import RptError
 from rpt_train.generate import SamplingParams
 from rpt_train.prompts import TEMPLATES, PromptTemplate, load_template
 from rpt_train.rl.grpo import ADVANTAGES, LOSS_AGG, GrpoLossConfig
@@ -22,6 +23,7 @@ from rpt_train.rl.reward import REWARDS
 from rpt_train.rl.rollout import RolloutSpec, sampling_params
 
 if TYPE_CHECKING:
+    from rpt_train.chat_template import Chat
     from rpt_train.tokenizer import Tokenizer
 
 OBJECTIVE_NAMES = ("rpt",)  # rpt_train.rl.objective.OBJECTIVES (a test keeps the two equal)
@@ -54,7 +56,7 @@ class TrainConfig:
     # ---- sampling
     num_generations: int = _opt(8, "G: completions sampled per context.", ge=1)
     temperature: float = _opt(
-        0.8, "Sampling temperature (log-probs are taken at the same temperature).", gt=0
+        0.8, "Sampling temperature, > 0 (log-probs are taken at the same temperature).", ge=0
     )
     top_p: float = _opt(1.0, "Nucleus sampling threshold (1 = off).", gt=0, le=1)
     top_k: int = _opt(0, "Top-k sampling (0 = off).", ge=0)
@@ -107,10 +109,16 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check(self)
+        if self.temperature == 0:  # 0 means greedy everywhere else (eval, SamplingParams)
+            raise RptError(
+                "temperature 0 (greedy decoding) cannot train: GRPO needs the log-probs of the distribution "
+                "the rollouts are sampled from, and greedy decoding samples from none; use a temperature > 0"
+            )
 
     # ---- builders: the small objects the trainer's parts take
-    def template_obj(self) -> PromptTemplate:
-        return load_template(self.template, self.instruction_file, self.answer_tokens)
+    def template_obj(self, chat: Chat | None = None) -> PromptTemplate:
+        """The prompt template; ``chat`` is the policy's own chat format (``Tokenizer.chat``)."""
+        return load_template(self.template, self.instruction_file, self.answer_tokens, chat)
 
     def sampling_params(
         self, template: PromptTemplate, tokenizer: Tokenizer, greedy: bool = False

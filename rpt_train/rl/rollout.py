@@ -22,7 +22,7 @@ import torch
 from rpt_train.generate import SamplingParams, generate, left_pad
 from rpt_train.prompts import PromptTemplate
 from rpt_train.rl.grpo import frac_zero_std
-from rpt_train.tokenizer import EOS_CANDIDATES, Tokenizer
+from rpt_train.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -96,9 +96,8 @@ def encode_prompts(
 
 
 def stop_token_ids(tokenizer: Tokenizer) -> tuple[int, ...]:
-    """End-of-turn and end-of-text ids the tokenizer has: generation stops at either."""
-    ids = (tokenizer.token_to_id(t) for t in EOS_CANDIDATES)
-    return tuple(i for i in ids if i is not None)
+    """End-of-turn and end-of-text ids the tokenizer has (and its declared EOS): generation stops at any."""
+    return tokenizer.stop_ids
 
 
 def sampling_params(
@@ -111,7 +110,10 @@ def sampling_params(
     greedy: bool = False,
 ) -> SamplingParams:
     """Sampling settings; a template with its own cap (``plain``) replaces ``max_new_tokens``, and one
-    with a stopping rule (``think``: n tokens after ``</think>``) adds it."""
+    with a stopping rule (``think``: n tokens after ``</think>``) adds it.
+
+    ``temperature`` 0 means greedy, as ``greedy=True`` does.
+    """
     cap = template.max_new_tokens or max_new_tokens
     return SamplingParams(
         max_new_tokens=cap,

@@ -37,7 +37,9 @@ from rpt_train.errors import RptError
 from rpt_train.io import write_json_atomic
 from rpt_train.metrics import MetricsLogger
 from rpt_train.model import Qwen3ForCausalLM, resolve_model_dir
+from rpt_train.model.hf_io import read_config
 from rpt_train.model.logprobs import LogprobModule
+from rpt_train.pairing import check_pair, own_tokenizer
 from rpt_train.rl.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -91,7 +93,7 @@ class Trainer:
             raise RptError("no shard directory given (SHARDS)")
         self.tokenizer_file = resolve_tokenizer_file(cfg.tokenizer or resolve_model_dir(cfg.model))
         self.tokenizer = Tokenizer.load(self.tokenizer_file)
-        self.template = cfg.template_obj()
+        self.template = cfg.template_obj(self.tokenizer.chat)
         self.objective = build_objective(cfg)
         check_tokenizer(Manifest.read(cfg.shards), self.tokenizer, "the policy's tokenizer")
         ckpt = latest_checkpoint(self.run_dir)
@@ -143,11 +145,11 @@ class Trainer:
         return contextlib.nullcontext()
 
     def _load_model(self, source) -> Qwen3ForCausalLM:
+        model_dir = resolve_model_dir(source)
+        own = own_tokenizer(model_dir, self.tokenizer)
+        check_pair(self.tokenizer, read_config(model_dir), f"the policy {source}", own)
         torch.manual_seed(self.cfg.seed)
-        model = Qwen3ForCausalLM.from_pretrained(source, dtype=self.cfg.dtype, device=self.device)
-        if self.tokenizer.vocab_size > model.config.vocab_size:
-            raise RptError(f"tokenizer has {self.tokenizer.vocab_size} tokens, the model only "
-                           f"{model.config.vocab_size}: they do not belong together")  # fmt: skip
+        model = Qwen3ForCausalLM.from_pretrained(model_dir, dtype=self.cfg.dtype, device=self.device)
         model.gradient_checkpointing = self.cfg.gradient_checkpointing
         if self.cfg.compile:
             for layer in model.model.layers:

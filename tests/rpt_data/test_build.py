@@ -44,11 +44,13 @@ N_DOCS = 24
 TEMPLATE = "{problem}"
 
 
-def tiny_proxy(path: Path, vocab_size: int = 151936, tokenizer: Path | None = QWEN3_TOKENIZER) -> Path:
+def tiny_proxy(
+    path: Path, vocab_size: int = 151936, tokenizer: Path | None = QWEN3_TOKENIZER, **config
+) -> Path:
     torch.manual_seed(0)
     cfg = Qwen3Config.preset(
         "tiny", vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=1024,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=1024, **config,
     )  # fmt: skip
     model = Qwen3ForCausalLM(cfg)
     model.init_weights(std=1.0)
@@ -378,6 +380,9 @@ def test_tokenizer_must_be_the_proxys(work, make_cfg, corpus):
         build(make_cfg(work / "t1", proxy_model=str(small)))
     with pytest.raises(RptError, match="embeds only 2048"):
         build(make_cfg(work / "t2", proxy_model=str(small), tokenizer=str(QWEN3_TOKENIZER)))
+    llama_ids = tiny_proxy(work / "llama-ids", tokenizer=None, bos_token_id=128000, eos_token_id=128001)
+    with pytest.raises(RptError, match="bos_token_id 128000, .*different model families"):
+        build(make_cfg(work / "t4", proxy_model=str(llama_ids), tokenizer=str(QWEN3_TOKENIZER)))
     bpe = tokenizers.Tokenizer(tokenizers.models.BPE())
     bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = tokenizers.trainers.BpeTrainer(

@@ -88,7 +88,7 @@ def test_filter_candidates_by_hand():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(temperature=0), dict(top_k=-1), dict(top_p=0.0), dict(top_p=1.5), dict(max_new_tokens=0)],
+    [dict(temperature=-0.5), dict(top_k=-1), dict(top_p=0.0), dict(top_p=1.5), dict(max_new_tokens=0)],
 )
 def test_bad_params_are_clear_errors(kwargs):
     with pytest.raises(RptError):
@@ -188,6 +188,13 @@ def test_stops_early_when_every_row_is_done(model):
               prompts=PROMPTS[:1], pad_id=7)  # fmt: skip
     end = int((base.tokens[0] == stop).nonzero()[0]) + 1
     assert gen.tokens.shape == (1, end) and gen.mask.all() and gen.finished.all()
+
+
+def test_temperature_zero_is_greedy(model):
+    assert SamplingParams(temperature=0).greedy
+    greedy = run(model, SamplingParams(max_new_tokens=10, greedy=True))
+    zero = run(model, SamplingParams(max_new_tokens=10, temperature=0.0), seed=7)
+    assert torch.equal(zero.tokens, greedy.tokens) and torch.equal(zero.logprobs, greedy.logprobs)
 
 
 def test_top_k_one_equals_greedy(model):

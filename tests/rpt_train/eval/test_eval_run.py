@@ -315,7 +315,7 @@ def test_user_errors(setup, change, message):
     [
         ({"batch_size": 0}, "batch-size must be >= 1, got 0"),
         ({"max_samples": 0}, "max-samples must be >= 1, got 0"),
-        ({"temperature": 0.0}, "temperature must be > 0"),
+        ({"temperature": -0.5}, "temperature must be >= 0"),
         ({"max_new_tokens": 0}, "max-new-tokens must be >= 1"),
     ],
 )
@@ -403,3 +403,30 @@ def test_cli_eval_missing_shards_is_one_line(setup, tmp_path):
 def test_cli_eval_rejects_unknown_mode(setup):
     result = CliRunner().invoke(cli_main(), ["eval", str(setup["shards"]), "--mode", "vibes"])
     assert result.exit_code == 2 and "vibes" in result.output
+
+
+def test_each_model_is_prompted_in_its_own_chat_template(setup, no_plot, monkeypatch):
+    """chat-think renders through the evaluated model's template (step 10's differs from the base's)."""
+    template = "{% for m in messages %}<{{ name }}>{{ m['content'][-3:] }}{% endfor %}"
+    for path, name in ((setup["base"], "base"), (setup["run"] / "checkpoints" / "step-000010", "ten")):
+        config_file = {"chat_template": template.replace("{{ name }}", name)}
+        (Path(path) / "tokenizer_config.json").write_text(json.dumps(config_file))
+    prompts: dict[str, str] = {}
+    real = eval_run.evaluate_model
+
+    def recording(model, tok, rows, settings, modes, progress):
+        prompts[str(tok.source)] = settings.template.render("ctx")
+        return real(model, tok, rows, settings, modes, progress)
+
+    monkeypatch.setattr(eval_run, "evaluate_model", recording)
+    run_eval(config(setup, template="chat-think", modes=["reasoning"], max_new_tokens=2))
+    by_dir = {Path(source).parent.name: prompt for source, prompt in prompts.items()}
+    assert by_dir["base"] == "<base>ctx" and by_dir["step-000010"] == "<ten>ctx"
+    assert by_dir["step-000020"].startswith("<|im_start|>user\n")  # no template: Qwen3's format
+
+
+def test_a_model_whose_tokenizer_is_from_another_family_is_refused(setup):
+    config_file = Path(setup["base"]) / "config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "bos_token_id": 128000}))
+    with pytest.raises(RptError, match="bos_token_id 128000 but tokenizer .* different model families"):
+        run_eval(config(setup, run=None))
