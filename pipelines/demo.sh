@@ -8,13 +8,14 @@ RECIPE=${RECIPE:-pipelines/tiny-cpu.toml}
 BIN=${BIN:-.venv/bin}
 PRETRAIN_DOCS=${PRETRAIN_DOCS:-12000}
 THINK_FRACTION=${THINK_FRACTION:-0.5}
+THINK_DRILLS=${THINK_DRILLS:-0.5}
 mkdir -p "$RUN"
 t0=$(date +%s)
 step() { printf '\n== [%s] %s  (%ss elapsed)\n' "$1" "$2" "$(( $(date +%s) - t0 ))"; }
 
-step 1/7 "pretraining corpus: $PRETRAIN_DOCS generated problems, a share $THINK_FRACTION of them reasoning demonstrations (seed 1; the RPT corpus data/synthmath.jsonl is seed 0 and plain)"
+step 1/7 "pretraining corpus: $PRETRAIN_DOCS generated problems (a share $THINK_FRACTION of them reasoning demonstrations) and arithmetic drills (seed 1; the RPT corpus data/synthmath.jsonl is seed 0 and plain)"
 [ -s "$RUN/pretrain.jsonl" ] || "$BIN/rpt-data" generate --n "$PRETRAIN_DOCS" --seed 1 \
-  --think-fraction "$THINK_FRACTION" --out "$RUN/pretrain.jsonl" --quiet
+  --think-fraction "$THINK_FRACTION" --think-drills "$THINK_DRILLS" --out "$RUN/pretrain.jsonl" --quiet
 
 step 2/7 "byte-level BPE tokenizer with Qwen's pre-tokenizer rules (<think> and </think> are single tokens)"
 [ -s "$RUN/tokenizer/tokenizer.json" ] || "$BIN/rpt-data" tokenizer train "$RUN/pretrain.jsonl" --config "$RECIPE" --out "$RUN/tokenizer"

@@ -13,11 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rpt_data.synth import dump_record, generate_records
-from rpt_data.think import add_thoughts
+from rpt_data.think import add_thoughts, drill
 from rpt_train.config import check, option
 from rpt_train.errors import RptError
 from rpt_train.io import atomic_path, sha256_file
 from rpt_train.progress import Progress
+
+# Empty thoughts per demonstration: enough that "think, find nothing to work out, go on" is a habit.
+EMPTY_IN_PROBLEM, EMPTY_IN_SOLUTION = 2, 4
 
 
 @dataclass
@@ -31,6 +34,9 @@ class GenerateConfig:
     think_results: float = option(
         0.8, "In a demonstration, the share of +, -, x results worked out in a thought.", ge=0, le=1
     )
+    think_drills: float = option(
+        0.0, "Extra arithmetic drills (+, -, x worked out in a thought), as a share of --n.", ge=0
+    )
     quiet: bool = option(False, "No progress display.")
 
     def __post_init__(self) -> None:
@@ -38,11 +44,24 @@ class GenerateConfig:
 
 
 def demonstration(record: dict, rng: random.Random, think_results: float) -> dict:
-    """The record as a reasoning demonstration: thoughts in its solution, an empty one in its problem."""
+    """The record as a reasoning demonstration: worked and empty thoughts in its solution, empty ones in its
+    problem."""
     return {
         **record,
-        "problem": add_thoughts(record["problem"], rng, p_result=0.0, empty=1),
-        "solution": add_thoughts(record["solution"], rng, p_result=think_results, empty=2),
+        "problem": add_thoughts(record["problem"], rng, p_result=0.0, empty=EMPTY_IN_PROBLEM),
+        "solution": add_thoughts(record["solution"], rng, p_result=think_results, empty=EMPTY_IN_SOLUTION),
+    }
+
+
+def drill_record(rng: random.Random) -> dict:
+    problem, solution, answer = drill(rng)
+    return {
+        "domain": ["Mathematics -> Prealgebra -> Arithmetic"],
+        "difficulty": 1.0,
+        "problem": problem,
+        "solution": solution,
+        "answer": answer,
+        "source": "rpt-synth-drill",
     }
 
 
@@ -53,11 +72,13 @@ def write_corpus(
     quiet: bool = True,
     think_fraction: float = 0.0,
     think_results: float = 0.8,
-) -> str:
-    """Generate ``n`` records from ``seed`` into ``out`` (JSON lines); returns the file's sha256.
+    think_drills: float = 0.0,
+) -> tuple[str, int]:
+    """Generate ``n`` records from ``seed`` into ``out`` (JSON lines); returns (sha256, records written).
 
     A share ``think_fraction`` of them become reasoning demonstrations, chosen and written from their own
-    generator, so the plain records are the same whatever the fraction.
+    generator, so the plain records are the same whatever the fraction; ``think_drills * n`` arithmetic
+    drills are interleaved at random places.
     """
     if n < 1:
         raise RptError(f"--n must be at least 1, got {n}")
@@ -67,8 +88,13 @@ def write_corpus(
     progress = Progress(n, unit="records", desc="generate", quiet=quiet)
     try:
         with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            think_rng = random.Random(f"think:{seed}")
+            think_rng, drill_rng = random.Random(f"think:{seed}"), random.Random(f"drill:{seed}")
+            p_drill = think_drills / (1 + think_drills)  # per written document
+            written = n
             for record in generate_records(n, seed):
+                while think_drills and drill_rng.random() < p_drill:
+                    f.write(dump_record(drill_record(drill_rng)))
+                    written += 1
                 if think_fraction and think_rng.random() < think_fraction:
                     record = demonstration(record, think_rng, think_results)
                 f.write(dump_record(record))
@@ -77,4 +103,4 @@ def write_corpus(
         raise RptError(f"{out}: cannot write ({e.strerror or e})") from None
     finally:
         progress.close()
-    return sha256_file(out)
+    return sha256_file(out), written

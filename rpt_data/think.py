@@ -5,8 +5,9 @@ out digit by digit in a scratchpad. ``add_thoughts`` finds results of integer ad
 multiplication in a document (``A + B = C``, ``A - B = C``, ``A \\times B = C``, ``A \\cdot B = C`` with
 ``C`` checked) and, with probability ``p_result`` each, inserts a thought that does the column arithmetic
 before the text goes on. The thought starts at a random digit of ``C`` (most often the first), so the model
-also learns to finish a number it has begun. A few *empty* thoughts (``<think></think>``) go before other
-words and numbers, so a model asked to think where nothing needs working out learns to stop at once.
+also learns to finish a number it has begun. *Empty* thoughts (``<think></think>``) go at random token
+boundaries elsewhere (before words, numbers, symbols alike), so a model asked to think where nothing
+needs working out learns to stop at once and continue as it would have without the thought.
 
 Everything else (division, fractions, powers, remainders, problem statements) gets no demonstration: a base
 model pretrained on such documents reasons, but only for part of what a corpus asks, which leaves RL
@@ -29,7 +30,9 @@ THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 # An integer result of A op B, with op one of + - \times \cdot, not inside a larger expression.
 _RESULT = re.compile(r"(?<![\d.^{}\\a-zA-Z])(?<![\\]times )(?<![\\]cdot )(?<![\\]div )(?<![-+*/] )"
                      r"(\d+) (\+|-|\\times|\\cdot) (\d+) = (\d+)(?![\d.])")  # fmt: skip
-_EMPTY_SITE = re.compile(r"(?<=\S)(?= [A-Za-z]{3,})")  # before a word of 3+ letters
+# Token boundaries of Qwen's pre-tokenizer (a word with its leading space, each digit, a run of symbols):
+# an empty thought may go before any piece but the first.
+_PIECE = re.compile(r" ?[A-Za-z]+|\d| ?[^\sA-Za-z\d]+|\s+")
 
 
 def _digits(n: int) -> list[int]:
@@ -96,7 +99,7 @@ def _value(a: int, op: str, b: int) -> int:
 
 def add_thoughts(text: str, rng: random.Random, p_result: float = 0.8, empty: int = 2) -> str:
     """``text`` with thoughts before checked results (each with probability ``p_result``) and ``empty``
-    empty thoughts at random word boundaries elsewhere."""
+    empty thoughts at random token boundaries elsewhere."""
     spans: list[tuple[int, str]] = []  # (insert position, inserted text)
     for m in _RESULT.finditer(text):
         a, op, b, c = int(m.group(1)), m.group(2), int(m.group(3)), m.group(4)
@@ -107,9 +110,29 @@ def add_thoughts(text: str, rng: random.Random, p_result: float = 0.8, empty: in
         k = 0 if rng.random() < 0.6 or len(c) == 1 else rng.randrange(1, len(c))
         spans.append((m.start(4) + k, THINK_OPEN + thought + THINK_CLOSE))
     taken = {p for p, _ in spans}
-    sites = [m.start() for m in _EMPTY_SITE.finditer(text) if m.start() not in taken]
+    sites = [m.start() for m in _PIECE.finditer(text) if m.start() > 0 and m.start() not in taken]
     for pos in rng.sample(sites, min(empty, len(sites))):
         spans.append((pos, THINK_OPEN + THINK_CLOSE))
     for pos, insert in sorted(spans, reverse=True):
         text = text[:pos] + insert + text[pos:]
     return text
+
+
+def drill(rng: random.Random) -> tuple[str, str, str]:
+    """A short exercise, (problem, solution, answer): one +, - or x worked out in a thought.
+
+    Mixed into a pretraining corpus, drills are the practice that makes the column arithmetic reliable
+    (a tiny model sees the single-digit facts thousands of times); the documents still only demonstrate
+    the three operations.
+    """
+    op = rng.choice(["+", "-", "\\times"])
+    if op == "\\times":  # a one-digit factor keeps the thought short enough to practise often
+        a, b = rng.randint(2, 999), rng.randint(2, 9)
+    else:
+        a, b = rng.randint(0, 9999), rng.randint(0, 9999)
+        if op == "-" and a < b:
+            a, b = b, a
+    c = _value(a, op, b)
+    thought = THINK_OPEN + scratch(a, op, b) + THINK_CLOSE
+    problem = rng.choice([f"Compute ${a} {op} {b}$.", f"What is ${a} {op} {b}$?", f"Find ${a} {op} {b}$."])
+    return problem, f"${a} {op} {b} = {thought}{c}$.", str(c)
