@@ -256,6 +256,27 @@ class Tokenizer:
         return sha256_bytes(json.dumps(canon, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
 
 
+def check_model_tokenizer(
+    tokenizer: Tokenizer, model_vocab: int, own: Tokenizer | None, role: str, model: str, consequence: str
+) -> None:
+    """The one check that a tokenizer belongs to a model (the build's proxy, the trainer's policy).
+
+    Refuses a tokenizer with more ids than the model embeds, and one whose byte-level vocabulary differs
+    from the model's ``own`` tokenizer (None: the model ships none, or it is the one in use). ``role`` and
+    ``model`` name the model ("proxy", its path); ``consequence`` says what would go wrong.
+    """
+    if tokenizer.vocab_size > model_vocab:
+        raise RptError(
+            f"tokenizer {tokenizer.source} has {tokenizer.vocab_size} tokens but the {role} {model} embeds "
+            f"only {model_vocab}: it is not the {role}'s vocabulary"
+        )
+    if own is not None and own.base_vocab_fingerprint != tokenizer.base_vocab_fingerprint:
+        raise RptError(
+            f"tokenizer {tokenizer.source} has a different base vocabulary from the {role}'s own "
+            f"{own.source}: {consequence}"
+        )
+
+
 def _describe_mismatch(pieces: list[bytes], data: bytes, source: str) -> str:
     pos = 0
     for k, piece in enumerate(pieces):
