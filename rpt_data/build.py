@@ -334,7 +334,13 @@ def _version() -> str:
 
 
 def write_manifest(
-    cfg: BuildConfig, identity: dict[str, Any], inputs: list[dict], bundle: ProxyBundle, counts, shards
+    cfg: BuildConfig,
+    identity: dict[str, Any],
+    inputs: list[dict],
+    bundle: ProxyBundle,
+    counts,
+    shards,
+    val_ids,
 ) -> None:
     tok = bundle.tokenizer
     Manifest(
@@ -356,6 +362,7 @@ def write_manifest(
         world_size=identity["world_size"],
         counts=counts,
         shards=shards,
+        val_doc_ids=sorted(val_ids),
     ).write(cfg.out)
 
 
@@ -402,7 +409,7 @@ def build(cfg: BuildConfig) -> Summary:
             (s for st in states for s in st.shards), key=lambda s: (s["split"], s["rank"], s["index"])
         )
         if dist.rank == 0:
-            write_manifest(cfg, identity, inputs, bundle, counts, shards)
+            write_manifest(cfg, identity, inputs, bundle, counts, shards, val_ids)
         D.barrier()
         summary = _summary(out, counts, shards, False, time.perf_counter() - start)
         summary.tokens_this_run = counts["tokens_scored"] - prior_tokens

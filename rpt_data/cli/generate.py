@@ -11,5 +11,5 @@ from rpt_train.cli.common import config_command
 @config_command(GenerateConfig, "generate", name="generate")
 def generate(cfg: GenerateConfig) -> None:
     """Write a synthetic OmniMATH-format math corpus (worked problems with \\boxed{} answers)."""
-    digest = write_corpus(cfg.out, cfg.n, cfg.seed, quiet=cfg.quiet)
+    digest = write_corpus(cfg.out, cfg.n, cfg.seed, cfg.quiet, cfg.think_fraction, cfg.think_results)
     click.echo(f"wrote {cfg.n} records to {cfg.out} (sha256 {digest})")
