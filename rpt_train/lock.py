@@ -28,7 +28,6 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rpt_train import distributed as D
 from rpt_train.errors import RptError
 
 LOCK_NAME = ".rpt.lock"
@@ -209,6 +208,8 @@ def _remove_if_unchanged(path: Path, text: str) -> bool:
 @contextlib.contextmanager
 def output_lock(out: str | Path, command: str) -> Iterator[None]:
     """Hold OUT's lock for the block: on rank 0 only under torchrun, its refusal raised on every rank."""
+    from rpt_train import distributed as D  # deferred: torch is not needed to read or take a lock
+
     held: list[OutputLock] = []
     D.on_main_rank(lambda: held.append(OutputLock.acquire(out, command)))
     try:

@@ -102,11 +102,12 @@ def test_an_out_the_lock_created_is_removed_when_nothing_was_written(tmp_path):
 HOLD = """
 import sys, time
 from rpt_train.errors import RptError
-from rpt_train.lock import output_lock
+from rpt_train.lock import OutputLock
 try:
-    with output_lock(sys.argv[1], "holder"):
-        print("locked", flush=True)
-        time.sleep(4)
+    lock = OutputLock.acquire(sys.argv[1], "holder")
+    print("locked", flush=True)
+    time.sleep(3)
+    lock.release()
 except RptError as e:
     print("refused:", e, flush=True)
 """
