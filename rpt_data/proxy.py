@@ -1,8 +1,9 @@
 """The proxy of ``rpt-data build``: the model whose top-k entropy scores positions, and its tokenizer.
 
 ``load_proxy`` loads the tokenizer and the proxy and refuses a tokenizer that does not belong to the proxy
-(``rpt_train.pairing``): the entropies would belong to other tokens than the rows' labels. (Ranks and devices
-come from ``rpt_train.distributed.init_distributed``, shared with the trainer.)
+(``rpt_train.pairing``, the trainer's and evaluator's check too): the entropies would belong to other tokens
+than the rows' labels. Ranks and devices come from ``rpt_train.distributed.init_distributed``, shared with
+the trainer.
 """
 
 from __future__ import annotations
@@ -30,8 +31,11 @@ class ProxyBundle:
     dtype: str
 
 
-def load_proxy(proxy: str, tokenizer: str | None, dtype: str | None, device: torch.device) -> ProxyBundle:
-    """Tokenizer (default: the proxy's own ``tokenizer.json``) and proxy model in eval mode on ``device``."""
+def load_proxy(
+    proxy: str, tokenizer: str | None, dtype: str | None, device: torch.device, top_k: int | None = None
+) -> ProxyBundle:
+    """Tokenizer (default: the proxy's own ``tokenizer.json``) and proxy model in eval mode on ``device``;
+    ``top_k`` (the entropy's) must not exceed the proxy's vocabulary."""
     model_dir = resolve_model_dir(proxy)
     own_file = model_dir / TOKENIZER_FILE
     own = Tokenizer.load(own_file) if own_file.is_file() else None
@@ -41,6 +45,8 @@ def load_proxy(proxy: str, tokenizer: str | None, dtype: str | None, device: tor
     tok_file = resolve_tokenizer_file(tokenizer) if tokenizer is not None else own_file
     config = Qwen3Config.from_json_file(model_dir / "config.json")
     check_pair(tok, config, f"the proxy {proxy}", own if tokenizer is not None else None)  # type: ignore[arg-type]
+    if top_k is not None and top_k > config.vocab_size:
+        raise RptError(f"--top-k {top_k} is larger than the proxy's vocabulary ({config.vocab_size} tokens)")
     resolved = parse_dtype(dtype) or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     model = Qwen3ForCausalLM.from_pretrained(model_dir, dtype=resolved, device=device)
     model.requires_grad_(False)

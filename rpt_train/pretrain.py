@@ -24,6 +24,7 @@ from rpt_train.config import check, config_to_dict, option, unescape
 from rpt_train.corpus import DEFAULT_TEMPLATE, ReadStats, iter_documents
 from rpt_train.errors import RptError
 from rpt_train.io import write_json_atomic
+from rpt_train.lock import output_lock
 from rpt_train.metrics import MetricsLogger
 from rpt_train.model import PRESETS, Qwen3Config, Qwen3ForCausalLM, default_device
 from rpt_train.progress import Progress
@@ -158,7 +159,14 @@ def eval_loss(
 
 
 def pretrain(cfg: PretrainConfig) -> dict:
-    """Train a model from scratch; returns a summary dict (also written to OUT/pretrain_summary.json)."""
+    """Train a model from scratch; returns a summary dict (also written to OUT/pretrain_summary.json).
+
+    OUT is locked meanwhile (``rpt_train.lock``); one that cannot be written fails before any work."""
+    with output_lock(cfg.out, "rpt-train pretrain"):
+        return _pretrain(cfg)
+
+
+def _pretrain(cfg: PretrainConfig) -> dict:
     if not cfg.corpus:
         raise RptError("no pretraining corpus given")
     if not cfg.tokenizer and not cfg.init:

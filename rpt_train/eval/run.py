@@ -25,7 +25,7 @@ from typing import Any
 
 from rpt_train.chat_template import Chat
 from rpt_train.config import check, config_to_dict, option
-from rpt_train.errors import RptError
+from rpt_train.errors import RptError, warn
 from rpt_train.eval import stats
 from rpt_train.eval.report import format_table, plot_report
 from rpt_train.eval.score import (
@@ -39,6 +39,7 @@ from rpt_train.eval.score import (
     select_samples,
 )
 from rpt_train.io import sha256_bytes, write_json_atomic
+from rpt_train.lock import output_lock
 from rpt_train.model import Qwen3ForCausalLM
 from rpt_train.model.hf_io import read_config, weights_sha256
 from rpt_train.pairing import check_pair
@@ -46,7 +47,7 @@ from rpt_train.progress import Progress
 from rpt_train.prompts import TEMPLATES, load_template
 from rpt_train.rl.checkpoint import checkpoint_steps
 from rpt_train.rl.reward import REWARDS
-from rpt_train.shards import Manifest, check_tokenizer, iter_rows, shard_paths
+from rpt_train.shards import check_tokenizer, checked_manifest, iter_rows, shard_paths
 from rpt_train.tokenizer import Tokenizer
 
 # What a model's reasoning must match to be compared with training: taken from a recipe's [train] table
@@ -156,11 +157,18 @@ def rows_fingerprint(rows: list[dict[str, Any]]) -> str:
 
 
 def run_eval(cfg: EvalConfig) -> list[dict[str, Any]]:
-    """Evaluate every model on the same positions; write and return the rows of eval.json."""
+    """Evaluate every model on the same positions; write and return the rows of eval.json.
+
+    OUT is locked meanwhile (``rpt_train.lock``): one that cannot be written fails before any work."""
+    with output_lock(cfg.out, "rpt-train eval"):
+        return _run_eval(cfg)
+
+
+def _run_eval(cfg: EvalConfig) -> list[dict[str, Any]]:
     rows = load_rows(cfg)
     if not rows:
         raise RptError(f"{cfg.shards}: no {cfg.split} positions with entropy >= {min(BUCKETS.values())}")
-    manifest = Manifest.read(cfg.shards)
+    manifest = checked_manifest(cfg.shards, shard_paths(cfg.shards, cfg.split), warn, cfg.quiet)
     cfg.settings()  # a bad template option fails here, before any model is loaded
     out = Path(cfg.out)
     key = {"config": _cache_key(cfg), "data_fingerprint": rows_fingerprint(rows)}

@@ -5,20 +5,24 @@ mechanism is ``rpt_train.config``). Each field's help, choices and bounds are al
 ``rpt_train.cli.run`` builds its options from these fields, so a new setting is added here only.
 Defaults follow the RPT paper where it says (G = 8, temperature 0.8, lr 1e-6 constant after warmup, no
 KL) and verl / TRL elsewhere. The builders (``rollout_spec``, ``loss_config``, ...) turn the flat config
-into the small objects the trainer's parts take.
+into the small objects the trainer's parts take. ``RESUMABLE`` and ``resume_differences`` decide what a
+resumed run may change (applied and recorded) and what it may not (refused).
 """
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from rpt_train.config import check
+from rpt_train.config import check, config_to_dict
 from rpt_train.config import option as _opt
 from rpt_train.errors import RptError
 from rpt_train.generate import SamplingParams
 from rpt_train.prompts import TEMPLATES, PromptTemplate, load_template
-from rpt_train.rl.grpo import ADVANTAGES, LOSS_AGG, GrpoLossConfig
+from rpt_train.rl.grpo import ADVANTAGES, LOSS_AGG, GrpoLossConfig, silent_with_one_completion
 from rpt_train.rl.reward import REWARDS
 from rpt_train.rl.rollout import RolloutSpec, sampling_params
 
@@ -26,6 +30,17 @@ if TYPE_CHECKING:
     from rpt_train.chat_template import Chat
     from rpt_train.tokenizer import Tokenizer
 
+# What ``rpt-train run --resume`` may change from the saved run: how long the run goes on, what it logs and
+# keeps, where it runs and how it splits work to fit in memory. None of them changes what a step computes
+# from the saved state (micro-batching and chunking change floating-point summation order only;
+# rollout_batch_size changes which random numbers each sample draws, not their distribution; a resume on
+# another kind of device is refused when the checkpoint's sampler state does not fit it). Any other
+# difference from the saved run is refused: it would be recorded but not in force for the steps before.
+RESUMABLE = frozenset({
+    "resume", "out", "max_steps", "epochs", "max_bad_steps", "save_every", "keep_last", "val_every",
+    "val_samples", "sample_every", "num_samples", "tensorboard", "quiet", "device", "fsdp", "compile",
+    "gradient_checkpointing", "micro_batch_size", "rollout_batch_size", "logprob_chunk",
+})  # fmt: skip
 OBJECTIVE_NAMES = ("rpt",)  # rpt_train.rl.objective.OBJECTIVES (a test keeps the two equal)
 DTYPES = ("float32", "bfloat16")
 
@@ -114,6 +129,15 @@ class TrainConfig:
                 "temperature 0 (greedy decoding) cannot train: GRPO needs the log-probs of the distribution "
                 "the rollouts are sampled from, and greedy decoding samples from none; use a temperature > 0"
             )
+        if self.num_generations == 1 and silent_with_one_completion(self.advantage):
+            raise RptError(
+                f"--num-generations 1 with --advantage {self.advantage}: one completion per context has no "
+                "group to compare with, so every advantage is 0 and nothing is learned; use "
+                "--num-generations >= 2 (or --advantage anchor)"
+            )
+        if self.num_generations == 1 and self.dynamic_sampling:
+            raise RptError("--dynamic-sampling keeps groups whose rewards differ, which needs "
+                           "--num-generations >= 2")  # fmt: skip
 
     # ---- builders: the small objects the trainer's parts take
     def template_obj(self, chat: Chat | None = None) -> PromptTemplate:
@@ -144,3 +168,29 @@ class TrainConfig:
         """Clip range and aggregation; ``max_len`` (Dr. GRPO's constant) is the run's completion cap."""
         max_len = self.template_obj().max_new_tokens or self.max_new_tokens
         return GrpoLossConfig(self.epsilon, self.epsilon_high, self.loss_agg, max_len)
+
+
+_PATHS = ("shards", "model", "tokenizer", "instruction_file", "out")
+
+
+def _same(name: str, a: Any, b: Any) -> bool:
+    """Equal settings; paths compare as the files they name (``shards/`` is ``./shards``)."""
+    if name in _PATHS and isinstance(a, str) and isinstance(b, str):
+        canon = lambda p: str(Path(p).resolve()) if Path(p).exists() else os.path.normpath(p)  # noqa: E731
+        return canon(a) == canon(b)
+    return a == b
+
+
+def resume_differences(saved: dict[str, Any], cfg: TrainConfig) -> tuple[dict, dict]:
+    """``(applied, refused)``: ``{name: (saved value, new value)}`` for every setting of ``cfg`` that differs
+    from the ``saved`` run's (``run_config.json``), split by ``RESUMABLE``. Keys the saved run does not have
+    (written by an older rpt) are not compared."""
+    now = json.loads(json.dumps(config_to_dict(cfg)))  # the same JSON types as the saved file
+    diff = {k: (saved[k], v) for k, v in now.items() if k in saved and not _same(k, saved[k], v)}
+    applied = {k: d for k, d in diff.items() if k in RESUMABLE}
+    return applied, {k: d for k, d in diff.items() if k not in RESUMABLE}
+
+
+def format_differences(diff: dict[str, tuple[Any, Any]]) -> str:
+    """``lr: 0.0001 -> 0.005, seed: 0 -> 1`` (option names as typed on the command line)."""
+    return ", ".join(f"{k.replace('_', '-')}: {old!r} -> {new!r}" for k, (old, new) in diff.items())

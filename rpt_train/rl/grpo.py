@@ -92,6 +92,14 @@ def compute_advantages(rewards: torch.Tensor, kind: str = "group", eps: float = 
     return _lookup(ADVANTAGES, kind, "advantage estimator")(rewards, eps)
 
 
+def silent_with_one_completion(kind: str) -> bool:
+    """True when estimator ``kind`` gives every advantage exactly 0 for groups of one completion (G = 1),
+    whatever the rewards: training with it would change nothing. Asked of the estimator itself (on
+    rewards -1, 0, 0.5, 1), so a new registry entry is covered too."""
+    rewards = torch.tensor([[-1.0], [0.0], [0.5], [1.0]])  # (N, 1)
+    return bool((compute_advantages(rewards, kind) == 0).all())
+
+
 def frac_zero_std(rewards: torch.Tensor) -> float:
     """Fraction of groups whose rewards are all equal (they give no GRPO gradient). rewards: (N, G)."""
     _check_rewards(rewards)

@@ -10,7 +10,10 @@ Every rank draws its own contexts; metrics are all-reduced.
 
 The trainer's whole resumable state is ``state_dict()`` / ``load_state_dict()`` (model, optimizer,
 scheduler, step, every rank's data position and RNGs, the objective's own state); a checkpoint is that
-dict on disk (``rpt_train.rl.checkpoint``).
+dict on disk (``rpt_train.rl.checkpoint``). A resume compares this run's settings with the checkpoint's
+``run_config.json``: those in ``RESUMABLE`` are applied (and recorded), any other difference is refused.
+Before any step the shards are checked against their manifest (sha256, tokenizer) and the tokenizer
+against the policy's own.
 
 ``train(stop=...)`` ends after the step in which ``stop()`` turned true (the CLI's Ctrl-C flag) and
 writes a checkpoint. A KeyboardInterrupt mid-step saves the state from the start of that step (data
@@ -20,6 +23,7 @@ position, RNGs), unless the optimizer had already stepped in it.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from collections.abc import Callable
@@ -33,7 +37,7 @@ import torch
 from rpt_train import distributed as D
 from rpt_train.compute import rl_step_flops
 from rpt_train.config import config_to_dict
-from rpt_train.errors import RptError
+from rpt_train.errors import RptError, warn
 from rpt_train.io import write_json_atomic
 from rpt_train.metrics import MetricsLogger
 from rpt_train.model import Qwen3ForCausalLM, resolve_model_dir
@@ -41,13 +45,14 @@ from rpt_train.model.hf_io import read_config
 from rpt_train.model.logprobs import LogprobModule
 from rpt_train.pairing import check_pair, own_tokenizer
 from rpt_train.rl.checkpoint import (
+    RUN_CONFIG,
     latest_checkpoint,
     load_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
-from rpt_train.rl.config import TrainConfig
+from rpt_train.rl.config import TrainConfig, format_differences, resume_differences
 from rpt_train.rl.objective import build_objective
 from rpt_train.rl.rollout import (
     RolloutBatch,
@@ -58,7 +63,7 @@ from rpt_train.rl.rollout import (
     sample_records,
 )
 from rpt_train.rl.update import MicroBatchSettings, backward_micro_batches, batched_logprobs
-from rpt_train.shards import Manifest, check_tokenizer, iter_rows, shard_paths
+from rpt_train.shards import check_tokenizer, checked_manifest, iter_rows, shard_paths
 from rpt_train.stream import ShardStream
 from rpt_train.tokenizer import Tokenizer, resolve_tokenizer_file
 
@@ -95,10 +100,18 @@ class Trainer:
         self.tokenizer = Tokenizer.load(self.tokenizer_file)
         self.template = cfg.template_obj(self.tokenizer.chat)
         self.objective = build_objective(cfg)
-        check_tokenizer(Manifest.read(cfg.shards), self.tokenizer, "the policy's tokenizer")
         ckpt = latest_checkpoint(self.run_dir)
         if ckpt is not None and not cfg.resume:
             raise RptError(f"{self.run_dir} already holds checkpoints; pass --resume or choose another --out")
+        resumed_changes = self._resume_changes(ckpt) if ckpt is not None else {}
+        self._check_model_fits(resolve_model_dir(ckpt or cfg.model))
+        train_paths = shard_paths(cfg.shards, "train")
+        has_val = cfg.val_every and (Path(cfg.shards) / "val").is_dir()  # not a flat dir's train shards
+        val_paths = shard_paths(cfg.shards, "val", required=False) if has_val else []
+        manifest = D.on_main_rank(
+            lambda: checked_manifest(cfg.shards, train_paths + val_paths, self._warn, cfg.quiet)
+        )
+        check_tokenizer(manifest, self.tokenizer, "the policy's tokenizer")
         # On resume the architecture comes from the checkpoint (no hub fetch); load_state_dict sets it all.
         self.model = self._load_model(ckpt or cfg.model)
         self.ref = self._reference() if cfg.beta > 0 else None
@@ -115,11 +128,13 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, cfg.warmup_steps)
         )
-        self.stream = ShardStream(shard_paths(cfg.shards, "train"), cfg.seed, cfg.shuffle_buffer,
+        self.stream = ShardStream(train_paths, cfg.seed, cfg.shuffle_buffer,
                                   self.rank, self.world, cfg.epochs or None, COLUMNS)  # fmt: skip
         self._rows = iter(self.stream)
-        self.validating = bool(cfg.val_every) and (Path(cfg.shards) / "val").is_dir()
-        self.val_rows = self._val_rows() if self.validating else []
+        self.validating = bool(val_paths)
+        if cfg.val_every and not val_paths:
+            self._warn(f"--val-every {cfg.val_every}: {cfg.shards} has no val/ shards; validation is off")
+        self.val_rows = self._val_rows(val_paths) if self.validating else []
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed * 1_000_003 + self.rank)
         self.spec = cfg.rollout_spec(self.template, self.tokenizer)
         self.mb = MicroBatchSettings(self.objective, cfg.temperature, cfg.micro_batch_size)
@@ -132,7 +147,30 @@ class Trainer:
             self.load_state_dict(load_checkpoint(ckpt, self.model.dtype))
             self.logger.truncate_after(self.step)
             self.logger.message(f"resumed from {ckpt} at step {self.step}")
+            if resumed_changes:
+                self.logger.message(f"resume: applying {format_differences(resumed_changes)}")
             self._saved_step = self.step
+
+    def _warn(self, text: str) -> None:
+        """A warning on the main rank's stderr, also under --quiet (it is not progress)."""
+        if self.info.is_main:
+            warn(text)
+
+    def _resume_changes(self, ckpt: Path) -> dict:
+        """The settings that differ from the saved run's and may change (see ``RESUMABLE``); refuse others."""
+        try:
+            saved = json.loads((ckpt / RUN_CONFIG).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            self._warn(f"{ckpt / RUN_CONFIG} is missing or unreadable: cannot compare this run's settings "
+                       "with the saved run's")  # fmt: skip
+            return {}
+        applied, refused = resume_differences(saved, self.cfg)
+        if refused:
+            raise RptError(
+                f"--resume: settings that cannot change mid-run differ from the saved run ({ckpt}): "
+                f"{format_differences(refused)}; resume with the saved values, or train into another --out"
+            )
+        return applied
 
     # ---- setup ----
     @property
@@ -144,10 +182,20 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def _check_model_fits(self, model_dir: Path) -> None:
+        """The tokenizer must belong to the policy (``rpt_train.pairing``, the check build and eval make
+        too; a --tokenizer other than the model's own must have its base vocabulary), and --top-k fit it."""
+        config = read_config(model_dir)
+        check_pair(
+            self.tokenizer, config, f"the policy {model_dir}", own_tokenizer(model_dir, self.tokenizer)
+        )
+        if self.cfg.top_k > config.vocab_size:
+            raise RptError(
+                f"--top-k {self.cfg.top_k} is larger than the policy's vocabulary ({config.vocab_size})"
+            )
+
     def _load_model(self, source) -> Qwen3ForCausalLM:
         model_dir = resolve_model_dir(source)
-        own = own_tokenizer(model_dir, self.tokenizer)
-        check_pair(self.tokenizer, read_config(model_dir), f"the policy {source}", own)
         torch.manual_seed(self.cfg.seed)
         model = Qwen3ForCausalLM.from_pretrained(model_dir, dtype=self.cfg.dtype, device=self.device)
         model.gradient_checkpointing = self.cfg.gradient_checkpointing
@@ -169,8 +217,7 @@ class Trainer:
         return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(self.cfg.adam_beta1, self.cfg.adam_beta2),
                                  eps=self.cfg.adam_eps, fused=True)  # fmt: skip
 
-    def _val_rows(self) -> list[dict]:
-        paths = shard_paths(self.cfg.shards, "val")
+    def _val_rows(self, paths: list[Path]) -> list[dict]:
         return list(islice(iter_rows(paths, COLUMNS), self.cfg.val_samples))[self.rank :: self.world]
 
     # ---- state ----
@@ -205,7 +252,13 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         mine = state["ranks"][self.rank]
         self.stream.load_state_dict(mine["stream"])
-        self.generator.set_state(mine["sampler"])
+        try:
+            self.generator.set_state(mine["sampler"])
+        except RuntimeError:  # a CPU generator's state does not fit a CUDA one, and vice versa
+            raise RptError(
+                f"the checkpoint's sampler state was saved on another kind of device than {self.device}; "
+                "resume on the device type the run was started on"
+            ) from None
         set_rng_state(mine["rng"])
         self.objective.load_state_dict(state.get("objective", {}))
         self.step, self.bad_steps = state["step"], state["bad_steps"]
