@@ -13,7 +13,7 @@ manifest's) and input fingerprints (``OUT/.state/inputs.json``, else the manifes
 build's, refuses a mismatch unless ``overwrite`` (which removes only the entries a build owns:
 ``manifest.json``, ``.state``, ``train``, ``val``) and reports a complete build. ``discard_if_empty``
 removes the state of a build that failed before any rank recorded progress, so a failed first attempt
-leaves OUT as it found it.
+leaves OUT as it found it; each rank also deletes what a killed run of it left behind (``remove_leftovers``).
 """
 
 from __future__ import annotations
@@ -259,6 +259,26 @@ def _owned_entries(out: Path) -> list[Path]:
     return [p for p in (out / MANIFEST_NAME, out / STATE_DIR, *(out / s for s in SPLITS)) if p.exists()]
 
 
+def _holds_files(entry: Path) -> bool:
+    """An owned entry with more in it than temp files (``.NAME.*.tmp``) of atomic writes cut short."""
+    return entry.is_file() or any(p.is_file() and not p.name.startswith(".") for p in entry.rglob("*"))
+
+
+def remove_leftovers(out: Path, rank: int, state: RankState | None) -> None:
+    """Delete what a killed run of ``rank`` left behind: temp files of writes cut short (atomic writes
+    commit by rename, so they are never read) and spill files its state does not name (a kill between
+    writing the state and deleting the previous spills, or between writing spills and the state)."""
+    keep = set(state.pending.values()) if state is not None else set()
+    state_dir = out / STATE_DIR
+    found = [*state_dir.glob(f"rank-{rank:05d}.pending-*"), *state_dir.glob(f".rank-{rank:05d}.*.tmp")]
+    found += [p for s in SPLITS for p in (out / s).glob(f".{s}-{rank:05d}-*.tmp")]
+    if rank == 0:  # rank 0 alone writes the config and the manifest
+        found += [*state_dir.glob(".config.json.*.tmp"), *out.glob(f".{MANIFEST_NAME}.*.tmp")]
+    for p in found:
+        if p.name not in keep:
+            p.unlink(missing_ok=True)
+
+
 def prepare_out(
     out: Path, identity: dict[str, Any], inputs: list[dict[str, Any]], overwrite: bool, dist: D.DistInfo
 ) -> tuple[bool, int]:
@@ -274,7 +294,7 @@ def prepare_out(
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
     else:
         existing = _existing_identity(out)
-        if existing is None and _owned_entries(out):
+        if existing is None and any(_holds_files(p) for p in _owned_entries(out)):
             raise RptError(f"{out} holds shards but no build state; use --overwrite to start afresh")
         if existing is not None and existing != identity:
             keys = sorted(k for k in existing.keys() | identity.keys() if existing.get(k) != identity.get(k))
@@ -291,6 +311,7 @@ def prepare_out(
         write_json_atomic(out / STATE_DIR / INPUTS_NAME, inputs)
     # Read before the barrier that lets the ranks start, so no rank has checkpointed this run yet.
     states = [RankState.load(out, r) for r in range(dist.world_size)]
+    remove_leftovers(out, dist.rank, states[dist.rank])
     D.barrier()
     return False, sum(s.counts.tokens_scored for s in states if s is not None)
 
