@@ -1,5 +1,5 @@
-"""``rpt-data``: build RPT shards from an OmniMATH-style corpus, inspect them, make the embedded corpus and
-tokenizer.
+"""``rpt-data``: build RPT shards from an OmniMATH-style corpus, inspect them, export them (to verl), make the
+embedded corpus and tokenizer.
 
 Thin: each command is generated from its config dataclass (``rpt_train.cli.common.config_command``) and
 calls one function. ``python -m rpt_data.cli`` (for torchrun) runs the same group.
@@ -11,6 +11,7 @@ import click
 
 from rpt_data import __version__
 from rpt_data.cli.build import build
+from rpt_data.cli.export import export_group
 from rpt_data.cli.generate import generate
 from rpt_data.cli.inspect import inspect
 from rpt_data.cli.tokenizer import tokenizer_group
@@ -23,5 +24,5 @@ def main() -> None:
     """Turn a math corpus into Parquet shards of next-token-reasoning samples."""
 
 
-for _command in (build, inspect, generate, tokenizer_group):
+for _command in (build, inspect, export_group, generate, tokenizer_group):
     main.add_command(_command)
