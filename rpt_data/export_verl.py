@@ -124,7 +124,9 @@ class ExportConfig:
         "qwen3-think", "Prompt template (as `rpt-train run --template`).", choices=TEMPLATES
     )
     instruction_file: str | None = option(None, "Text file replacing the template's instruction.")
-    answer_tokens: int = option(1, "plain template: the prediction is the first N generated tokens.", ge=1)
+    answer_tokens: int = option(
+        1, "plain: the prediction is the first N generated tokens (verl: data.max_response_length).", ge=1
+    )
     tokenizer: str | None = option(
         None,
         "The policy's tokenizer.json (or its directory): contexts are left-truncated to "
@@ -156,12 +158,13 @@ class SplitStats:
 def prompt_messages(template: PromptTemplate, context: str) -> list[dict[str, str]]:
     """verl's ``prompt`` column: the messages that verl renders with the model's chat template.
 
-    A chat template's user turn is exactly the one its ``render`` gives to ``render_chat``; ``plain``
-    sends the raw context, which verl renders verbatim under ``RAW_CHAT_TEMPLATE``.
+    A chat template's user turn is exactly the one its ``render`` gives to ``render_chat``; any other
+    template (``plain``) sends its whole rendered prompt, which verl renders verbatim under
+    ``RAW_CHAT_TEMPLATE``.
     """
     if isinstance(template, ChatTemplate):
         return [{"role": "user", "content": fill_instruction(template.instruction, context)}]
-    return [{"role": "user", "content": context}]
+    return [{"role": "user", "content": template.render(context)}]
 
 
 def label_text(label: bytes) -> tuple[str, bool]:
@@ -215,6 +218,17 @@ def _batches(paths: Sequence[Path], size: int = ROW_GROUP_SIZE) -> Iterator[list
 
 def _num_rows(paths: Iterable[Path]) -> int:
     return sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+
+
+def check_verl_can_stop(template: PromptTemplate) -> None:
+    """Refuse a template that stops generation by a rule of its own (``think``: ``answer_tokens`` after
+    ``</think>``): verl's vLLM rollouts stop only at end-of-sequence tokens or the length cap, and the text
+    ``compute_score`` receives cannot be cut at a token count."""
+    if template.stop_after(lambda token: 0) is not None:
+        raise RptError(
+            f"the {template.name} template ends generation a fixed number of tokens after a marker token, "
+            "which verl's rollouts cannot do; export with qwen3-think, answer-tags or plain"
+        )
 
 
 def check_think_end(template: PromptTemplate, tokenizer: Tokenizer) -> None:
@@ -336,6 +350,7 @@ def export_verl(cfg: ExportConfig) -> str:
     ``OUT/manifest.json``; returns a short summary."""
     shards, out = Path(cfg.shards), Path(cfg.out)
     template = load_template(cfg.template, cfg.instruction_file, cfg.answer_tokens)
+    check_verl_can_stop(template)
     paths = _split_paths(shards)
     manifest = Manifest.read(shards) if shards.is_dir() else None
     tok = _tokenizer(cfg, manifest)

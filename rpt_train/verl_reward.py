@@ -31,6 +31,8 @@ final stop token. The two texts are equal, and so are the rewards, when
 
 ``plain`` cuts its prediction at ``answer_tokens`` tokens; from text it cannot, so verl must generate at
 most that many tokens (``data.max_response_length = answer_tokens``, as ``pipelines/verl-grpo.sh`` sets).
+``think`` stops generation ``answer_tokens`` after ``</think>``, which verl's rollouts cannot do, so
+``rpt-data export verl`` refuses it.
 """
 
 from __future__ import annotations

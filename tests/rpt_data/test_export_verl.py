@@ -225,3 +225,11 @@ def test_export_module_imports_neither_torch_nor_polars():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_template_with_its_own_stopping_rule_is_refused(tiny, tmp_path):
+    """think stops answer_tokens after </think>; verl's rollouts cannot, so its rows would score wrongly."""
+    shards, _ = tiny
+    code, output = export(str(shards), str(tmp_path / "v"), "--template", "think")
+    assert code == 1 and output.startswith("error: the think template ends generation")
+    assert not (tmp_path / "v").exists()
