@@ -22,8 +22,9 @@ context is left-truncated to ``max_prompt_tokens`` tokens exactly as ``rpt-train
 verl's ``data.max_prompt_length``, and the tokenizer is checked against the shards'.
 
 Rows stream through in row groups (``ROW_GROUP_SIZE``) into a temp file renamed into place, so memory is
-bounded and an interrupted export leaves no partial file. ``manifest.json`` is written last: the files'
-rows and sha256, counts, the template and verl settings, and the source build's identity.
+bounded and an interrupted export leaves no partial file. ``manifest.json`` is written last (an export
+that fails leaves none): the files' rows and sha256, counts, the template and verl settings, and the
+source build's identity.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from rpt_train.shards import (
     ROW_GROUP_SIZE,
     SPLITS,
     Manifest,
+    check_schema,
     check_tokenizer,
     iter_rows,
     shard_paths,
@@ -217,7 +219,12 @@ def _batches(paths: Sequence[Path], size: int = ROW_GROUP_SIZE) -> Iterator[list
 
 
 def _num_rows(paths: Iterable[Path]) -> int:
-    return sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+    """Rows of the shards from their footers; an unreadable or foreign file is a one-line error here."""
+    total = 0
+    for path in paths:
+        check_schema(path)
+        total += pq.ParquetFile(path).metadata.num_rows
+    return total
 
 
 def check_verl_can_stop(template: PromptTemplate) -> None:
@@ -363,6 +370,7 @@ def export_verl(cfg: ExportConfig) -> str:
     if totals["train"] == 0:
         raise RptError(f"{shards}: the train shards hold no rows")
     out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST_NAME).unlink(missing_ok=True)  # present again only once every file is written
 
     stats: dict[str, SplitStats] = {}
     files: dict[str, Any] = {}

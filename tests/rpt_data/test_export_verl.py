@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from rpt_data import export_verl as export_verl_module
 from rpt_data.cli import main
 from rpt_data.export_verl import (
     ABILITY,
@@ -23,6 +24,7 @@ from rpt_data.export_verl import (
     verl_row,
 )
 from rpt_train.chat import render_chat
+from rpt_train.errors import RptError
 from rpt_train.io import sha256_file
 from rpt_train.prompts import load_template
 from rpt_train.rl.rollout import truncate_context
@@ -228,3 +230,31 @@ def test_the_clis_and_the_export_import_neither_torch_nor_polars():
     assert out.stdout.strip() == "[]"
     assert "verl" in CliRunner().invoke(main, ["export", "--help"]).output
     assert {"build", "inspect", "export", "generate", "tokenizer"} <= set(main.list_commands(None))
+
+
+def test_an_unreadable_shard_is_one_error_line_before_anything_is_written(tiny, tmp_path):
+    shards, _ = tiny
+    assert export(str(shards), str(tmp_path / "v"), "--quiet")[0] == 0
+    before = (tmp_path / "v" / "manifest.json").read_text()
+    broken = tmp_path / "broken"
+    write_shard(broken / "train" / shard_name("train", 0, 0), rows_to_table(task_rows(3)))
+    (broken / "val").mkdir()
+    (broken / "val" / "val-00000-00000.parquet").write_bytes(b"not parquet")
+    code, output = export(str(broken), str(tmp_path / "v"))
+    assert code == 1 and output.startswith("error:") and "not a readable Parquet shard" in output
+    assert (tmp_path / "v" / "manifest.json").read_text() == before  # the earlier export is untouched
+
+
+def test_an_export_that_fails_midway_leaves_no_manifest(tiny, tmp_path, monkeypatch):
+    shards, _ = tiny
+    assert export(str(shards), str(tmp_path / "v"), "--quiet")[0] == 0
+    real = export_verl_module.verl_row
+
+    def fail_on_val(row, split, *args, **kwargs):
+        if split == "val":
+            raise RptError("disk full")
+        return real(row, split, *args, **kwargs)
+
+    monkeypatch.setattr(export_verl_module, "verl_row", fail_on_val)
+    assert export(str(shards), str(tmp_path / "v"), "--quiet") == (1, "error: disk full\n")
+    assert not (tmp_path / "v" / "manifest.json").exists()  # train.parquet is new: the recipe must refuse
