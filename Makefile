@@ -7,7 +7,11 @@ RUN     ?= runs/demo
 RECIPE  ?= pipelines/tiny-cpu.toml
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test bench lint format demo eval clean
+VERL_PY      := .verl-venv/bin/python
+VERL_PIP     := .verl-venv/bin/pip
+VERL_VERSION ?= 0.9.1
+
+.PHONY: setup test bench lint format demo eval verl-check clean
 
 .venv/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -40,6 +44,18 @@ demo: setup
 # Evaluate the demo's base model and every checkpoint of its RPT run on the held-out shards.
 eval: setup
 	.venv/bin/rpt-train eval $(RUN)/shards --config $(RECIPE) --base $(RUN)/base --run $(RUN)/rpt --out $(RUN)/eval
+
+# verl on CPU, in its own venv (.verl-venv, about 2 GB; never .venv): export, recipe, dataset and reward
+# checked against the installed verl (see tests/verl/verl_check.py). Not part of `make test`.
+.verl-venv/.installed: pyproject.toml
+	test -x $(VERL_PY) || python3 -m venv .verl-venv
+	$(VERL_PIP) install -q --disable-pip-version-check torch==2.13.0
+	$(VERL_PIP) install -q --disable-pip-version-check verl==$(VERL_VERSION)
+	$(VERL_PIP) install -q --disable-pip-version-check -e .
+	touch $@
+
+verl-check: .verl-venv/.installed
+	$(VERL_PY) tests/verl/verl_check.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

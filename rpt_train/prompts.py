@@ -261,7 +261,10 @@ class PlainTemplate:
     ``extract_ids`` cuts the completion at ``answer_tokens`` ids and decodes them (a cut inside a
     multi-byte character decodes to U+FFFD, which can never match the label: the reward is 0).
     ``extract`` on text cannot count tokens, so it returns the text unchanged and is only right when the
-    generation was capped at ``max_new_tokens`` (= ``answer_tokens``) tokens.
+    generation was capped at ``max_new_tokens`` (= ``answer_tokens``) tokens (in verl:
+    ``data.max_response_length``).
+    Both give None when nothing was generated (a completion that is only a stop token), so a text decoded
+    without its stop token scores exactly like the ids it came from.
     """
 
     answer_tokens: int = 1
@@ -276,7 +279,7 @@ class PlainTemplate:
         return context
 
     def extract(self, completion_text: str) -> str | None:
-        return completion_text
+        return completion_text or None
 
     def extract_ids(self, token_ids: Sequence[int], decode_fn: DecodeFn) -> str | None:
         ids = list(token_ids)[: self.answer_tokens]

@@ -291,6 +291,19 @@ class Tokenizer:
         return sha256_bytes(json.dumps(canon, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
 
 
+def keep_last_tokens(tokenizer: Tokenizer, texts: Sequence[str], max_tokens: int) -> list[str]:
+    """Each text cut to its last ``max_tokens`` tokens (the end is what the next token depends on).
+
+    The one context truncation: ``rpt-train`` rollouts and ``rpt-data export verl`` both call it, so a
+    context becomes the same prompt in both. A text that fits is returned unchanged; a cut inside a
+    multi-byte character decodes to U+FFFD, and those orphans are dropped rather than shown.
+    """
+    out = []
+    for text, ids in zip(texts, tokenizer.encode_batch(texts), strict=True):
+        out.append(text if len(ids) <= max_tokens else tokenizer.decode(ids[-max_tokens:]).lstrip("\ufffd"))
+    return out
+
+
 def _describe_mismatch(pieces: list[bytes], data: bytes, source: str) -> str:
     pos = 0
     for k, piece in enumerate(pieces):

@@ -65,6 +65,8 @@ COMMANDS: dict[str, Command] = {
         str(w.shards), "--model", str(w.model), "--out", str(w.out), "--template", "plain",
         "--max-steps", "1", "--batch-size", "2", "--num-generations", "2", "--save-every", "0", "--quiet"],
         "dir"),
+    "rpt-data export verl": Command(data_main, ("export", "verl"), lambda w: [
+        str(w.shards), str(w.out), "--template", "plain", "--quiet"], "dir"),
     "rpt-train eval": Command(train_main, ("eval",), lambda w: [
         str(w.shards), "--base", str(w.model), "--out", str(w.out), "--max-samples", "2", "--mode", "ntp",
         "--quiet"], "dir"),
@@ -72,7 +74,7 @@ COMMANDS: dict[str, Command] = {
 
 ALL = frozenset(COMMANDS)
 READS_CORPUS = {"rpt-data build", "rpt-data tokenizer train", "rpt-train pretrain"}
-READS_SHARDS = {"rpt-data inspect", "rpt-train run", "rpt-train eval"}
+READS_SHARDS = {"rpt-data inspect", "rpt-data export verl", "rpt-train run", "rpt-train eval"}
 LOADS_MODEL = {"rpt-data build", "rpt-train run", "rpt-train eval"}
 DIR_WRITERS = {k for k, c in COMMANDS.items() if c.writes == "dir"}
 WRITERS = {k for k, c in COMMANDS.items() if c.writes}

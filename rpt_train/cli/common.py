@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import importlib
 import sys
 import types
 import typing
@@ -64,6 +65,27 @@ class RptGroup(click.Group):
     def invoke(self, ctx: click.Context):
         with user_errors():
             return super().invoke(ctx)
+
+
+class LazyRptGroup(RptGroup):
+    """An ``RptGroup`` whose commands are imported when looked up: ``lazy_commands={"name": "module:attr"}``.
+
+    A command module imports what its work needs (torch for ``build``, polars for ``inspect``); imported
+    lazily, a light command (``rpt-data export verl``) starts without paying for the heavy ones.
+    """
+
+    def __init__(self, *args: Any, lazy_commands: Mapping[str, str] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = dict(lazy_commands or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy_commands and cmd_name not in self.commands:
+            module, attr = self.lazy_commands[cmd_name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
 
 def _inner_type(tp: Any) -> Any:

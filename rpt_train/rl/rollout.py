@@ -22,7 +22,7 @@ import torch
 from rpt_train.generate import SamplingParams, generate, left_pad
 from rpt_train.prompts import PromptTemplate
 from rpt_train.rl.grpo import frac_zero_std
-from rpt_train.tokenizer import Tokenizer
+from rpt_train.tokenizer import Tokenizer, keep_last_tokens
 
 
 @dataclass(frozen=True)
@@ -78,12 +78,8 @@ class RolloutBatch:
 
 
 def truncate_context(tokenizer: Tokenizer, context: str, max_tokens: int) -> str:
-    """The last ``max_tokens`` tokens of ``context`` as text (the end is what the next token depends on)."""
-    ids = tokenizer.encode(context)
-    if len(ids) <= max_tokens:
-        return context
-    # A cut inside a multi-byte character decodes to U+FFFD; drop those orphans rather than show them.
-    return tokenizer.decode(ids[-max_tokens:]).lstrip("\ufffd")
+    """The last ``max_tokens`` tokens of ``context`` as text (``rpt_train.tokenizer.keep_last_tokens``)."""
+    return keep_last_tokens(tokenizer, [context], max_tokens)[0]
 
 
 def encode_prompts(

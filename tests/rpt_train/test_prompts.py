@@ -160,6 +160,7 @@ def test_plain_template_on_ids(tok):
     assert three.extract_ids(ids[:2], decode) == " Paris."  # fewer tokens than asked: use them all
     assert three.extract_ids([], decode) is None
     assert three.extract(" Paris") == " Paris"
+    assert three.extract("") is None  # nothing generated (a text decoded without its stop token), as with ids
     assert TEMPLATES["plain"].answer_tokens == 1  # load_template did not mutate the registry
 
 
