@@ -21,6 +21,8 @@ from tokenizers import pre_tokenizers
 from rpt_train.cli import main
 from rpt_train.model import Qwen3ForCausalLM
 from rpt_train.tokenizer import Tokenizer
+from tests.rpt_train.ggufkit import write_gguf
+from tests.rpt_train.taskkit import tiny_model, tiny_tokenizer
 from tests.rpt_train.test_gguf_tokenizer import corpus_texts
 
 ATOL = 1e-3
@@ -38,6 +40,33 @@ def converted(smollm2_gguf, tmp_path_factory):
 @pytest.fixture(scope="module")
 def hf_tokenizer(smollm2_gguf):
     return transformers.AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
+
+
+def test_convert_writes_a_directory_every_loader_reads_and_refuses_to_overwrite(tmp_path):
+    tok = tiny_tokenizer()
+    model = tiny_model(tok)
+    path = write_gguf(
+        tmp_path / "tiny.gguf",
+        model,
+        tokenizer=tok.raw,
+        pre="gpt2",
+        eos="<|endoftext|>",
+        chat_template="{{ x }}",
+    )
+    out = tmp_path / "hf"
+    assert CliRunner().invoke(main, ["convert", "gguf", str(path), str(out), "--quiet"]).exit_code == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"
+    ]  # fmt: skip
+    loaded = Qwen3ForCausalLM.from_pretrained(out, device="cpu")
+    ids = torch.tensor([tok.encode(" a b c d")])
+    with torch.no_grad():
+        assert torch.equal(loaded(ids), model(ids))
+    assert Tokenizer.load(out).encode(" a b<|endoftext|>") == tok.encode(" a b<|endoftext|>")
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    assert config["chat_template"] == "{{ x }}" and config["eos_token"] == "<|endoftext|>"
+    again = CliRunner().invoke(main, ["convert", "gguf", str(path), str(out)])
+    assert again.exit_code == 1 and "exists (pass --overwrite" in again.output
 
 
 def test_converted_logits_equal_transformers_gguf_loading(converted, smollm2_gguf):
