@@ -21,6 +21,7 @@ from rpt_train.gguf_tokenizer import tokenizer_config_from_gguf, tokenizer_from_
 from rpt_train.io import atomic_dir, write_json_atomic
 from rpt_train.model import Qwen3ForCausalLM
 from rpt_train.model.gguf import GgufFile
+from rpt_train.progress import Progress
 from rpt_train.tokenizer import Tokenizer
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -48,7 +49,9 @@ def convert_gguf(cfg: ConvertGgufConfig) -> dict[str, Any]:
     start = time.perf_counter()
     f = GgufFile(cfg.gguf)
     tok = Tokenizer(tokenizer_from_gguf(f), source=str(f.path))
-    model = Qwen3ForCausalLM.from_gguf(f, dtype=cfg.dtype, device="cpu")
+    progress = Progress(len(f.tensors), unit="tensors", desc="convert", quiet=cfg.quiet)
+    model = Qwen3ForCausalLM.from_gguf(f, dtype=cfg.dtype, device="cpu", progress=progress)
+    progress.close()
     if tok.vocab_size > model.config.vocab_size:
         raise RptError(
             f"{f.path}: the tokenizer has {tok.vocab_size} tokens but the model embeds "

@@ -28,6 +28,7 @@ import torch
 
 from rpt_train.errors import RptError
 from rpt_train.hub import fetch_error, first_line, is_hub_id
+from rpt_train.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -145,12 +146,18 @@ def hf_config_dict(f: GgufFile) -> dict[str, Any]:
             raise RptError(f"{f.path}: per-layer {prefix}{key} is not supported")
         if value is not None:
             d[name] = value
-    for name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
-        if name not in d:
-            raise RptError(f"{f.path}: GGUF metadata has no {name} ({prefix}...)")
+    required = (
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "rms_norm_eps",
+    )
+    missing = [k for k in required if k not in d]
+    if missing:
+        raise RptError(f"{f.path}: GGUF metadata has no {', '.join(missing)}")
     d.setdefault("num_key_value_heads", d["num_attention_heads"])
     d.setdefault("rope_theta", _ROPE_THETA_DEFAULT)
-    d.setdefault("rms_norm_eps", 1e-6 if arch.model_type != "llama" else 1e-5)
     if "vocab_size" not in d:  # older files: the vocabulary is the embedding's row count
         d["vocab_size"] = int(f.tensors["token_embd.weight"].shape[-1])
     d["head_dim"] = _head_dim(f, d)
@@ -236,6 +243,7 @@ def load_state(
     expected: Mapping[str, torch.Size],
     dtype: torch.dtype | None,
     device: torch.device,
+    progress: Progress | None = None,
 ) -> dict[str, torch.Tensor]:
     """The file's tensors dequantized, renamed to HF names and un-permuted, as ``dtype`` on ``device``
     (None: ``stored_dtype``). ``expected`` is the model's state dict shapes (tied LM head left out)."""
@@ -264,4 +272,6 @@ def load_state(
             )
         w = np.require(w, np.float32, ["C", "W"])  # mmap views of F32 tensors are read-only
         state[hf_name] = torch.from_numpy(w).to(device=device, dtype=dtype)
+        if progress is not None:
+            progress.update(1, params=w.size)
     return state

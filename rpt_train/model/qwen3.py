@@ -17,6 +17,7 @@ from torch.utils.checkpoint import checkpoint
 from rpt_train.model import gguf, hf_io
 from rpt_train.model.config import Qwen3Config
 from rpt_train.model.kv_cache import KVCache, attention_mask_for, positions_from_mask
+from rpt_train.progress import Progress
 
 
 class RMSNorm(nn.Module):
@@ -241,7 +242,11 @@ class Qwen3ForCausalLM(nn.Module):
 
     @classmethod
     def from_gguf(
-        cls, f: gguf.GgufFile, dtype: torch.dtype | str | None = None, device: torch.device | str = "cpu"
+        cls,
+        f: gguf.GgufFile,
+        dtype: torch.dtype | str | None = None,
+        device: torch.device | str = "cpu",
+        progress: Progress | None = None,
     ) -> Qwen3ForCausalLM:
         """The model of an open GGUF file; ``dtype=None``: ``gguf.stored_dtype`` (float32 when quantized)."""
         config = Qwen3Config.from_hf_dict(gguf.hf_config_dict(f))
@@ -249,7 +254,7 @@ class Qwen3ForCausalLM(nn.Module):
             shapes = {k: v.shape for k, v in cls(config).state_dict().items()}
         if config.tie_word_embeddings:
             shapes.pop("lm_head.weight")
-        state = gguf.load_state(f, config, shapes, hf_io.parse_dtype(dtype), torch.device(device))
+        state = gguf.load_state(f, config, shapes, hf_io.parse_dtype(dtype), torch.device(device), progress)
         return cls._from_state(config, state, f.path)
 
     @classmethod
