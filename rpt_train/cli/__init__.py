@@ -1,4 +1,5 @@
-"""``rpt-train``: pretrain a tiny base, run RL (RPT) on shards, evaluate next-token accuracy.
+"""``rpt-train``: pretrain a tiny base, run RL (RPT) on shards, evaluate next-token accuracy, convert GGUF
+checkpoints.
 
 Thin: each command is generated from its config dataclass (``rpt_train.cli.common.config_command``) and
 calls one function. ``python -m rpt_train.cli`` (for torchrun) runs the same group.
@@ -16,6 +17,7 @@ COMMANDS = {
     "pretrain": "rpt_train.cli.pretrain:pretrain_cmd",
     "run": "rpt_train.cli.run:run",
     "eval": "rpt_train.cli.eval:eval_cmd",
+    "convert": "rpt_train.cli.convert:convert_group",
 }
 
 

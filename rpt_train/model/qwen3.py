@@ -14,10 +14,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from rpt_train.model import hf_io
+from rpt_train.model import gguf, hf_io
 from rpt_train.model.config import Qwen3Config
 from rpt_train.model.kv_cache import KVCache, attention_mask_for, positions_from_mask
 from rpt_train.model.rope import RotaryEmbedding, apply_rope
+from rpt_train.progress import Progress
 
 
 class RMSNorm(nn.Module):
@@ -199,26 +200,54 @@ class Qwen3ForCausalLM(nn.Module):
     def new_kv_cache(self, batch: int, max_len: int) -> KVCache:
         return KVCache.for_model(self.config, batch, max_len, self.device, self.dtype)
 
-    # ---- checkpoints (Hugging Face format) ----
+    # ---- checkpoints (Hugging Face format, or a GGUF file) ----
     @classmethod
     def from_pretrained(
         cls,
         path: str | Path,
         dtype: torch.dtype | str | None = None,
         device: torch.device | str | None = None,
+        gguf_file: str | None = None,
     ) -> Qwen3ForCausalLM:
         """Build on the meta device and assign the checkpoint's tensors (no double allocation).
 
         ``dtype=None`` keeps the dtype stored in the checkpoint; ``device=None`` picks CUDA when present.
+        ``gguf_file``: load that GGUF file of ``path`` (a directory or hub repo) instead, dequantized, as
+        transformers does (``rpt_train.model.gguf``).
         """
+        device = torch.device(device) if device is not None else hf_io.default_device()
+        if gguf_file is not None:
+            return cls.from_gguf(gguf.GgufFile(gguf.resolve_gguf(path, gguf_file)), dtype, device)
         model_dir = hf_io.resolve_model_dir(path)
         config = hf_io.read_config(model_dir)
-        device = torch.device(device) if device is not None else hf_io.default_device()
         state = hf_io.load_state(model_dir, config, hf_io.parse_dtype(dtype), device)
+        return cls._from_state(config, state, model_dir)
+
+    @classmethod
+    def from_gguf(
+        cls,
+        f: gguf.GgufFile,
+        dtype: torch.dtype | str | None = None,
+        device: torch.device | str = "cpu",
+        progress: Progress | None = None,
+    ) -> Qwen3ForCausalLM:
+        """The model of an open GGUF file; ``dtype=None``: ``gguf.stored_dtype`` (float32 when quantized)."""
+        config = Qwen3Config.from_hf_dict(gguf.hf_config_dict(f))
+        with torch.device("meta"):
+            shapes = {k: v.shape for k, v in cls(config).state_dict().items()}
+        if config.tie_word_embeddings:
+            shapes.pop("lm_head.weight")
+        state = gguf.load_state(f, config, shapes, hf_io.parse_dtype(dtype), torch.device(device), progress)
+        return cls._from_state(config, state, f.path)
+
+    @classmethod
+    def _from_state(
+        cls, config: Qwen3Config, state: dict[str, torch.Tensor], source: Path
+    ) -> Qwen3ForCausalLM:
         with torch.device("meta"):
             model = cls(config)
         expected = set(model.state_dict()) - ({"lm_head.weight"} if config.tie_word_embeddings else set())
-        hf_io.check_keys(model_dir, expected, state)
+        hf_io.check_keys(source, expected, state)
         model.load_state_dict(state, strict=False, assign=True)
         model.tie_weights()
         model.config.torch_dtype = str(next(iter(state.values())).dtype).removeprefix("torch.")
