@@ -20,14 +20,17 @@ from pathlib import Path
 
 import click
 import pytest
+import tokenizers
 from click.testing import CliRunner
 
 from rpt_data.build import BuildConfig, build
 from rpt_data.cli import main as data_main
 from rpt_train.cli import main as train_main
+from rpt_train.model import Qwen3ForCausalLM
 from rpt_train.model.hf_io import WEIGHTS_NAME
 from rpt_train.shards import MANIFEST_NAME, shard_paths
 from tests.rpt_train.faultkit import corrupt_data_pages, truncate, unwritable_dir, write_lock
+from tests.rpt_train.ggufkit import write_gguf
 from tests.rpt_train.taskkit import LETTERS, save_model_dir, tiny_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -39,6 +42,7 @@ class World:
     model: Path
     shards: Path
     out: Path
+    gguf: Path
 
 
 @dataclass(frozen=True)
@@ -67,13 +71,15 @@ COMMANDS: dict[str, Command] = {
         "dir"),
     "rpt-data export verl": Command(data_main, ("export", "verl"), lambda w: [
         str(w.shards), str(w.out), "--template", "plain", "--quiet"], "dir"),
+    "rpt-train convert gguf": Command(train_main, ("convert", "gguf"), lambda w: [
+        str(w.gguf), str(w.out)], "file"),
     "rpt-train eval": Command(train_main, ("eval",), lambda w: [
         str(w.shards), "--base", str(w.model), "--out", str(w.out), "--max-samples", "2", "--mode", "ntp",
         "--quiet"], "dir"),
 }  # fmt: skip
 
 ALL = frozenset(COMMANDS)
-READS_CORPUS = {"rpt-data build", "rpt-data tokenizer train", "rpt-train pretrain"}
+READS_CORPUS = {"rpt-data build", "rpt-data tokenizer train", "rpt-train pretrain", "rpt-train convert gguf"}
 READS_SHARDS = {"rpt-data inspect", "rpt-data export verl", "rpt-train run", "rpt-train eval"}
 LOADS_MODEL = {"rpt-data build", "rpt-train run", "rpt-train eval"}
 DIR_WRITERS = {k for k, c in COMMANDS.items() if c.writes == "dir"}
@@ -90,7 +96,10 @@ class Case:
 
 
 def _missing_input(w: World, tmp: Path):
-    return dataclasses.replace(w, corpus=tmp / "missing.jsonl", shards=tmp / "missing-shards"), [], "missing"
+    spoiled = dataclasses.replace(
+        w, corpus=tmp / "missing.jsonl", shards=tmp / "missing-shards", gguf=tmp / "missing.gguf"
+    )
+    return spoiled, [], "missing"
 
 
 def _missing_model(w: World, tmp: Path):
@@ -163,7 +172,9 @@ def world(tmp_path_factory) -> World:
     shards = root / "shards"
     build(BuildConfig(dataset=[str(corpus)], proxy_model=str(model), text_template="{problem}", val_docs=2,
                       rows_per_shard=100, out=str(shards), quiet=True))  # fmt: skip
-    return World(corpus, model, shards, root / "out")
+    raw = tokenizers.Tokenizer.from_file(str(model / "tokenizer.json"))
+    gguf_file = write_gguf(root / "m.gguf", Qwen3ForCausalLM.from_pretrained(model, device="cpu"), raw)
+    return World(corpus, model, shards, root / "out", gguf_file)
 
 
 def invoke(command: Command, argv: list[str]):
