@@ -7,7 +7,7 @@ RUN     ?= runs/demo
 RECIPE  ?= pipelines/tiny-cpu.toml
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test bench lint format demo eval clean
+.PHONY: setup test bench gpu-check lint format demo eval clean
 
 .venv/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -23,6 +23,11 @@ test: setup
 bench: setup
 	$(PIP) install -q --disable-pip-version-check -e '.[test,plot,bench]'
 	$(PY) benchmarks/run_all.py
+
+# The prepared first GPU run (benchmarks/gpu_check.sh, <= 8 min on one H100/H200): CUDA tests, rollout and
+# update throughput, one summary table. No install step: it uses the machine's python3 (PYTHON=... to change).
+gpu-check:
+	PYTHONPATH=. bash benchmarks/gpu_check.sh
 
 lint: setup
 	$(PY) -m ruff check rpt_train rpt_data tests benchmarks

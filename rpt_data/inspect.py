@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import polars as pl
-
 from rpt_train.config import check, option
 from rpt_train.errors import RptError
 from rpt_train.shards import SPLITS, Manifest, check_schema, shard_paths
@@ -119,6 +117,8 @@ def _paths(out: Path, split: str) -> list[Path]:
 
 def summarize_split(out: str | Path, split: str, rows: int = 5) -> SplitSummary | None:
     """Numbers for one split, or None when the split has no shards."""
+    import polars as pl  # deferred: the rpt-data CLI (and a GPU machine without polars) never needs it else
+
     out = Path(out)
     paths = _paths(out, split)
     if not paths:

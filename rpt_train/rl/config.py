@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from rpt_train.config import check
 from rpt_train.config import option as _opt
 from rpt_train.generate import SamplingParams
+from rpt_train.model.decode import DecodeOptions
 from rpt_train.prompts import TEMPLATES, PromptTemplate, load_template
 from rpt_train.rl.grpo import ADVANTAGES, LOSS_AGG, GrpoLossConfig
 from rpt_train.rl.reward import REWARDS
@@ -90,6 +91,9 @@ class TrainConfig:
     bf16: bool = _opt(True, "bfloat16 autocast for forward passes (CUDA only; ignored on CPU).")
     gradient_checkpointing: bool = _opt(False, "Recompute decoder layers in backward to save memory.")
     compile: bool = _opt(False, "torch.compile the decoder layers.")
+    compile_decode: bool = _opt(
+        False, "Rollouts: torch.compile a fixed-shape decode step (replayed from CUDA graphs on CUDA)."
+    )
     fsdp: bool = _opt(False, "Shard parameters with FSDP2 instead of replicating with DDP (torchrun).")
     logprob_chunk: int = _opt(1024, "Completion tokens per LM-head chunk when computing log-probs.", ge=1)
     # ---- data
@@ -130,6 +134,7 @@ class TrainConfig:
             max_prompt_tokens=self.max_prompt_tokens,
             rollout_batch_size=0 if greedy else self.rollout_batch_size,
             pad_id=tokenizer.pad_id or 0,
+            decode=DecodeOptions(compile=self.compile_decode),
         )
 
     def loss_config(self) -> GrpoLossConfig:

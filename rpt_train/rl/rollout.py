@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from rpt_train.generate import SamplingParams, generate, left_pad
+from rpt_train.model.decode import DecodeOptions
 from rpt_train.prompts import PromptTemplate
 from rpt_train.rl.grpo import frac_zero_std
 from rpt_train.tokenizer import EOS_CANDIDATES, Tokenizer
@@ -27,13 +28,14 @@ from rpt_train.tokenizer import EOS_CANDIDATES, Tokenizer
 
 @dataclass(frozen=True)
 class RolloutSpec:
-    """How to roll out: sampling, group size, prompt length and generate() batching."""
+    """How to roll out: sampling, group size, prompt length, generate() batching and its decode loop."""
 
     sampling: SamplingParams
     num_generations: int = 8
     max_prompt_tokens: int = 1024
     rollout_batch_size: int = 0  # contexts per generate() call; 0 = all at once
     pad_id: int = 0
+    decode: DecodeOptions = DecodeOptions()
 
 
 @dataclass
@@ -170,7 +172,7 @@ def rollout(
 def _rollout_chunk(model, tokenizer, template, rows, prompts, spec: RolloutSpec, generator) -> RolloutBatch:
     G = spec.num_generations
     t0 = time.perf_counter()
-    gen = generate(model, prompts, spec.sampling, num_samples=G, generator=generator, pad_id=spec.pad_id)
+    gen = generate(model, prompts, spec.sampling, G, generator, spec.pad_id, spec.decode)
     t1 = time.perf_counter()
     capped = template.max_new_tokens is not None
     truncated = torch.zeros_like(gen.finished) if capped else ~gen.finished  # (N,)
