@@ -13,7 +13,10 @@ Speed notes (CPU first, nothing CPU-only):
   stays exact and seeded by a ``torch.Generator``, but runs it in two levels (first a block of the
   vocabulary, then a token inside it), which draws ~V/128 + 128 random numbers per row instead of V.
 * Full-vocabulary math is in place: on the fresh float32 logits themselves, or (bf16 models) on one float32
-  scratch buffer reused every step; softmax math is always float32.
+  scratch buffer reused every step; softmax math is always float32, one fused row-wise kernel.
+* Rows that finished leave the batch (``rpt_train.model.decode``: the KV cache is compacted in place), so
+  the work of a step follows the rows still generating; the host looks at the stop state only every few
+  steps on CUDA; and the decode step has fixed shapes, so it can run compiled and from CUDA graphs.
 """
 
 from __future__ import annotations
@@ -129,9 +132,20 @@ def sample_greedy(
     generator: torch.Generator | None,
     work: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """argmax; log-prob under the untempered distribution. logits (N, V) -> tokens (N,), logprobs (N,)."""
+    """argmax; log-prob under the untempered distribution (greedy logits are never scaled).
+    logits (N, V) -> tokens (N,), logprobs (N,)."""
     tokens = logits.argmax(-1)  # (N,)
     return tokens, picked(logits, tokens) - torch.logsumexp(float_copy(logits, work), -1)
+
+
+def softmax_(z: torch.Tensor) -> torch.Tensor:
+    """softmax over the last dim of a float32 (N, V) tensor, in place (returns ``z``).
+
+    One fused kernel that works row by row (a 151,936-entry row stays in cache), written into its own
+    input: last-dim softmax reads each element before writing it, and a test checks the aliasing.
+    In place, no (N, V) tensor is allocated per step (on a CPU a fresh one costs its page faults).
+    """
+    return torch.ops.aten._softmax.out(z, -1, False, out=z)
 
 
 def sample_full(
@@ -140,18 +154,16 @@ def sample_full(
     generator: torch.Generator | None,
     work: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample from softmax(logits / T) over the whole vocabulary. logits (N, V) -> tokens, logprobs (N,).
+    """Sample from softmax(logits) over the whole vocabulary: logits (N, V) already divided by the
+    temperature (``generate`` scales the hidden state before the LM head) -> tokens, logprobs (N,).
 
-    Five passes over the vocabulary (max, subtract, scale, exp, block sums), all in place on ``work``.
+    Two passes over the vocabulary (the fused softmax, block sums), in place on ``work``.
     """
-    z = float_copy(logits, work)  # (N, V) float32, modified in place below
-    z.sub_(z.amax(-1, keepdim=True))
-    if params.temperature != 1.0:
-        z.mul_(1.0 / params.temperature)
-    weights = z.exp_()  # (N, V): exp((l - max) / T), unnormalised probabilities
-    tokens, total = race_sample(weights, generator)  # (N,), (N,)
-    # A drawn token has weight > 0 (a zero weight never wins the race), so its log is finite.
-    return tokens, picked(weights, tokens).log() - total.log()
+    del params  # the temperature is already in the logits
+    probs = softmax_(float_copy(logits, work))  # (N, V) float32
+    tokens, _ = race_sample(probs, generator)  # (N,)
+    # A drawn token has probability > 0 (a zero weight never wins the race), so its log is finite.
+    return tokens, picked(probs, tokens).log()
 
 
 def filter_candidates(z: torch.Tensor, top_k: int, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,10 +198,9 @@ def sample_filtered(
     generator: torch.Generator | None,
     work: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample among the top-k / top-p candidates; the log-prob is still under the full tempered softmax."""
+    """Sample among the top-k / top-p candidates of logits already divided by the temperature; the
+    log-prob is still under the full tempered softmax."""
     z = float_copy(logits, work)  # (N, V)
-    if params.temperature != 1.0:
-        z.div_(params.temperature)
     lse = torch.logsumexp(z, -1)  # (N,)
     values, ids = filter_candidates(z, params.top_k, params.top_p)  # (N, K)
     choice = exponential_race((values - values.amax(-1, keepdim=True)).exp(), generator)  # (N,)
@@ -197,7 +208,8 @@ def sample_filtered(
     return tokens, values.gather(-1, choice[:, None])[:, 0] - lse
 
 
-# (logits (N, V), params, generator, float32 work buffer (N, V) or None) -> (tokens (N,), logprobs (N,))
+# (logits / temperature (N, V), params, generator, float32 work buffer (N, V) or None)
+#   -> (tokens (N,), logprobs (N,))
 Sampler = Callable[
     [torch.Tensor, SamplingParams, "torch.Generator | None", "torch.Tensor | None"],
     tuple[torch.Tensor, torch.Tensor],
@@ -294,10 +306,12 @@ def _generate(model, prompts, params, G, T_max, generator, pad_id, options, samp
     P, L = ids.shape
     prefill_cache = model.new_kv_cache(P, L, dtype=_cache_dtype(model))
     last_hidden = model.hidden_states(ids, attention_mask=attn, kv_cache=prefill_cache)[:, -1]  # (P, H)
-    logits = model.lm_head(last_hidden).repeat_interleave(G, dim=0)  # (N, V), model dtype
+    # logits / T = (h / T) W^T: the temperature scales the (N, H) hidden state, not the (N, V) logits.
+    scale = 1.0 if params.greedy else 1.0 / params.temperature
+    logits = model.lm_head(last_hidden * scale).repeat_interleave(G, dim=0)  # (N, V), model dtype
     cache = prefill_cache.repeat_interleave(G, max_len=L + T_max)  # row i*G + j <- prompt i
     del prefill_cache
-    decoder = Decoder(model, cache, options)
+    decoder = Decoder(model, cache, options, scale)
 
     # Outputs are step-major (T_max, N) so each step writes contiguous rows; rows that left the batch keep
     # pad / 0 / False. ``rows`` maps the running batch (B <= N, shrinking) to output rows.

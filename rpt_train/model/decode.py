@@ -83,7 +83,11 @@ class DecodeWindow:
 
     def prepare(self, T: int, attention_mask) -> tuple[torch.Tensor, torch.Tensor]:
         del T, attention_mask  # one token per row; validity is in key_valid
-        return self.positions[:, None], self.key_valid[:, None, None, :]  # (B, 1), (B, 1, 1, W)
+        # Additive mask in the cache's (= attention's) dtype, built once per step: attention would convert
+        # a boolean mask itself, once per layer.
+        mask = torch.zeros(self.key_valid.shape, dtype=self.k.dtype, device=self.k.device)
+        mask.masked_fill_(~self.key_valid, float("-inf"))  # (B, W)
+        return self.positions[:, None], mask[:, None, None, :]  # (B, 1), (B, 1, 1, W)
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         k_all, v_all = self.k[layer], self.v[layer]  # (B, n_kv, W, hd) views of the cache
@@ -100,17 +104,20 @@ def decode_step(
     key_valid: torch.Tensor,  # (B, W) bool: keys each row may attend to (its own slot included)
     k: torch.Tensor,  # (L, B, n_kv, W, hd): the cache window, written at ``slot``
     v: torch.Tensor,
+    scale: float = 1.0,
 ) -> torch.Tensor:
-    """Next-token logits (B, V) in the model's (or autocast's) dtype; every shape is fixed by (B, W)."""
+    """Next-token logits x ``scale`` (B, V) in the model's (or autocast's) dtype; every shape is fixed by
+    (B, W). ``scale`` (1 / temperature) multiplies the hidden state before the LM head."""
     window = DecodeWindow(positions, slot, key_valid, k, v)
     hidden = model.hidden_states(tokens[:, None], kv_cache=window)  # (B, 1, H)
-    return model.lm_head(hidden[:, 0])
+    return model.lm_head(hidden[:, 0] * scale)
 
 
 class Decoder:
-    """The decode steps of one ``generate()`` call over ``cache``: ``decoder(tokens, live) -> logits``."""
+    """The decode steps of one ``generate()`` call over ``cache``: ``decoder(tokens, live) -> logits``
+    (times ``scale``, the sampling temperature's inverse)."""
 
-    def __init__(self, model, cache: KVCache, options: DecodeOptions):
+    def __init__(self, model, cache: KVCache, options: DecodeOptions, scale: float = 1.0):
         device = cache.k.device
         graphs = options.compile if options.cuda_graphs is None else options.cuda_graphs
         if graphs and device.type != "cuda":
@@ -120,7 +127,7 @@ class Decoder:
         self.cache, self.graphs = cache, graphs
         captured = options.compile or graphs  # fixed shapes pay off only when something is captured
         self.static = captured if options.static_shapes is None else options.static_shapes
-        step = functools.partial(decode_step, model)
+        step = functools.partial(decode_step, model, scale=scale)
         self.step = torch.compile(step, fullgraph=True, dynamic=True) if options.compile else step
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, tuple, torch.Tensor]] = {}
         self._pool = None

@@ -350,3 +350,12 @@ def test_logprobs_match_a_fresh_forward_with_rows_leaving(model):
         expected = (logits / 0.9).log_softmax(-1).gather(-1, tok[:, None])[:, 0]
         torch.testing.assert_close(gen.logprobs[row, :n], expected, atol=1e-4, rtol=0)
         assert (gen.tokens[row, n:] == 0).all() and not gen.mask[row, n:].any()
+
+
+def test_in_place_softmax_equals_softmax():
+    from rpt_train.generate import softmax_
+
+    z = 5 * torch.randn(3, 1000, generator=torch.Generator().manual_seed(0))
+    expected = torch.softmax(z, -1)
+    assert softmax_(z) is z
+    torch.testing.assert_close(z, expected, atol=0, rtol=1e-6)
