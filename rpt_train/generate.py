@@ -260,6 +260,16 @@ def _cache_dtype(model) -> torch.dtype:
     return model.dtype
 
 
+def rows_that_fit(model, slots: int, free_bytes: int, fraction: float = 0.5) -> int:
+    """Rows of ``slots`` KV-cache slots (plus their logits and float32 sampler scratch) that fit in
+    ``fraction`` of ``free_bytes``: how many rows one generate() call may take on an accelerator."""
+    cfg = model.config
+    elem = torch.empty((), dtype=_cache_dtype(model)).element_size()
+    per_slot = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * elem  # K and V
+    per_row = slots * per_slot + 3 * 4 * cfg.vocab_size
+    return max(1, int(fraction * free_bytes) // per_row)
+
+
 def _compaction(done: torch.Tensor, n_live: int, decoder: Decoder, options: DecodeOptions):
     """Rows to keep ((n,) long, ascending) when dropping finished rows is worth it now, else None.
 

@@ -60,7 +60,9 @@ class TrainConfig:
     top_p: float = _opt(1.0, "Nucleus sampling threshold (1 = off).", gt=0, le=1)
     top_k: int = _opt(0, "Top-k sampling (0 = off).", ge=0)
     batch_size: int = _opt(8, "Contexts (groups) per step and rank.", ge=1)
-    rollout_batch_size: int = _opt(0, "Contexts per generate() call (0 = the whole batch at once).", ge=0)
+    rollout_batch_size: int = _opt(
+        0, "Contexts per generate() call (0 = the whole batch at once; on CUDA, as many as fit).", ge=0
+    )
     micro_batch_size: int = _opt(8, "Sequences per forward/backward; gradients are accumulated.", ge=1)
     # ---- GRPO
     advantage: str = _opt("group", "Advantage estimator.", choices=ADVANTAGES)

@@ -359,3 +359,12 @@ def test_in_place_softmax_equals_softmax():
     expected = torch.softmax(z, -1)
     assert softmax_(z) is z
     torch.testing.assert_close(z, expected, atol=0, rtol=1e-6)
+
+
+def test_rows_that_fit_counts_the_cache_and_the_sampler_scratch(model):
+    from rpt_train.generate import rows_that_fit
+
+    cfg = model.config  # 2 layers, 2 KV heads of 16 dims, float32: 512 bytes of K and V per slot
+    per_row = 100 * 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * 4 + 12 * VOCAB
+    assert rows_that_fit(model, 100, free_bytes=2 * 10 * per_row) == 10  # half the free memory
+    assert rows_that_fit(model, 100, free_bytes=10) == 1  # never zero
