@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from anywhere, without install
 
-from benchmarks.rollout_model import gpu_spec, predict_rollout  # noqa: E402
+from benchmarks.rollout_model import gpu_spec, predict_rollout, update_flops  # noqa: E402
 from rpt_train.generate import SamplingParams, generate  # noqa: E402
 from rpt_train.model import Qwen3Config, Qwen3ForCausalLM  # noqa: E402
 from rpt_train.model.decode import DecodeOptions  # noqa: E402
@@ -245,24 +245,6 @@ def run_update(model, prompts, gen, shape: Shape, device, peak_tflops: float) ->
         "MFU": round(flops / seconds / (peak_tflops * 1e12), 3) if peak_tflops else None,
         "peak_GiB": peak_gib(device), "micro_batch": shape.micro_batch,
     }  # fmt: skip
-
-
-def update_flops(cfg: Qwen3Config, rows: int, prompt_len: int, lengths: list[int]) -> float:
-    """Useful FLOPs of one forward + backward (3x forward) over prompt + completion tokens.
-
-    Forward per token: 2 x (decoder weights) for every token, 2 x (LM head) for completion tokens only
-    (the log-prob op runs the head on them alone), plus causal attention: 4 x n_heads x head_dim per
-    (query, earlier key) pair, summed over layers.
-    """
-    H, hd, nh, nkv = cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads
-    per_layer = H * (nh + 2 * nkv) * hd + nh * hd * H + 3 * H * cfg.intermediate_size
-    decoder = 2 * per_layer * cfg.num_hidden_layers
-    total = 0.0
-    for n_new in lengths:
-        seq = prompt_len + n_new
-        pairs = seq * (seq + 1) / 2
-        total += decoder * seq + 2 * H * cfg.vocab_size * n_new + 4 * nh * hd * pairs * cfg.num_hidden_layers
-    return 3 * total
 
 
 # ------------------------------------------------------------------------------------------ main

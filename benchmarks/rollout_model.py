@@ -72,9 +72,12 @@ class StepCosts:
     bytes_per_row_slot: float  # per live row and context slot: the KV cache read
 
 
-MEASURED = StepCosts(ops_per_step=0, host_us_per_op=0.0, bytes_fixed=0.0, bytes_per_row=0.0,
-                     bytes_per_row_slot=0.0)  # fmt: skip
-GPU_HOST_US_PER_OP = 6.0  # an unloaded server core: ~half the loaded development machine's cost
+MEASURED = StepCosts(ops_per_step=1599, host_us_per_op=51.0, bytes_fixed=1.192e9, bytes_per_row=15.61e6,
+                     bytes_per_row_slot=114_753)  # fmt: skip
+# Host time per eager op on a GPU server (an assumption, not a measurement: PyTorch's dispatch plus a CUDA
+# launch on an unloaded server core is a few microseconds; the 51 us measured here is a 2-core VM shared
+# with a load average of 6-14). Eager throughput in the launch-bound regime scales with its inverse.
+GPU_HOST_US_PER_OP = 6.0
 GRAPH_US_PER_KERNEL = 1.0  # device-side gap per kernel in a replayed CUDA graph
 SAMPLER_OPS = 40  # ops of sampling + loop bookkeeping that stay eager around a replayed graph
 ACHIEVED_BANDWIDTH = 0.8  # fraction of datasheet HBM bandwidth a streaming kernel reaches (copy ~4.3 of 4.8)
@@ -141,6 +144,24 @@ def predict_transformers(config, prompt_len: int, lengths: list[int], spec: GpuS
     cat = lambda t: 2 * rows * (prompt_len + t + 1) * costs.bytes_per_row_slot  # noqa: E731
     seconds = sum((step_bytes(costs, rows, prompt_len + t + 1) + cat(t)) / bw for t in range(steps))
     return {"seconds": round(seconds, 3), "tokens_per_s": round(sum(lengths) / seconds)}
+
+
+def update_flops(cfg: Qwen3Config, rows: int, prompt_len: int, lengths: list[int]) -> float:
+    """Useful FLOPs of one forward + backward (3x forward) over prompt + completion tokens.
+
+    Forward per token: 2 x (decoder weights) for every token, 2 x (LM head) for completion tokens only
+    (the log-prob op runs the head on them alone), plus causal attention: 4 x n_heads x head_dim per
+    (query, earlier key) pair, summed over layers.
+    """
+    H, hd, nh, nkv = cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads
+    per_layer = H * (nh + 2 * nkv) * hd + nh * hd * H + 3 * H * cfg.intermediate_size
+    decoder = 2 * per_layer * cfg.num_hidden_layers
+    total = 0.0
+    for n_new in lengths:
+        seq = prompt_len + n_new
+        pairs = seq * (seq + 1) / 2
+        total += decoder * seq + 2 * H * cfg.vocab_size * n_new + 4 * nh * hd * pairs * cfg.num_hidden_layers
+    return 3 * total
 
 
 def config_params(config: Qwen3Config) -> int:
@@ -282,6 +303,20 @@ def main() -> None:
         hf = predict_transformers(config, args.prompt_len, lengths, GPUS[key], costs)
         print(f"{key:<10} {p['floor_tokens_per_s']:>12,} {p['captured_tokens_per_s']:>10,} "
               f"{p['eager_tokens_per_s']:>10,} {hf['tokens_per_s']:>13,} {p['steps']:>6}")  # fmt: skip
+    h100 = GPUS["H100 SXM"]
+    launch_ms = costs.ops_per_step * GPU_HOST_US_PER_OP / 1e3
+    print(f"one decode step on an H100 SXM ({h100.hbm_tbps} TB/s): bandwidth floor (eager launch floor "
+          f"{costs.ops_per_step} ops x {GPU_HOST_US_PER_OP} us = {launch_ms:.1f} ms)")  # fmt: skip
+    for rows in (1, 32, 128, 512):
+        for context in (300, 1280):
+            gb = step_bytes(costs, rows, context) / 1e9
+            print(f"  B = {rows:>3}, context {context:>4}: {gb:6.2f} GB -> {gb / h100.hbm_tbps:5.2f} ms")
+    flops = update_flops(config, args.rows, args.prompt_len, lengths)
+    tokens = args.rows * args.prompt_len + sum(lengths)
+    for mfu in (0.25, 0.45):
+        sec = flops / (mfu * h100.bf16_tflops * 1e12)
+        print(f"GRPO update over these rollouts ({flops / 1e12:.0f} TFLOP, {tokens:,} tokens) at {mfu:.0%} "
+              f"MFU on an H100: {sec:.2f} s, {tokens / sec:,.0f} tok/s")  # fmt: skip
 
 
 if __name__ == "__main__":
