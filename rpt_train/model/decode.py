@@ -152,6 +152,9 @@ class Decoder:
         tokens, positions, slot, key_valid, k, v = inputs
         key = tuple(key_valid.shape)  # (B, W)
         if key not in self._graphs:
+            # B only shrinks and W only grows within a call, so a bucket left behind never comes back:
+            # drop its graph (and its memory) before capturing the next.
+            self._graphs.clear()
             self._graphs[key] = self._capture(inputs)
         graph, static, out = self._graphs[key]
         for buf, value in zip(static, (tokens, positions, slot), strict=True):
@@ -177,8 +180,7 @@ class Decoder:
         graph = torch.cuda.CUDAGraph()
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
-        # One memory pool for all buckets: graphs run one at a time and each output is used up (sampled)
-        # before the next replay.
+        # One memory pool for the call's graphs: one graph is alive at a time.
         with torch.cuda.graph(graph, pool=self._pool), _graph_autocast():
             out = self.step(*args)
         return graph, static, out
