@@ -88,7 +88,7 @@ def test_rewards_follow_the_generated_tokens(tok, monkeypatch):
         [[right[0]], [wrong[0]], [eos], [right[0]], [right[1]], [right[1]], [wrong[1]], [eos]]
     )
 
-    def fake_generate(model, prompts, params, num_samples, generator, pad_id):
+    def fake_generate(model, prompts, params, num_samples, generator, pad_id, decode=None):
         assert len(prompts) == 2 and num_samples == 4
         return Generation(
             tokens=tokens,
@@ -100,7 +100,8 @@ def test_rewards_follow_the_generated_tokens(tok, monkeypatch):
 
     monkeypatch.setattr(rollout_mod, "generate", fake_generate)
     objective = RptObjective(format_penalty=-0.5)
-    batch = objective.score(rollout(None, tok, load_template("plain"), rows, plain_spec(tok, G=4), None))
+    model = tiny_model(tok)  # only asked where it lives
+    batch = objective.score(rollout(model, tok, load_template("plain"), rows, plain_spec(tok, G=4), None))
     assert batch.rewards.tolist() == [[1.0, 0.0, -0.5, 1.0], [1.0, 1.0, 0.0, -0.5]]
     assert batch.format_failed.tolist() == [False, False, True, False, False, False, False, True]
     torch.testing.assert_close(batch.advantages, group_advantages(batch.rewards).flatten())
