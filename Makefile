@@ -14,7 +14,7 @@ VERL_PY      := .verl-venv/bin/python
 VERL_PIP     := .verl-venv/bin/pip
 VERL_VERSION ?= 0.9.1
 
-.PHONY: setup test bench lint format demo eval real-proxy verl-check clean
+.PHONY: setup test bench gpu-check lint format demo eval real-proxy verl-check clean
 
 .venv/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -31,6 +31,11 @@ test: setup
 bench: setup
 	$(PIP) install -q --disable-pip-version-check -e '.[test,plot,bench]'
 	$(PY) benchmarks/run_all.py
+
+# The prepared first GPU run (benchmarks/gpu_check.sh, <= 8 min on one H100/H200): CUDA tests, rollout and
+# update throughput, one summary table. No install step: it uses the machine's python3 (PYTHON=... to change).
+gpu-check:
+	PYTHONPATH=. bash benchmarks/gpu_check.sh
 
 lint: setup
 	$(PY) -m ruff check rpt_train rpt_data tests benchmarks

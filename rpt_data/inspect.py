@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import polars as pl
-
 from rpt_train.config import check, option
 from rpt_train.errors import RptError
 from rpt_train.hub import first_line
@@ -119,8 +117,11 @@ def _paths(out: Path, split: str) -> list[Path]:
     return paths
 
 
-def _collect(lf: pl.LazyFrame, paths: list[Path]) -> pl.DataFrame:
-    """``lf.collect()``; data that does not decode is an ``RptError`` naming the shard at fault."""
+def _collect(lf: Any, paths: list[Path]) -> Any:
+    """``lf.collect()`` (a polars LazyFrame); data that does not decode is an ``RptError`` naming the shard
+    at fault."""
+    import polars as pl  # lazily, as everywhere in this module: the GPU machine has no polars
+
     try:
         return lf.collect()
     except (pl.exceptions.PolarsError, OSError) as e:
@@ -130,6 +131,8 @@ def _collect(lf: pl.LazyFrame, paths: list[Path]) -> pl.DataFrame:
 
 def summarize_split(out: str | Path, split: str, rows: int = 5) -> SplitSummary | None:
     """Numbers for one split, or None when the split has no shards."""
+    import polars as pl  # deferred: the rpt-data CLI (and a GPU machine without polars) never needs it else
+
     out = Path(out)
     paths = _paths(out, split)
     if not paths:

@@ -83,8 +83,16 @@ class ChunkedTokenLogprob(torch.autograd.Function):
             if need_h:
                 grad_h[s : s + ctx.chunk] = (dz @ weight.to(h.dtype)) * ctx.inv_temp
             if need_w:
-                part = (dz.t().float(), h.float())
-                grad_w = torch.mm(*part) if grad_w is None else grad_w.addmm_(*part)
+                # float32 accumulator. Under autocast the chunk's product comes back in bfloat16 (like any
+                # autocast matmul's gradient) and is added in float32: an in-place addmm_ is not autocast
+                # and would mix dtypes.
+                a, b = dz.t().float(), h.float()
+                if grad_w is None:
+                    grad_w = torch.mm(a, b).float()
+                elif torch.is_autocast_enabled(h.device.type):
+                    grad_w.add_(torch.mm(a, b))
+                else:
+                    grad_w.addmm_(a, b)
         return grad_h, grad_w.to(weight.dtype) if need_w else None, None, None, None
 
 

@@ -29,11 +29,9 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Normalise in float32 and cast back before the weight, exactly as the reference does, so bf16
-        # checkpoints give the same numbers here and in transformers.
-        dtype = x.dtype
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(dtype)
+        # checkpoints give the same numbers here and in transformers. F.rms_norm is one fused op where
+        # the reference's pow / mean / add / rsqrt / mul are five (decoding is launch-bound on a GPU).
+        return self.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
 
 
 class Attention(nn.Module):
@@ -69,10 +67,16 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)  # (B, n_kv, K, hd)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=self.n_kv != self.n_heads
-        )  # (B, H, T, hd)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.hd))
+        if T == 1 and self.n_kv != self.n_heads:
+            # Decoding: fold each KV head's query group into the query length, (B, n_kv, group, hd), so
+            # attention is plain multi-head over n_kv heads: no repeated K/V and no GQA-specific kernel
+            # (a masked GQA call can fall back to the slow math path on CUDA). One query sees every key.
+            y = F.scaled_dot_product_attention(q.reshape(B, self.n_kv, -1, self.hd), k, v, attn_mask=mask)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=self.n_kv != self.n_heads
+            )  # (B, H, T, hd)
+        return self.o_proj(y.reshape(B, self.n_heads, T, self.hd).transpose(1, 2).reshape(B, T, -1))
 
 
 class MLP(nn.Module):
@@ -197,8 +201,9 @@ class Qwen3ForCausalLM(nn.Module):
     ) -> torch.Tensor:
         return self.logits(self.hidden_states(input_ids, attention_mask, position_ids, kv_cache))
 
-    def new_kv_cache(self, batch: int, max_len: int) -> KVCache:
-        return KVCache.for_model(self.config, batch, max_len, self.device, self.dtype)
+    def new_kv_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> KVCache:
+        """A cache for ``batch`` rows of ``max_len`` slots, in ``dtype`` (default: the weights' dtype)."""
+        return KVCache.for_model(self.config, batch, max_len, self.device, dtype or self.dtype)
 
     # ---- checkpoints (Hugging Face format, or a GGUF file) ----
     @classmethod

@@ -21,6 +21,7 @@ from rpt_train.config import check, config_to_dict
 from rpt_train.config import option as _opt
 from rpt_train.errors import RptError
 from rpt_train.generate import SamplingParams
+from rpt_train.model.decode import DecodeOptions
 from rpt_train.prompts import TEMPLATES, PromptTemplate, load_template
 from rpt_train.rl.grpo import ADVANTAGES, LOSS_AGG, GrpoLossConfig, silent_with_one_completion
 from rpt_train.rl.reward import REWARDS
@@ -76,7 +77,9 @@ class TrainConfig:
     top_p: float = _opt(1.0, "Nucleus sampling threshold (1 = off).", gt=0, le=1)
     top_k: int = _opt(0, "Top-k sampling (0 = off).", ge=0)
     batch_size: int = _opt(8, "Contexts (groups) per step and rank.", ge=1)
-    rollout_batch_size: int = _opt(0, "Contexts per generate() call (0 = the whole batch at once).", ge=0)
+    rollout_batch_size: int = _opt(
+        0, "Contexts per generate() call (0 = the whole batch at once; on CUDA, as many as fit).", ge=0
+    )
     micro_batch_size: int = _opt(8, "Sequences per forward/backward; gradients are accumulated.", ge=1)
     # ---- GRPO
     advantage: str = _opt("group", "Advantage estimator.", choices=ADVANTAGES)
@@ -107,6 +110,9 @@ class TrainConfig:
     bf16: bool = _opt(True, "bfloat16 autocast for forward passes (CUDA only; ignored on CPU).")
     gradient_checkpointing: bool = _opt(False, "Recompute decoder layers in backward to save memory.")
     compile: bool = _opt(False, "torch.compile the decoder layers.")
+    compile_decode: bool = _opt(
+        False, "Rollouts: torch.compile a fixed-shape decode step (replayed from CUDA graphs on CUDA)."
+    )
     fsdp: bool = _opt(False, "Shard parameters with FSDP2 instead of replicating with DDP (torchrun).")
     logprob_chunk: int = _opt(1024, "Completion tokens per LM-head chunk when computing log-probs.", ge=1)
     # ---- data
@@ -162,6 +168,7 @@ class TrainConfig:
             max_prompt_tokens=self.max_prompt_tokens,
             rollout_batch_size=0 if greedy else self.rollout_batch_size,
             pad_id=tokenizer.pad_id or 0,
+            decode=DecodeOptions(compile=self.compile_decode),
         )
 
     def loss_config(self) -> GrpoLossConfig:

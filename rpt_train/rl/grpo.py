@@ -292,12 +292,13 @@ def grpo_loss(
     cfg: GrpoLossConfig | None = None,
     ref_logp: torch.Tensor | None = None,
     beta: float = 0.0,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """The GRPO objective to minimise: aggregate(surrogate + beta * k3 KL), plus float metrics.
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The GRPO objective to minimise: aggregate(surrogate + beta * k3 KL), plus metrics.
 
     logp (with grad), old_logp, ref_logp, mask: (B, T); advantages: (B,) per sequence. With beta > 0 the
     KL to the reference is added per token before aggregation (as in TRL), so it shares the surrogate's
-    token weighting. Metrics: loss, pg_loss, clip_frac, ratio_mean, ppo_kl (masked mean of
+    token weighting. Metrics are detached 0-d tensors on logp's device (the caller converts them once per
+    step: no host sync per micro-batch): loss, pg_loss, clip_frac, ratio_mean, ppo_kl (masked mean of
     old_logp - logp) and, when a reference is given, kl.
     """
     cfg = cfg or GrpoLossConfig()
@@ -308,10 +309,10 @@ def grpo_loss(
         logp, old_logp, advantages, mask, cfg.epsilon, cfg.epsilon_high
     )  # (B, T), ()
     per_token = pg_tokens  # (B, T)
-    metrics: dict[str, float] = {}
+    metrics: dict[str, torch.Tensor] = {}
     if ref_logp is not None:
         kl_tokens = k3_kl(logp, ref_logp)  # (B, T)
-        metrics["kl"] = masked_mean(kl_tokens.detach(), mask).item()
+        metrics["kl"] = masked_mean(kl_tokens.detach(), mask)
         if beta != 0.0:
             per_token = per_token + beta * kl_tokens  # (B, T)
     loss = aggregate_loss(per_token, mask, cfg.loss_agg, cfg.max_len)  # ()
@@ -319,11 +320,11 @@ def grpo_loss(
         log_ratio = (logp - old_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)  # (B, T)
         pg_loss = aggregate_loss(pg_tokens.detach(), mask, cfg.loss_agg, cfg.max_len)  # ()
         metrics.update(
-            loss=loss.item(),
-            pg_loss=pg_loss.item(),
-            clip_frac=clip_frac.item(),
-            ratio_mean=masked_mean(torch.exp(log_ratio), mask).item(),
-            ppo_kl=masked_mean(-log_ratio, mask).item(),
+            loss=loss.detach(),
+            pg_loss=pg_loss,
+            clip_frac=clip_frac,
+            ratio_mean=masked_mean(torch.exp(log_ratio), mask),
+            ppo_kl=masked_mean(-log_ratio, mask),
         )
     return loss, metrics
 

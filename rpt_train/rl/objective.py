@@ -48,8 +48,9 @@ class Objective(Protocol):
         advantages: torch.Tensor,  # (B,)
         mask: torch.Tensor,  # (B, T) loss tokens
         ref_logp: torch.Tensor | None = None,  # (B, T) when a reference model is loaded
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The scalar to minimise for one micro-batch and its metrics (``loss`` among them)."""
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
+        """The scalar to minimise for one micro-batch and its metrics (``loss`` among them), as detached
+        0-d tensors (or floats): ``rpt_train.rl.update`` reads them back once per step."""
         ...
 
     def metrics(self, batch: RolloutBatch) -> dict[str, float]:

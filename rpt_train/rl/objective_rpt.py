@@ -52,7 +52,7 @@ class RptObjective:
             batch, rewards=rewards.to(device), advantages=advantages.to(device), seconds=seconds
         )
 
-    def loss(self, logp, old_logp, advantages, mask, ref_logp=None) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, logp, old_logp, advantages, mask, ref_logp=None) -> tuple[torch.Tensor, dict]:
         return grpo_loss(logp, old_logp, advantages, mask, self.grpo, ref_logp=ref_logp, beta=self.beta)
 
     def metrics(self, batch: RolloutBatch) -> dict[str, float]:

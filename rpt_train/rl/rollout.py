@@ -19,7 +19,8 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from rpt_train.generate import SamplingParams, generate, left_pad
+from rpt_train.generate import SamplingParams, generate, left_pad, rows_that_fit
+from rpt_train.model.decode import DecodeOptions
 from rpt_train.prompts import PromptTemplate
 from rpt_train.rl.grpo import frac_zero_std
 from rpt_train.tokenizer import Tokenizer, keep_last_tokens
@@ -27,13 +28,14 @@ from rpt_train.tokenizer import Tokenizer, keep_last_tokens
 
 @dataclass(frozen=True)
 class RolloutSpec:
-    """How to roll out: sampling, group size, prompt length and generate() batching."""
+    """How to roll out: sampling, group size, prompt length, generate() batching and its decode loop."""
 
     sampling: SamplingParams
     num_generations: int = 8
     max_prompt_tokens: int = 1024
-    rollout_batch_size: int = 0  # contexts per generate() call; 0 = all at once
+    rollout_batch_size: int = 0  # contexts per generate() call; 0 = all at once (CUDA: as many as fit)
     pad_id: int = 0
+    decode: DecodeOptions = DecodeOptions()
 
 
 @dataclass
@@ -157,7 +159,7 @@ def rollout(
 ) -> RolloutBatch:
     """Sample G completions for each row's context and extract each completion's prediction (unscored)."""
     prompts = encode_prompts(tokenizer, template, [r["context"] for r in rows], spec.max_prompt_tokens)
-    step = spec.rollout_batch_size or len(prompts)
+    step = spec.rollout_batch_size or contexts_per_call(model, prompts, spec)
     parts = [
         _rollout_chunk(model, tokenizer, template, rows[i : i + step], prompts[i : i + step], spec, generator)
         for i in range(0, len(prompts), step)
@@ -165,10 +167,20 @@ def rollout(
     return concat_rollouts(parts, spec.pad_id)
 
 
+def contexts_per_call(model, prompts: Sequence[Sequence[int]], spec: RolloutSpec) -> int:
+    """Contexts per generate() call when ``rollout_batch_size`` is 0: all of them on a CPU; on CUDA as
+    many as fit in half the free memory (each generate() call allocates its whole KV cache up front)."""
+    if model.device.type != "cuda":
+        return len(prompts)
+    free, _ = torch.cuda.mem_get_info(model.device)
+    slots = max(len(p) for p in prompts) + spec.sampling.max_new_tokens
+    return max(1, rows_that_fit(model, slots, free) // spec.num_generations)
+
+
 def _rollout_chunk(model, tokenizer, template, rows, prompts, spec: RolloutSpec, generator) -> RolloutBatch:
     G = spec.num_generations
     t0 = time.perf_counter()
-    gen = generate(model, prompts, spec.sampling, num_samples=G, generator=generator, pad_id=spec.pad_id)
+    gen = generate(model, prompts, spec.sampling, G, generator, spec.pad_id, spec.decode)
     t1 = time.perf_counter()
     capped = template.max_new_tokens is not None
     truncated = torch.zeros_like(gen.finished) if capped else ~gen.finished  # (N,)
