@@ -7,7 +7,7 @@ RUN     ?= runs/demo
 RECIPE  ?= pipelines/tiny-cpu.toml
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test bench lint format demo eval clean
+.PHONY: setup test bench lint format demo demo-rlp eval clean
 
 .venv/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -36,6 +36,11 @@ format: setup
 # lands under $(RUN); rerunning resumes or skips finished steps.
 demo: setup
 	RUN=$(RUN) RECIPE=$(RECIPE) bash pipelines/demo.sh
+
+# RLP beside RPT: after `make demo`, train RLP from the same base on the same shards at the RPT run's
+# training compute, then evaluate base, rpt and rlp together (table: $(RUN)/eval-rlp/eval.json).
+demo-rlp: setup
+	RUN=$(RUN) RECIPE=$(RECIPE) bash pipelines/demo-rlp.sh
 
 # Evaluate the demo's base model and every checkpoint of its RPT run on the held-out shards.
 eval: setup
