@@ -71,7 +71,8 @@ def test_information_gain_rises(task, tmp_path):
 
 
 def test_resume_is_exact_with_the_ema_in_the_checkpoint(task, tmp_path):
-    kw = dict(ema_decay=0.5, num_iterations=2, lr=3e-3)  # a fast EMA, moved twice per step
+    # A fast EMA, moved twice per step; dynamic sampling selects and joins scored groups (their details).
+    kw = dict(ema_decay=0.5, num_iterations=2, lr=3e-3, dynamic_sampling=True, max_resample_batches=1)
     straight = Trainer(config(task, tmp_path / "a", max_steps=4, **kw)).train()
     Trainer(config(task, tmp_path / "b", max_steps=2, **kw)).train()
     resumed = Trainer(config(task, tmp_path / "b", max_steps=4, resume=True, **kw)).train()
