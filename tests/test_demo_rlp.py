@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 
+from rpt_train.cli import main
 from rpt_train.rl.config import TrainConfig
 from rpt_train.rl.trainer import Trainer
 from tests.rpt_train.taskkit import save_model_dir, think_copy_model, tiny_tokenizer, write_task_shards
@@ -41,14 +43,15 @@ batch_size = 16
 
 def demo_rlp(run: Path, recipe: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "RUN": str(run), "RECIPE": str(recipe), "BIN": str(Path(sys.executable).parent),
-           "PY": sys.executable, "PYTHONPATH": str(REPO)}  # fmt: skip
+           "PYTHONPATH": str(REPO)}  # fmt: skip
     return subprocess.run(["bash", str(REPO / "pipelines" / "demo-rlp.sh")], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
 
 
 @pytest.fixture
 def finished_demo(tmp_path):
-    """What `make demo` leaves for RLP: RUN/base, RUN/shards and a finished RPT run (RUN/rpt)."""
+    """What `make demo` leaves for RLP: RUN/base, RUN/shards, a finished RPT run (RUN/rpt) and its
+    evaluation (RUN/eval)."""
     run, tok = tmp_path / "run", tiny_tokenizer(think=True)
     with torch.random.fork_rng():
         save_model_dir(run / "base", tok, model=think_copy_model(tok, steps=100))
@@ -64,6 +67,10 @@ def finished_demo(tmp_path):
         Trainer(cfg).train()
     finally:
         torch.set_num_threads(before)
+    args = ["eval", str(run / "shards"), "--config", str(recipe), "--base", str(run / "base"), "--run",
+            str(run / "rpt"), "--out", str(run / "eval"), "--quiet"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
     return run, recipe
 
 
@@ -73,6 +80,9 @@ def test_demo_rlp_matches_compute_and_evaluates_both_runs(finished_demo):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert "== [1/2]" in out and "== [2/2]" in out and "max_flops" in out
+    lines = proc.stdout.splitlines()
+    evaluated = [line[10 : line.index(" (")] for line in lines if line.startswith("evaluated ")]
+    assert evaluated and all(e.startswith("rlp") for e in evaluated), evaluated  # base, rpt: make demo's
     table = json.loads((run / "eval-rlp" / "eval.json").read_text())
     models = list(dict.fromkeys(r["model"] for r in table))
     assert models[:3] == ["base", "step 2", "rpt"] and models[-1] == "rlp"
