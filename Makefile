@@ -14,7 +14,7 @@ VERL_PY      := .verl-venv/bin/python
 VERL_PIP     := .verl-venv/bin/pip
 VERL_VERSION ?= 0.9.1
 
-.PHONY: setup test bench gpu-check lint format demo eval real-proxy verl-check clean
+.PHONY: setup test bench gpu-check lint format demo demo-rlp eval real-proxy verl-check clean
 
 .venv/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -49,6 +49,11 @@ format: setup
 # lands under $(RUN); rerunning resumes or skips finished steps.
 demo: setup
 	RUN=$(RUN) RECIPE=$(RECIPE) bash pipelines/demo.sh
+
+# RLP beside RPT: after `make demo`, train RLP from the same base on the same shards at the RPT run's
+# training compute, then evaluate base, rpt and rlp together (table: $(RUN)/eval-rlp/eval.json).
+demo-rlp: setup
+	RUN=$(RUN) RECIPE=$(RECIPE) bash pipelines/demo-rlp.sh
 
 # Evaluate the demo's base model and every checkpoint of its RPT run on the held-out shards.
 eval: setup

@@ -28,7 +28,7 @@ from rpt_train.lock import output_lock
 from rpt_train.metrics import MetricsLogger
 from rpt_train.model import PRESETS, Qwen3Config, Qwen3ForCausalLM, default_device
 from rpt_train.progress import Progress
-from rpt_train.rl.checkpoint import latest_checkpoint, load_trainer_state
+from rpt_train.rl.checkpoint import run_flops
 from rpt_train.shards import Manifest
 from rpt_train.tokenizer import Tokenizer
 
@@ -110,17 +110,6 @@ def token_stream(
     if not chunks:
         raise RptError("pretraining corpus has no usable documents")
     return np.concatenate(chunks)
-
-
-def run_flops(run_dir: str) -> float:
-    """The training compute an ``rpt-train run`` recorded in its latest checkpoint."""
-    ckpt = latest_checkpoint(Path(run_dir))
-    if ckpt is None:
-        raise RptError(f"--match-flops {run_dir}: no checkpoint to read the run's compute from")
-    flops = load_trainer_state(ckpt).get("train_flops")
-    if not flops:
-        raise RptError(f"--match-flops {run_dir}: {ckpt} records no training compute (train_flops)")
-    return float(flops)
 
 
 def sample_batch(stream: np.ndarray, batch: int, seq_len: int, rng: np.random.Generator) -> torch.Tensor:

@@ -43,7 +43,8 @@ def sigint_flag():
 
 @config_command(TrainConfig, "train", name="run")
 def run(cfg: TrainConfig) -> None:
-    """RL training (RPT: GRPO on the prefix reward) of a Qwen3 policy on the shards in SHARDS.
+    """RL training of a Qwen3 policy on the shards in SHARDS: RPT (GRPO on the prefix reward) or, with
+    --objective rlp, RLP (the information gain of a thought over an EMA no-think baseline).
 
     Reads SHARDS/train (and SHARDS/val for --val-every). Writes OUT/run_config.json, OUT/metrics.jsonl
     (one line per step), OUT/samples.jsonl and checkpoints under OUT/checkpoints/. Run under torchrun for

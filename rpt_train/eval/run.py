@@ -1,13 +1,15 @@
-"""``rpt-train eval``: a base model, a compute-matched baseline and every checkpoint of an RPT run, on the
-same held-out positions, with intervals.
+"""``rpt-train eval``: a base model, a compute-matched baseline and every checkpoint of an RPT run (and of
+other runs, ``--run-as LABEL=RUN``: an RLP run beside the RPT one), on the same held-out positions, with
+intervals.
 
 Writes ``OUT/eval.json``: a list of rows ``{model, mode, bucket, n, correct, accuracy, ci_low, ci_high,
 step, flops, ...}`` where every row but the base's also holds the paired difference with the base's
 ``ntp`` row (``diff_vs_base_ntp``, ``diff_ci_low``, ``diff_ci_high``) and with the base in the row's own
 mode (``diff_vs_base_same_mode``, ``same_mode_ci_low``, ``same_mode_ci_high``); intervals are 95%
-(``rpt_train.eval.stats``). ``OUT/eval_summary.json`` holds the config, the positions per bucket, the
-training reward curve and the power-law fits of accuracy against compute; ``OUT/eval.png`` the plot and
-the console a table (``rpt_train.eval.report``).
+(``rpt_train.eval.stats``). ``run`` names the run a checkpoint belongs to (``rpt`` for ``--run``, LABEL
+for ``--run-as``; null for the other models). ``OUT/eval_summary.json`` holds the config, the positions
+per bucket, the training reward curves and the power-law fits of accuracy against compute per run;
+``OUT/eval.png`` the plot and the console a table (``rpt_train.eval.report``).
 
 Per-position verdicts are cached in ``OUT/eval_cache.json`` by model path, weights hash and mode, so a
 rerun after new checkpoints (or with a new mode) evaluates only what is missing; any change of settings
@@ -57,7 +59,9 @@ TRAINING_KEYS = (
     "temperature",
 )  # fmt: skip
 # Settings that do not change a verdict: the model list, where the output goes, chattiness, the modes.
-_NOT_CACHE_KEY = ("base", "run", "cpt", "models", "out", "quiet", "modes")
+_NOT_CACHE_KEY = ("base", "run", "run_as", "cpt", "models", "out", "quiet", "modes")
+RUN_LABEL = "rpt"  # the --run's last checkpoint and its series
+RESERVED_LABELS = ("base", "cpt", RUN_LABEL)
 CACHE, TABLE, SUMMARY, PLOT = "eval_cache.json", "eval.json", "eval_summary.json", "eval.png"
 
 
@@ -69,6 +73,12 @@ class EvalConfig:
     base: str | None = option(None, "The model before RPT (plotted at step 0).")
     run: str | None = option(
         None, "An `rpt-train run` output directory: every checkpoint (the last one is labelled rpt)."
+    )
+    run_as: list[str] = option(
+        default_factory=list,
+        help="LABEL=RUN_DIR: another run's checkpoints, the last labelled LABEL and the others "
+        "'LABEL step N' (repeatable; e.g. rlp=runs/demo/rlp).",
+        flag="--run-as",
     )
     cpt: str | None = option(None, "The compute-matched baseline (`rpt-train pretrain --init ...`), as cpt.")
     models: list[str] = option(
@@ -113,32 +123,63 @@ class EvalConfig:
 
 @dataclass
 class ModelEntry:
-    label: str  # base, cpt, rpt, step N, or a directory name
+    label: str  # base, cpt, rpt, step N, LABEL, LABEL step N, or a directory name
     path: Path
     step: int | None = None  # training step (0 for the base)
     flops: float | None = None  # training compute spent since the base
     verdicts: dict[str, list[float]] = field(default_factory=dict)  # mode -> one verdict per position
+    run: str | None = None  # the run this checkpoint belongs to: rpt (--run) or a --run-as LABEL
+
+
+def parse_run_as(items: list[str]) -> list[tuple[str, str]]:
+    """``["rlp=runs/x", ...]`` -> ``[("rlp", "runs/x"), ...]``; labels must be new and distinct."""
+    out: list[tuple[str, str]] = []
+    for item in items:
+        label, sep, run_dir = item.partition("=")
+        label = label.strip()
+        if not sep or not label or not run_dir:
+            raise RptError(f"--run-as takes LABEL=RUN_DIR, got {item!r}")
+        taken = [*RESERVED_LABELS, *(x for x, _ in out)]
+        if label in taken or label.startswith("step "):
+            raise RptError(f"--run-as label {label!r} is taken (taken: {', '.join(taken)}, 'step N')")
+        out.append((label, run_dir))
+    return out
+
+
+def run_entries(run_dir: str, label: str) -> list[ModelEntry]:
+    """Every checkpoint of a run, oldest first: the last one labelled ``label``, the others by step."""
+    steps = checkpoint_steps(Path(run_dir))
+    if not steps:
+        where = Path(run_dir) / "checkpoints"
+        raise RptError(f"{run_dir}: no checkpoints under {where} (a complete one holds trainer_state.pt)")
+    flops = dict(_run_curve(run_dir, "train_flops"))
+    prefix = "" if label == RUN_LABEL else f"{label} "  # the RPT run's steps keep their short labels
+    names = [f"{prefix}step {step}" for step, _ in steps[:-1]] + [label]
+    return [
+        ModelEntry(name, path, step, flops.get(step), run=label)
+        for name, (step, path) in zip(names, steps, strict=True)
+    ]
 
 
 def discover_models(cfg: EvalConfig) -> list[ModelEntry]:
-    """The base, the compute-matched baseline, each run checkpoint (the last as ``rpt``), and extras."""
+    """The base, the compute-matched baseline, each run checkpoint (the last as ``rpt``), the checkpoints of
+    every ``--run-as`` run, and extras."""
     found: list[ModelEntry] = []
     if cfg.base:
         found.append(ModelEntry("base", Path(cfg.base), 0, 0.0))
     if cfg.cpt:
         found.append(ModelEntry("cpt", Path(cfg.cpt), None, _pretrain_flops(Path(cfg.cpt))))
     if cfg.run:
-        steps = checkpoint_steps(Path(cfg.run))
-        if not steps:
-            where = Path(cfg.run) / "checkpoints"
-            raise RptError(f"{cfg.run}: no checkpoints under {where} (a complete one holds trainer_state.pt)")
-        flops = dict(_run_curve(cfg.run, "train_flops"))
-        for i, (step, path) in enumerate(steps):
-            label = "rpt" if i == len(steps) - 1 else f"step {step}"
-            found.append(ModelEntry(label, path, step, flops.get(step)))
+        found += run_entries(cfg.run, RUN_LABEL)
+    for label, run_dir in parse_run_as(cfg.run_as):
+        found += run_entries(run_dir, label)
     found += [ModelEntry(Path(m).name, Path(m)) for m in cfg.models]
     if not found:
-        raise RptError("nothing to evaluate: give --base, --run, --cpt or --model")
+        raise RptError("nothing to evaluate: give --base, --run, --run-as, --cpt or --model")
+    labels = [e.label for e in found]
+    twice = sorted({x for x in labels if labels.count(x) > 1})
+    if twice:
+        raise RptError(f"two models are labelled {twice[0]!r}: give them distinct names")
     return found
 
 
@@ -221,7 +262,7 @@ def result_rows(rows: list[dict[str, Any]], entries: list[ModelEntry]) -> list[d
                 row: dict[str, Any] = {
                     "model": e.label, "mode": mode, "bucket": bucket, "n": n, "correct": _number(sum(values)),
                     "accuracy": sum(values) / n if n else None, "ci_low": lo, "ci_high": hi,
-                    "step": e.step, "flops": e.flops, "path": str(e.path),
+                    "step": e.step, "flops": e.flops, "path": str(e.path), "run": e.run,
                 }  # fmt: skip
                 if e.label != "base":
                     for name, ref_mode in (("diff_vs_base_ntp", "ntp"), ("diff_vs_base_same_mode", mode)):
@@ -249,15 +290,20 @@ def _finite(v: Any) -> Any:
 
 
 def _summary(cfg: EvalConfig, rows: list[dict[str, Any]], key: dict, table: list[dict]) -> dict[str, Any]:
+    """Config, positions, fits per run (``mode/bucket`` for the RPT run, ``LABEL mode/bucket`` for the
+    others) and the training reward curves."""
     fits = {}
-    for mode in cfg.modes:
-        for bucket in BUCKETS:
-            pts = [(r["flops"], r["accuracy"]) for r in table
-                   if r["mode"] == mode and r["bucket"] == bucket and r["model"] not in ("base", "cpt")
-                   and r["flops"] and r["accuracy"] is not None]  # fmt: skip
-            fit = stats.power_law([c for c, _ in pts], [a for _, a in pts])
-            if fit is not None:
-                fits[f"{mode}/{bucket}"] = fit
+    runs = list(dict.fromkeys(r["run"] for r in table if r["run"] is not None))
+    for run in runs:
+        prefix = "" if run == RUN_LABEL else f"{run} "
+        for mode in cfg.modes:
+            for bucket in BUCKETS:
+                pts = [(r["flops"], r["accuracy"]) for r in table
+                       if r["run"] == run and r["mode"] == mode and r["bucket"] == bucket
+                       and r["flops"] and r["accuracy"] is not None]  # fmt: skip
+                fit = stats.power_law([c for c, _ in pts], [a for _, a in pts])
+                if fit is not None:
+                    fits[f"{prefix}{mode}/{bucket}"] = fit
     return {
         "config": config_to_dict(cfg),
         "positions": {b: sum(1 for r in rows if b in row_buckets(r)) for b in BUCKETS},
@@ -265,6 +311,7 @@ def _summary(cfg: EvalConfig, rows: list[dict[str, Any]], key: dict, table: list
         "buckets": BUCKETS,
         "power_law": fits,
         "train_reward": _run_curve(cfg.run, "reward"),
+        "run_rewards": {label: _run_curve(d, "reward") for label, d in parse_run_as(cfg.run_as)},
     }
 
 

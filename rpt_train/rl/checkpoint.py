@@ -127,6 +127,17 @@ def load_trainer_state(ckpt_dir: Path, map_location: Any = "cpu") -> dict:
         raise RptError(f"{path}: cannot read the trainer state ({first_line})") from None
 
 
+def run_flops(run_dir: str | Path) -> float:
+    """The training compute an ``rpt-train run`` recorded in its latest checkpoint (``--match-flops``)."""
+    ckpt = latest_checkpoint(Path(run_dir))
+    if ckpt is None:
+        raise RptError(f"--match-flops {run_dir}: no checkpoint to read the run's compute from")
+    flops = load_trainer_state(ckpt).get("train_flops")
+    if not flops:
+        raise RptError(f"--match-flops {run_dir}: {ckpt} records no training compute (train_flops)")
+    return float(flops)
+
+
 def load_checkpoint(ckpt_dir: Path, dtype: torch.dtype | None = None, device: Any = "cpu") -> dict:
     """The whole state dict ``save_checkpoint`` wrote: the trainer state plus ``model`` (on ``device``)."""
     state = load_trainer_state(ckpt_dir)

@@ -40,9 +40,10 @@ if TYPE_CHECKING:
 RESUMABLE = frozenset({
     "resume", "out", "max_steps", "epochs", "max_bad_steps", "save_every", "keep_last", "val_every",
     "val_samples", "sample_every", "num_samples", "tensorboard", "quiet", "device", "fsdp", "compile",
-    "gradient_checkpointing", "micro_batch_size", "rollout_batch_size", "logprob_chunk",
+    "gradient_checkpointing", "micro_batch_size", "rollout_batch_size", "logprob_chunk", "max_flops",
+    "match_flops",
 })  # fmt: skip
-OBJECTIVE_NAMES = ("rpt",)  # rpt_train.rl.objective.OBJECTIVES (a test keeps the two equal)
+OBJECTIVE_NAMES = ("rpt", "rlp")  # rpt_train.rl.objective.OBJECTIVES (a test keeps the two equal)
 DTYPES = ("float32", "bfloat16")
 
 
@@ -57,7 +58,13 @@ class TrainConfig:
     out: str = _opt("runs/rpt", "Run directory: checkpoints, metrics.jsonl, run_config.json.")
     resume: bool = _opt(False, "Continue from the latest checkpoint in --out.")
     # ---- prompts and rewards
-    objective: str = _opt("rpt", "Training objective: rpt (prefix reward, GRPO).", choices=OBJECTIVE_NAMES)
+    objective: str = _opt(
+        "rpt",
+        "Training objective: rpt (prefix reward of the prediction, GRPO) or rlp (information gain of the "
+        "thought over an EMA no-think baseline; needs a thinking template; --reward and --advantage apply "
+        "to rpt only).",
+        choices=OBJECTIVE_NAMES,
+    )
     template: str = _opt("qwen3-think", "Prompt template.", choices=TEMPLATES)
     instruction_file: str | None = _opt(None, "Text file replacing the template's instruction.")
     answer_tokens: int = _opt(
@@ -69,6 +76,13 @@ class TrainConfig:
     max_new_tokens: int = _opt(1024, "Completion length cap; a cut-off completion has no prediction.", ge=1)
     reward: str = _opt("prefix", "Reward of an extracted prediction.", choices=REWARDS)
     format_penalty: float = _opt(0.0, "Reward for a completion with no extractable prediction.")
+    rlp_tokens: int = _opt(
+        1, "rlp: ground-truth tokens after the thought whose log-likelihood gains are summed (k).", ge=1
+    )
+    ema_decay: float = _opt(
+        0.999, "rlp: decay of the no-think baseline's EMA of the policy weights, per optimizer step.",
+        ge=0, le=1,
+    )  # fmt: skip
     # ---- sampling
     num_generations: int = _opt(8, "G: completions sampled per context.", ge=1)
     temperature: float = _opt(
@@ -100,6 +114,12 @@ class TrainConfig:
     adam_eps: float = _opt(1e-8, "AdamW epsilon.")
     max_grad_norm: float = _opt(1.0, "Gradient clipping by global norm (0 = off).", ge=0)
     max_steps: int = _opt(1000, "Training steps (rollout batches).", ge=1)
+    max_flops: float = _opt(
+        0.0, "Also stop after the step that brings train_flops to at least this (0 = off).", ge=0
+    )
+    match_flops: str | None = _opt(
+        None, "An `rpt-train run` directory: stop at the training compute it recorded (sets --max-flops)."
+    )
     seed: int = _opt(0, "Seed of data order, sampling and initialisation.")
     max_bad_steps: int = _opt(5, "Stop after this many non-finite losses in a row.", ge=1)
     # ---- machinery

@@ -8,7 +8,8 @@ count (not prompt, not padding) and 0.0 elsewhere.
 Variants are functions selected from small registries:
 
 - ``ADVANTAGES``: ``group`` (GRPO z-score within the group), ``anchor`` (z-score with a 0 reward appended
-  to each group, so an all-correct group still gets a positive push), ``mean`` (Dr. GRPO: no std division);
+  to each group, so an all-correct group still gets a positive push), ``mean`` (Dr. GRPO: no std division),
+  ``leave-one-out`` (each reward against the mean of the others: RLP's form);
 - ``LOSS_AGG``: verl's ``token-mean``, ``seq-mean-token-mean`` and ``seq-mean-token-sum-norm`` (Dr. GRPO),
   each a ``LossAgg`` holding its reduction and its normaliser.
 """
@@ -79,11 +80,28 @@ def mean_advantages(rewards: torch.Tensor, eps: float = DEFAULT_EPS) -> torch.Te
     return torch.where(_all_equal(rewards), torch.zeros_like(adv), adv)
 
 
+def leave_one_out_advantages(rewards: torch.Tensor, eps: float = DEFAULT_EPS) -> torch.Tensor:
+    """r_i minus the mean of the group's other rewards = G/(G-1) (r_i - group mean); no std division.
+
+    rewards: (N, G) -> (N, G) (RLP's advantage, arXiv 2510.01265). ``eps`` is unused (uniform signature).
+    G = 1 has no other reward to compare with and, like an all-equal group, gets exactly 0.
+    """
+    del eps
+    _check_rewards(rewards)
+    rewards = rewards.float()  # (N, G)
+    G = rewards.shape[1]
+    if G == 1:
+        return torch.zeros_like(rewards)
+    adv = G / (G - 1) * (rewards - rewards.mean(dim=1, keepdim=True))  # (N, G)
+    return torch.where(_all_equal(rewards), torch.zeros_like(adv), adv)
+
+
 AdvantageFn = Callable[[torch.Tensor, float], torch.Tensor]
 ADVANTAGES: dict[str, AdvantageFn] = {
     "group": group_advantages,
     "anchor": anchor_advantages,
     "mean": mean_advantages,
+    "leave-one-out": leave_one_out_advantages,
 }
 
 

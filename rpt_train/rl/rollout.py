@@ -53,6 +53,11 @@ class RolloutBatch:
     rewards: torch.Tensor | None = None  # (n, G) float32, set by the objective
     advantages: torch.Tensor | None = None  # (n*G,) float32, set by the objective
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of "generate" and "reward"
+    # Set by an objective that needs them: its own per-context numbers (every tensor (n, ...), one row per
+    # group, so selecting and concatenating groups keeps them aligned) and the tokens its scoring forwards
+    # ran over (counted as training compute, rpt_train.compute).
+    details: dict[str, torch.Tensor] = field(default_factory=dict)
+    score_tokens: int = 0
 
     @property
     def num_groups(self) -> int:
@@ -226,6 +231,7 @@ def select_groups(batch: RolloutBatch, groups: Sequence[int]) -> RolloutBatch:
         advantages=None if batch.advantages is None else batch.advantages[seq],
         predictions=[batch.predictions[i] for i in seq_list],
         rows=[batch.rows[i] for i in g.tolist()],
+        details={k: v[g] for k, v in batch.details.items()},
     )
 
 
@@ -257,6 +263,8 @@ def concat_rollouts(batches: Sequence[RolloutBatch], pad_id: int = 0) -> Rollout
         rewards=_cat_scored([b.rewards for b in batches]),
         advantages=_cat_scored([b.advantages for b in batches]),
         seconds={k: sum(b.seconds.get(k, 0.0) for b in batches) for k in batches[0].seconds},
+        details={k: torch.cat([b.details[k] for b in batches]) for k in batches[0].details},
+        score_tokens=sum(b.score_tokens for b in batches),
     )
 
 

@@ -293,6 +293,46 @@ def test_compute_comes_from_the_run_and_the_baseline(setup, tok, no_plot):
     assert flops == {"base": 0.0, "cpt": 2e9, "step 10": 1e9, "rpt": 2e9}
 
 
+def test_run_as_adds_another_run_beside_the_rpt_run(setup, tok):
+    """``--run-as rlp=DIR``: an RLP run's checkpoints are evaluated on the same positions, labelled rlp."""
+    other = setup["root"] / "rlp-run"
+    save_step(tok, {"q": "z"}, other / "checkpoints" / "step-000005")
+    save_step(tok, FULL, other / "checkpoints" / "step-000009")
+    lines = [
+        {"step": 5, "reward": -0.5, "train_flops": 1.5e9},
+        {"step": 9, "reward": 0.25, "train_flops": 3e9},
+    ]
+    (other / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    table = run_eval(config(setup, run_as=[f"rlp={other}"]))
+    assert models_of(table) == [("base", 0), ("step 10", 10), ("rpt", 20), ("rlp step 5", 5), ("rlp", 9)]
+    assert scores_of(table)["rlp"] == EXPECTED["rpt"]  # the same weights score the same
+    assert {r["model"]: r["run"] for r in table} == {
+        "base": None,
+        "step 10": "rpt",
+        "rpt": "rpt",
+        "rlp step 5": "rlp",
+        "rlp": "rlp",
+    }
+    rlp = next(r for r in table if (r["model"], r["mode"], r["bucket"]) == ("rlp", "ntp", "hard"))
+    assert (rlp["flops"], rlp["diff_vs_base_ntp"]) == (3e9, 2 / 3)  # paired with the base like rpt's rows
+    summary = json.loads((setup["out"] / "eval_summary.json").read_text())
+    assert summary["run_rewards"] == {"rlp": [[5, -0.5], [9, 0.25]]}
+    assert (setup["out"] / "eval.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("run_as", "message"),
+    [
+        (["rlp"], "--run-as takes LABEL=RUN_DIR"),
+        (["rpt=x"], "label 'rpt' is taken"),
+        (["rlp=x", "rlp=y"], "label 'rlp' is taken"),
+    ],
+)
+def test_run_as_user_errors(setup, run_as, message):
+    with pytest.raises(RptError, match=message):
+        run_eval(config(setup, run_as=run_as))
+
+
 # ------------------------------------------------------------------------------------------------ errors
 
 

@@ -65,10 +65,10 @@ def test_mean_advantages_dr_grpo():
 
 
 def test_advantage_registry():
-    assert set(ADVANTAGES) == {"group", "anchor", "mean"}
+    assert set(ADVANTAGES) == {"group", "anchor", "mean", "leave-one-out"}
     r = t([[2.0, 0.0]])
     torch.testing.assert_close(compute_advantages(r, "anchor"), anchor_advantages(r))
-    with pytest.raises(RptError, match="anchor, group, mean"):
+    with pytest.raises(RptError, match="anchor, group, leave-one-out, mean"):
         compute_advantages(r, "ppo")
     with pytest.raises(ValueError):
         group_advantages(t([1.0, 0.0]))  # not (N, G)
