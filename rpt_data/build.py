@@ -328,7 +328,9 @@ def _version() -> str:
         return "unknown"
 
 
-def write_manifest(cfg: BuildConfig, identity: dict[str, Any], bundle: ProxyBundle, counts, shards) -> None:
+def write_manifest(
+    cfg: BuildConfig, identity: dict[str, Any], bundle: ProxyBundle, counts, shards, val_ids
+) -> None:
     tok = bundle.tokenizer
     Manifest(
         schema_version=SCHEMA_VERSION,
@@ -348,6 +350,7 @@ def write_manifest(cfg: BuildConfig, identity: dict[str, Any], bundle: ProxyBund
         world_size=identity["world_size"],
         counts=counts,
         shards=shards,
+        val_doc_ids=sorted(val_ids),
     ).write(cfg.out)
 
 
@@ -390,7 +393,7 @@ def build(cfg: BuildConfig) -> Summary:
             (s for st in states for s in st.shards), key=lambda s: (s["split"], s["rank"], s["index"])
         )
         if dist.rank == 0:
-            write_manifest(cfg, identity, bundle, counts, shards)
+            write_manifest(cfg, identity, bundle, counts, shards, val_ids)
         D.barrier()
         summary = _summary(out, counts, shards, False, time.perf_counter() - start)
         summary.tokens_this_run = counts["tokens_scored"] - prior_tokens

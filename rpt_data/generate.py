@@ -1,19 +1,26 @@
 """``rpt-data generate``: write a SynthMath corpus (OmniMATH-format JSON lines) reproducibly.
 
 ``rpt-data generate --n 3000 --seed 0 --out data/synthmath.jsonl`` recreates the committed sample byte for
-byte (the families are in ``rpt_data.synth``). The file is written atomically (temp file, then rename).
+byte (the families are in ``rpt_data.synth``). ``--think-fraction p`` turns a share p of the documents
+into reasoning demonstrations (``rpt_data.think``): the pretraining corpus of a base model that thinks
+before it predicts. The file is written atomically (temp file, then rename).
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from rpt_data.synth import dump_record, generate_records
+from rpt_data.think import add_thoughts, drill
 from rpt_train.config import check, option
 from rpt_train.errors import RptError
 from rpt_train.io import atomic_path, sha256_file
 from rpt_train.progress import Progress
+
+# Empty thoughts per demonstration: enough that "think, find nothing to work out, go on" is a habit.
+EMPTY_IN_PROBLEM, EMPTY_IN_SOLUTION = 2, 4
 
 
 @dataclass
@@ -21,14 +28,58 @@ class GenerateConfig:
     n: int = option(3000, "Number of records.", ge=1)
     seed: int = option(0, "Random seed (same seed, same bytes).")
     out: str = option("data/synthmath.jsonl", "Output .jsonl path (written atomically).")
+    think_fraction: float = option(
+        0.0, "Share of documents that become reasoning demonstrations (<think> scratch work).", ge=0, le=1
+    )
+    think_results: float = option(
+        0.8, "In a demonstration, the share of +, -, x results worked out in a thought.", ge=0, le=1
+    )
+    think_drills: float = option(
+        0.0, "Extra arithmetic drills (+, -, x worked out in a thought), as a share of --n.", ge=0
+    )
     quiet: bool = option(False, "No progress display.")
 
     def __post_init__(self) -> None:
         check(self)
 
 
-def write_corpus(out: str | Path, n: int, seed: int = 0, quiet: bool = True) -> str:
-    """Generate ``n`` records from ``seed`` into ``out`` (JSON lines); returns the file's sha256."""
+def demonstration(record: dict, rng: random.Random, think_results: float) -> dict:
+    """The record as a reasoning demonstration: worked and empty thoughts in its solution, empty ones in its
+    problem."""
+    return {
+        **record,
+        "problem": add_thoughts(record["problem"], rng, p_result=0.0, empty=EMPTY_IN_PROBLEM),
+        "solution": add_thoughts(record["solution"], rng, p_result=think_results, empty=EMPTY_IN_SOLUTION),
+    }
+
+
+def drill_record(rng: random.Random) -> dict:
+    problem, solution, answer = drill(rng)
+    return {
+        "domain": ["Mathematics -> Prealgebra -> Arithmetic"],
+        "difficulty": 1.0,
+        "problem": problem,
+        "solution": solution,
+        "answer": answer,
+        "source": "rpt-synth-drill",
+    }
+
+
+def write_corpus(
+    out: str | Path,
+    n: int,
+    seed: int = 0,
+    quiet: bool = True,
+    think_fraction: float = 0.0,
+    think_results: float = 0.8,
+    think_drills: float = 0.0,
+) -> tuple[str, int]:
+    """Generate ``n`` records from ``seed`` into ``out`` (JSON lines); returns (sha256, records written).
+
+    A share ``think_fraction`` of them become reasoning demonstrations, chosen and written from their own
+    generator, so the plain records are the same whatever the fraction; ``think_drills * n`` arithmetic
+    drills are interleaved at random places.
+    """
     if n < 1:
         raise RptError(f"--n must be at least 1, got {n}")
     out = Path(out)
@@ -37,11 +88,19 @@ def write_corpus(out: str | Path, n: int, seed: int = 0, quiet: bool = True) -> 
     progress = Progress(n, unit="records", desc="generate", quiet=quiet)
     try:
         with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            think_rng, drill_rng = random.Random(f"think:{seed}"), random.Random(f"drill:{seed}")
+            p_drill = think_drills / (1 + think_drills)  # per written document
+            written = n
             for record in generate_records(n, seed):
+                while think_drills and drill_rng.random() < p_drill:
+                    f.write(dump_record(drill_record(drill_rng)))
+                    written += 1
+                if think_fraction and think_rng.random() < think_fraction:
+                    record = demonstration(record, think_rng, think_results)
                 f.write(dump_record(record))
                 progress.update(1)
     except OSError as e:
         raise RptError(f"{out}: cannot write ({e.strerror or e})") from None
     finally:
         progress.close()
-    return sha256_file(out)
+    return sha256_file(out), written

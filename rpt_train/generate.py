@@ -38,9 +38,14 @@ class SamplingParams:
     top_p: float = 1.0  # 1.0 = off
     greedy: bool = False
     stop_token_ids: tuple[int, ...] = ()
+    # (trigger id, n): a row also stops n tokens after it first emits the trigger (a think template's
+    # ``</think>`` followed by its answer tokens), instead of running on to max_new_tokens.
+    stop_after: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         self.stop_token_ids = tuple(int(t) for t in self.stop_token_ids)
+        if self.stop_after is not None and self.stop_after[1] < 0:
+            raise RptError(f"stop_after needs n >= 0 tokens after the trigger, got {self.stop_after}")
         if self.max_new_tokens < 1:
             raise RptError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if not self.greedy and not self.temperature > 0:
@@ -56,7 +61,7 @@ class Generation:
     tokens: torch.Tensor  # (N, T_new) long; row i*G + j = sample j of prompt i; pad_id after a row stops
     logprobs: torch.Tensor  # (N, T_new) float32: log_softmax(logits / T)[token]; 0 where mask is False
     mask: torch.Tensor  # (N, T_new) bool: generated tokens up to and including the stop token
-    finished: torch.Tensor  # (N,) bool: the row emitted a stop token (False = cut at max_new_tokens)
+    finished: torch.Tensor  # (N,) bool: the row stopped (stop token or stop_after; False = cut at the cap)
     prompt_index: torch.Tensor  # (N,) long: which prompt each row continues
 
     def lengths(self) -> torch.Tensor:
@@ -269,6 +274,8 @@ def generate(
     V = logits.shape[-1]
     work = None if logits.dtype == torch.float32 else torch.empty(N, V, dtype=torch.float32, device=device)
     stop_ids = torch.tensor(params.stop_token_ids, dtype=torch.long, device=device)
+    trigger, after_n = params.stop_after or (None, 0)
+    since = torch.full((N,), -1, dtype=torch.long, device=device)  # tokens since the trigger (-1: not yet)
     steps = 0
     for t in range(T_max):
         new, lp = sample(logits, params, generator, logits if work is None else work)  # (N,), (N,)
@@ -277,8 +284,13 @@ def generate(
         logprobs[:, t] = lp.masked_fill(done, 0.0)
         mask[:, t] = live
         steps = t + 1
+        if trigger is not None:
+            since = torch.where(live & (since >= 0), since + 1, since)
+            since = torch.where(live & (since < 0) & (new == trigger), 0, since)
+            done = done | (live & (since >= after_n))
         if stop_ids.numel():
             done = done | (live & torch.isin(new, stop_ids))
+        if stop_ids.numel() or trigger is not None:
             if bool(done.all()):  # one host sync per step, only when stopping is possible at all
                 break
         if steps == T_max:

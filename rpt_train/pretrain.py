@@ -12,13 +12,14 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rpt_train.compute import pretrain_flops
 from rpt_train.config import check, config_to_dict, option, unescape
 from rpt_train.corpus import DEFAULT_TEMPLATE, ReadStats, iter_documents
 from rpt_train.errors import RptError
@@ -26,6 +27,8 @@ from rpt_train.io import write_json_atomic
 from rpt_train.metrics import MetricsLogger
 from rpt_train.model import PRESETS, Qwen3Config, Qwen3ForCausalLM, default_device
 from rpt_train.progress import Progress
+from rpt_train.rl.checkpoint import latest_checkpoint, load_trainer_state
+from rpt_train.shards import Manifest
 from rpt_train.tokenizer import Tokenizer
 
 
@@ -34,7 +37,16 @@ class PretrainConfig:
     corpus: list[str] = option(
         default_factory=list, help="OmniMATH-format files, globs, dirs or a hub id.", argument=True
     )
-    tokenizer: str = option("", "tokenizer.json, or a directory holding one.")
+    tokenizer: str = option("", "tokenizer.json, or a directory holding one (default with --init: its own).")
+    init: str | None = option(
+        None, "Continue from this HF-format model instead of a fresh one (continued pretraining)."
+    )
+    exclude_val: str | None = option(
+        None, "A shard directory: leave out the documents its build held out for validation."
+    )
+    match_flops: str | None = option(
+        None, "An `rpt-train run` directory: train for as many FLOPs as it spent (this sets max-steps)."
+    )
     out: str = option(
         "runs/base", "Output directory (HF format: config.json, model.safetensors, tokenizer.json)."
     )
@@ -71,8 +83,10 @@ def lr_at(step: int, cfg: PretrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
 
 
-def token_stream(cfg: PretrainConfig, tok: Tokenizer, stats: ReadStats) -> np.ndarray:
-    """All documents tokenized and joined by the end-of-text token: a flat int32 array."""
+def token_stream(
+    cfg: PretrainConfig, tok: Tokenizer, stats: ReadStats, exclude: frozenset[str] = frozenset()
+) -> np.ndarray:
+    """All documents (but those in ``exclude``) tokenized and joined by the end-of-text token (int32)."""
     sep = tok.pad_id
     if sep is None:
         raise RptError(f"tokenizer {tok.source} has no <|endoftext|> token to separate documents")
@@ -85,6 +99,9 @@ def token_stream(cfg: PretrainConfig, tok: Tokenizer, stats: ReadStats) -> np.nd
         texts.clear()
 
     for doc in iter_documents(cfg.corpus, cfg.text_template, split=cfg.split, stats=stats):
+        if doc.doc_id in exclude:
+            stats.skipped["held_out_for_val"] += 1
+            continue
         texts.append(doc.text)
         if len(texts) >= 512:
             flush()
@@ -92,6 +109,17 @@ def token_stream(cfg: PretrainConfig, tok: Tokenizer, stats: ReadStats) -> np.nd
     if not chunks:
         raise RptError("pretraining corpus has no usable documents")
     return np.concatenate(chunks)
+
+
+def run_flops(run_dir: str) -> float:
+    """The training compute an ``rpt-train run`` recorded in its latest checkpoint."""
+    ckpt = latest_checkpoint(Path(run_dir))
+    if ckpt is None:
+        raise RptError(f"--match-flops {run_dir}: no checkpoint to read the run's compute from")
+    flops = load_trainer_state(ckpt).get("train_flops")
+    if not flops:
+        raise RptError(f"--match-flops {run_dir}: {ckpt} records no training compute (train_flops)")
+    return float(flops)
 
 
 def sample_batch(stream: np.ndarray, batch: int, seq_len: int, rng: np.random.Generator) -> torch.Tensor:
@@ -133,25 +161,39 @@ def pretrain(cfg: PretrainConfig) -> dict:
     """Train a model from scratch; returns a summary dict (also written to OUT/pretrain_summary.json)."""
     if not cfg.corpus:
         raise RptError("no pretraining corpus given")
-    if not cfg.tokenizer:
+    if not cfg.tokenizer and not cfg.init:
         raise RptError("--tokenizer is required (train one with `rpt-data tokenizer train`)")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     random.seed(cfg.seed)
-    tok = Tokenizer.load(cfg.tokenizer)
+    tok = Tokenizer.load(cfg.tokenizer or cfg.init)
     stats = ReadStats()
-    stream = token_stream(cfg, tok, stats)
+    exclude = frozenset()
+    if cfg.exclude_val:
+        manifest = Manifest.read(cfg.exclude_val)
+        if manifest is None or manifest.val_doc_ids is None:
+            raise RptError(
+                f"{cfg.exclude_val}: no manifest with the held-out document ids (rebuild the shards)"
+            )
+        exclude = frozenset(manifest.val_doc_ids)
+    stream = token_stream(cfg, tok, stats, exclude)
     n_eval = int(len(stream) * cfg.eval_fraction)
     train_stream, eval_stream = stream[: len(stream) - n_eval], stream[len(stream) - n_eval :]
     if len(train_stream) <= cfg.seq_len + 1:
         raise RptError(f"corpus too small: {len(train_stream)} tokens for seq_len {cfg.seq_len}")
 
     device = torch.device(cfg.device) if cfg.device else default_device()
-    model_cfg = Qwen3Config.preset(
-        cfg.preset, vocab_size=tok.vocab_size, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id,
-        torch_dtype="float32",
-    )  # fmt: skip
-    model = Qwen3ForCausalLM(model_cfg).to(device).train()
+    if cfg.init:
+        model = Qwen3ForCausalLM.from_pretrained(cfg.init, dtype="float32", device=device).train()
+    else:
+        model_cfg = Qwen3Config.preset(
+            cfg.preset, vocab_size=tok.vocab_size, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id,
+            torch_dtype="float32",
+        )  # fmt: skip
+        model = Qwen3ForCausalLM(model_cfg).to(device).train()
+    step_flops = pretrain_flops(model.num_parameters(), cfg.batch_size * cfg.seq_len)
+    if cfg.match_flops:
+        cfg = replace(cfg, max_steps=max(1, round(run_flops(cfg.match_flops) / step_flops)))
     opt = torch.optim.AdamW(
         model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay,
         fused=device.type == "cuda",
@@ -199,6 +241,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     summary = {
         "config": config_to_dict(cfg),
         "parameters": model.num_parameters(),
+        "train_flops": step_flops * cfg.max_steps,  # rpt_train.compute: 6 N per trained token
         "tokens_in_corpus": int(len(stream)),
         "documents_read": stats.documents_read,
         "documents_skipped": dict(stats.skipped),

@@ -1,13 +1,18 @@
 """Prompt templates for RPT: how a context becomes a prompt, and how a completion becomes a prediction.
 
-Three templates, in the registry ``TEMPLATES``:
+Four templates, in the registry ``TEMPLATES``:
 
 - ``qwen3-think``: a Qwen3 chat prompt whose user turn holds the instruction and the context; the model
   reasons inside ``<think>...</think>`` and puts its prediction of the continuation in ``\\boxed{...}``
   after ``</think>`` (the RPT paper's format);
 - ``answer-tags``: the same, with the prediction inside ``<answer>...</answer>``;
 - ``plain``: for base / tiny models: the raw context is the prompt and the prediction is the decoded text
-  of the first ``answer_tokens`` generated tokens.
+  of the first ``answer_tokens`` generated tokens;
+- ``think``: for base models that learned to reason (any tokenizer with ``<think>``/``</think>``, no chat
+  format): the prompt is the context followed by ``<think>``; the model writes its thought and
+  ``</think>``; the prediction is the text of the first ``answer_tokens`` tokens after ``</think>``
+  (generation stops there, ``SamplingParams.stop_after``). No ``</think>`` within the token budget is a
+  format failure.
 
 Every template offers the same three calls: ``render(context) -> str`` (the text given to the tokenizer),
 ``extract(completion_text) -> str | None`` and ``extract_ids(token_ids, decode_fn) -> str | None``
@@ -34,7 +39,7 @@ from rpt_train.chat import render_chat
 from rpt_train.errors import RptError
 
 CONTEXT_PLACEHOLDER = "{context}"
-THINK_END = "</think>"
+THINK_START, THINK_END = "<think>", "</think>"
 BOX_OPEN = "\\boxed{"
 ANSWER_OPEN = "<answer>"
 ANSWER_CLOSE = "</answer>"
@@ -71,6 +76,10 @@ class PromptTemplate(Protocol):
     max_new_tokens: int | None
 
     def render(self, context: str) -> str: ...
+
+    def stop_after(self, token_to_id: Callable[[str], int | None]) -> tuple[int, int] | None:
+        """(trigger token id, n): generation may stop n tokens after the trigger (None: no such rule)."""
+        ...
 
     def extract(self, completion_text: str) -> str | None: ...
 
@@ -172,6 +181,9 @@ class ChatTemplate:
     def extract_ids(self, token_ids: Sequence[int], decode_fn: DecodeFn) -> str | None:
         return self.extract(decode_fn(list(token_ids)))
 
+    def stop_after(self, token_to_id: Callable[[str], int | None]) -> tuple[int, int] | None:
+        return None  # the answer follows </think> in free text: generation runs to the end of the turn
+
 
 @dataclass(frozen=True)
 class PlainTemplate:
@@ -201,6 +213,44 @@ class PlainTemplate:
         ids = list(token_ids)[: self.answer_tokens]
         return decode_fn(ids) if ids else None
 
+    def stop_after(self, token_to_id: Callable[[str], int | None]) -> tuple[int, int] | None:
+        return None  # capped by max_new_tokens instead
+
+
+@dataclass(frozen=True)
+class ThinkTemplate:
+    """Context + ``<think>``; the prediction is the first ``answer_tokens`` tokens after ``</think>``.
+
+    ``extract_ids`` finds the first ``</think>`` token (decoded alone) and decodes the tokens after it;
+    None when there is none or nothing follows it. ``extract`` on text cannot count tokens: it returns
+    the text after the first ``</think>``, right only when generation stopped ``answer_tokens`` after it.
+    """
+
+    answer_tokens: int = 1
+    name: str = "think"
+    thinks: bool = True
+    max_new_tokens: int | None = None  # the thought's length is the trainer's budget
+
+    def render(self, context: str) -> str:
+        return context + THINK_START
+
+    def extract(self, completion_text: str) -> str | None:
+        i = completion_text.find(THINK_END)
+        rest = None if i < 0 else completion_text[i + len(THINK_END) :]
+        return rest or None
+
+    def extract_ids(self, token_ids: Sequence[int], decode_fn: DecodeFn) -> str | None:
+        ids = list(token_ids)
+        end = next((i for i, t in enumerate(ids) if decode_fn([t]) == THINK_END), None)
+        answer = [] if end is None else ids[end + 1 : end + 1 + self.answer_tokens]
+        return decode_fn(answer) if answer else None
+
+    def stop_after(self, token_to_id: Callable[[str], int | None]) -> tuple[int, int] | None:
+        end = token_to_id(THINK_END)
+        if end is None:
+            raise RptError(f"the think template needs a tokenizer with a single {THINK_END} token")
+        return end, self.answer_tokens
+
 
 TEMPLATES: dict[str, PromptTemplate] = {
     "qwen3-think": ChatTemplate(name="qwen3-think", instruction=BOXED_INSTRUCTION, find_answer=last_boxed),
@@ -208,6 +258,7 @@ TEMPLATES: dict[str, PromptTemplate] = {
         name="answer-tags", instruction=ANSWER_TAGS_INSTRUCTION, find_answer=last_answer_tag
     ),
     "plain": PlainTemplate(),
+    "think": ThinkTemplate(),
 }
 
 
@@ -234,9 +285,9 @@ def load_template(
     if answer_tokens < 1:
         raise RptError(f"answer_tokens must be >= 1, got {answer_tokens}")
     template = TEMPLATES[name]
-    if isinstance(template, PlainTemplate):
+    if isinstance(template, (PlainTemplate, ThinkTemplate)):
         if instruction_file is not None:
-            raise RptError("the plain template takes no instruction (its prompt is the raw context)")
+            raise RptError(f"the {name} template takes no instruction (its prompt is the raw context)")
         return replace(template, answer_tokens=answer_tokens)
     if instruction_file is not None and isinstance(template, ChatTemplate):
         return replace(template, instruction=_read_instruction(instruction_file))

@@ -168,6 +168,7 @@ class Manifest:
     world_size: int = 1
     counts: dict[str, Any] = field(default_factory=dict)  # documents and positions read/used/skipped
     shards: list[dict[str, Any]] = field(default_factory=list)  # split, rank, index, path, rows, sha256
+    val_doc_ids: list[str] | None = None  # the documents held out for validation (a baseline skips them)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod

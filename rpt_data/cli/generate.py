@@ -11,5 +11,8 @@ from rpt_train.cli.common import config_command
 @config_command(GenerateConfig, "generate", name="generate")
 def generate(cfg: GenerateConfig) -> None:
     """Write a synthetic OmniMATH-format math corpus (worked problems with \\boxed{} answers)."""
-    digest = write_corpus(cfg.out, cfg.n, cfg.seed, quiet=cfg.quiet)
-    click.echo(f"wrote {cfg.n} records to {cfg.out} (sha256 {digest})")
+    digest, written = write_corpus(
+        cfg.out, cfg.n, cfg.seed, cfg.quiet, cfg.think_fraction, cfg.think_results, cfg.think_drills
+    )
+    drills = f" and {written - cfg.n} drills" if written > cfg.n else ""
+    click.echo(f"wrote {cfg.n} records{drills} to {cfg.out} (sha256 {digest})")

@@ -1,8 +1,10 @@
-"""The evaluation report: the console table shaped like the RPT paper's Table 1, and the plot.
+"""The evaluation report: console tables shaped like the RPT paper's Table 1, and the plot.
 
-``format_table`` prints one row per model and mode with a column per entropy bucket; ``plot_report``
-draws accuracy per bucket against training step beside the run's training reward curve (matplotlib,
-optional: without it the plot is skipped with a note).
+``format_table`` prints accuracy with its 95% interval per model, mode and entropy bucket, then the paired
+differences against the base model's next-token accuracy (the comparison the paper's Table 1 makes).
+``plot_report`` draws accuracy per bucket against training compute (FLOPs) with the intervals, for the RPT
+checkpoints and the compute-matched baseline, the power-law fits where they exist, and the smoothed
+training reward (matplotlib is optional: without it the plot is skipped with a note).
 """
 
 from __future__ import annotations
@@ -13,33 +15,62 @@ from typing import Any
 
 from rpt_train.eval.score import BUCKETS
 
-
-def _percent(accuracy: float | None) -> float:
-    return float("nan") if accuracy is None else 100 * accuracy
+SMOOTH = 0.1  # weight of a new point in the exponential moving average of the reward curve
 
 
-def format_table(report: dict[str, Any]) -> str:
-    """A console table like the paper's Table 1: one row per model and mode, one column per bucket."""
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
+
+
+def _cell(acc: float | None, lo: float | None, hi: float | None, signed: bool = False) -> str:
+    if acc is None:
+        return f"{'n/a':>20}"
+    sign = "+" if signed and acc >= 0 else ""
+    return f"{sign}{_pct(acc)} [{_pct(lo)}, {_pct(hi)}]".rjust(20)
+
+
+def format_table(table: list[dict[str, Any]], summary: dict[str, Any]) -> str:
+    """Accuracy (%) [95% interval] per model, mode and bucket; then paired differences vs the base's ntp."""
     names = list(BUCKETS)
-    header = f"{'model':<14}{'mode':<11}" + "".join(f"{n + ' >=' + str(BUCKETS[n]):>14}" for n in names)
-    lines = [header, "-" * len(header)]
-    for res in report["results"]:
-        for mode, table in res["scores"].items():
-            cells = "".join(_cell(table[n]) for n in names)
-            lines.append(f"{res['label']:<14}{mode:<11}{cells}")
-    counts = ", ".join(f"{n}={c}" for n, c in report["samples"].items())
-    lines.append(f"positions per bucket: {counts}")
+    keys = list(dict.fromkeys((r["model"], r["mode"]) for r in table))
+    cell = {(r["model"], r["mode"], r["bucket"]): r for r in table}
+    header = f"{'model':<12}{'mode':<11}" + "".join(f"{n + ' >=' + str(BUCKETS[n]):>20}" for n in names)
+    lines = ["accuracy % [95% interval]", header, "-" * len(header)]
+    for model, mode in keys:
+        row = [cell[(model, mode, b)] for b in names]
+        lines.append(
+            f"{model:<12}{mode:<11}" + "".join(_cell(r["accuracy"], r["ci_low"], r["ci_high"]) for r in row)
+        )
+    diffs = [(m, mo) for m, mo in keys if cell[(m, mo, names[0])].get("diff_vs_base_ntp") is not None]
+    if diffs:
+        lines += ["", "difference vs base ntp, points [paired 95% interval]", header, "-" * len(header)]
+        for model, mode in diffs:
+            row = [cell[(model, mode, b)] for b in names]
+            lines.append(
+                f"{model:<12}{mode:<11}"
+                + "".join(
+                    _cell(r["diff_vs_base_ntp"], r["diff_ci_low"], r["diff_ci_high"], True) for r in row
+                )
+            )
+    counts = ", ".join(f"{n}={summary['positions'][n]}" for n in names)
+    lines.append(f"positions per bucket: {counts} (the same positions for every model)")
+    for name, fit in summary.get("power_law", {}).items():
+        lines.append(
+            f"power law {name}: accuracy = {fit['a']:.3g} * FLOPs^{fit['b']:.3f} (R^2 {fit['r2']:.3f})"
+        )
     return "\n".join(lines)
 
 
-def _cell(cell: dict[str, float]) -> str:
-    acc = cell["accuracy"]
-    text = "n/a" if acc is None or (isinstance(acc, float) and math.isnan(acc)) else f"{100 * acc:.2f}%"
-    return f"{text:>14}"
+def _ema(values: list[float], weight: float = SMOOTH) -> list[float]:
+    out, acc = [], None
+    for v in values:
+        acc = v if acc is None else (1 - weight) * acc + weight * v
+        out.append(acc)
+    return out
 
 
-def plot_report(report: dict[str, Any], path: Path) -> Path | None:
-    """Accuracy per bucket and mode against training step, and the training reward curve (matplotlib)."""
+def plot_report(table: list[dict[str, Any]], summary: dict[str, Any], path: Path) -> Path | None:
+    """Accuracy per bucket against training compute (with intervals and fits), and the reward curve."""
     try:
         import matplotlib
 
@@ -48,26 +79,44 @@ def plot_report(report: dict[str, Any], path: Path) -> Path | None:
     except ImportError:
         print("matplotlib is not installed: skipping the plot (pip install 'rpt[plot]')")
         return None
-    stepped = [r for r in report["results"] if r["step"] is not None]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for mode in sorted({m for r in stepped for m in r["scores"]}):
+    modes = list(dict.fromkeys(r["mode"] for r in table))
+    fig, axes = plt.subplots(1, len(modes) + 1, figsize=(5 * (len(modes) + 1), 4), squeeze=False)
+    colors = dict(zip(BUCKETS, ("tab:blue", "tab:orange", "tab:red"), strict=True))
+    for ax, mode in zip(axes[0], modes, strict=False):
         for bucket in BUCKETS:
-            xs = [r["step"] for r in stepped if mode in r["scores"]]
-            ys = [_percent(r["scores"][mode][bucket]["accuracy"]) for r in stepped if mode in r["scores"]]
-            axes[0].plot(
-                xs, ys, marker="o", linestyle="-" if mode == "ntp" else "--", label=f"{bucket} ({mode})"
-            )
-    axes[0].set_xlabel("training step")
-    axes[0].set_ylabel("next-token accuracy (%)")
-    axes[0].set_title("Accuracy by entropy bucket")
-    if stepped:  # a legend with no lines only warns
-        axes[0].legend(fontsize=8)
-    rewards = report.get("train_reward") or []
+            rows = [
+                r for r in table if r["mode"] == mode and r["bucket"] == bucket and r["flops"] is not None
+            ]
+            curve = sorted((r for r in rows if r["model"] != "cpt"), key=lambda r: r["flops"])
+            for group, style in ((curve, "o-"), ([r for r in rows if r["model"] == "cpt"], "s")):
+                if not group or any(r["accuracy"] is None for r in group):
+                    continue
+                xs, ys = [r["flops"] for r in group], [100 * r["accuracy"] for r in group]
+                lows = [max(0.0, y - 100 * r["ci_low"]) for y, r in zip(ys, group, strict=True)]
+                highs = [max(0.0, 100 * r["ci_high"] - y) for y, r in zip(ys, group, strict=True)]
+                err = [lows, highs]
+                label = f"{bucket} ({'cpt' if style == 's' else 'base -> rpt'})"
+                ax.errorbar(xs, ys, yerr=err, fmt=style, color=colors[bucket], capsize=3, label=label,
+                            mfc="white" if style == "s" else None)  # fmt: skip
+            fit = summary.get("power_law", {}).get(f"{mode}/{bucket}")
+            if fit and curve:
+                xs = [r["flops"] for r in curve if r["flops"] > 0]
+                ax.plot(xs, [100 * fit["a"] * x ** fit["b"] for x in xs], ":", color=colors[bucket])
+        ax.set_xlabel("training compute (FLOPs)")
+        ax.set_ylabel("next-token accuracy (%)")
+        ax.set_title(f"{mode}: accuracy by entropy bucket")
+        if ax.has_data():
+            ax.legend(fontsize=7)
+    reward_ax = axes[0][-1]
+    rewards = summary.get("train_reward") or []
     if rewards:
-        axes[1].plot([s for s, _ in rewards], [r for _, r in rewards], color="tab:green")
-    axes[1].set_xlabel("training step")
-    axes[1].set_ylabel("mean training reward")
-    axes[1].set_title("RPT training reward")
+        steps, values = [s for s, _ in rewards], [v for _, v in rewards]
+        reward_ax.plot(steps, values, color="tab:green", alpha=0.3, label="per step")
+        reward_ax.plot(steps, _ema(values), color="tab:green", label="moving average")
+        reward_ax.legend(fontsize=7)
+    reward_ax.set_xlabel("training step")
+    reward_ax.set_ylabel("mean training reward")
+    reward_ax.set_title("RPT training reward")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")

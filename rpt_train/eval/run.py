@@ -1,9 +1,17 @@
-"""``rpt-train eval``: evaluate a base model and every checkpoint of an RPT run on the ``val/`` shards.
+"""``rpt-train eval``: a base model, a compute-matched baseline and every checkpoint of an RPT run, on the
+same held-out positions, with intervals.
 
-Writes ``OUT/eval.json`` (every number), prints a table shaped like the paper's Table 1, and draws
-``OUT/eval.png`` (``rpt_train.eval.report``): accuracy per bucket against training step, and the run's
-mean training reward. Finished models are cached in ``eval.json`` by checkpoint path and content hash, so
-a rerun after new checkpoints evaluates only those.
+Writes ``OUT/eval.json``: a list of rows ``{model, mode, bucket, n, correct, accuracy, ci_low, ci_high,
+step, flops, ...}`` where every row but the base's also holds the paired difference with the base's
+``ntp`` row (``diff_vs_base_ntp``, ``diff_ci_low``, ``diff_ci_high``) and with the base in the row's own
+mode (``diff_vs_base_same_mode``, ``same_mode_ci_low``, ``same_mode_ci_high``); intervals are 95%
+(``rpt_train.eval.stats``). ``OUT/eval_summary.json`` holds the config, the positions per bucket, the
+training reward curve and the power-law fits of accuracy against compute; ``OUT/eval.png`` the plot and
+the console a table (``rpt_train.eval.report``).
+
+Per-position verdicts are cached in ``OUT/eval_cache.json`` by model path, weights hash and mode, so a
+rerun after new checkpoints (or with a new mode) evaluates only what is missing; any change of settings
+or of the selected positions invalidates it.
 """
 
 from __future__ import annotations
@@ -11,14 +19,24 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rpt_train.config import check, config_to_dict, option
 from rpt_train.errors import RptError
+from rpt_train.eval import stats
 from rpt_train.eval.report import format_table, plot_report
-from rpt_train.eval.score import BUCKETS, MODES, EvalSettings, evaluate_model, row_buckets, select_samples
+from rpt_train.eval.score import (
+    BUCKETS,
+    DEFAULT_MODES,
+    MODES,
+    EvalSettings,
+    bucket_verdicts,
+    evaluate_model,
+    row_buckets,
+    select_samples,
+)
 from rpt_train.io import sha256_bytes, write_json_atomic
 from rpt_train.model import Qwen3ForCausalLM
 from rpt_train.model.hf_io import weights_sha256
@@ -31,7 +49,13 @@ from rpt_train.tokenizer import Tokenizer
 
 # What a model's reasoning must match to be compared with training: taken from a recipe's [train] table
 # unless its [eval] table says otherwise (rpt_train.cli.eval).
-TRAINING_KEYS = ("template", "answer_tokens", "max_prompt_tokens", "reward", "instruction_file")
+TRAINING_KEYS = (
+    "template", "answer_tokens", "max_prompt_tokens", "max_new_tokens", "reward", "instruction_file",
+    "temperature",
+)  # fmt: skip
+# Settings that do not change a verdict: the model list, where the output goes, chattiness, the modes.
+_NOT_CACHE_KEY = ("base", "run", "cpt", "models", "out", "quiet", "modes")
+CACHE, TABLE, SUMMARY, PLOT = "eval_cache.json", "eval.json", "eval_summary.json", "eval.png"
 
 
 @dataclass
@@ -40,28 +64,32 @@ class EvalConfig:
         "shards", "RPT shard directory (from `rpt-data build`).", argument=True, required=True
     )
     base: str | None = option(None, "The model before RPT (plotted at step 0).")
-    run: str | None = option(None, "An `rpt-train run` output directory: evaluates every checkpoint.")
+    run: str | None = option(
+        None, "An `rpt-train run` output directory: every checkpoint (the last one is labelled rpt)."
+    )
+    cpt: str | None = option(None, "The compute-matched baseline (`rpt-train pretrain --init ...`), as cpt.")
     models: list[str] = option(
         default_factory=list, help="Any other HF-format model directory (repeatable).", flag="--model"
     )
     out: str = option("eval", "Where eval.json and eval.png go.")
     split: str = option("val", "Shard split to evaluate on.")
     modes: list[str] = option(
-        default_factory=lambda: list(MODES),
-        help="ntp and/or reasoning (repeatable).",
+        default_factory=lambda: list(DEFAULT_MODES),
+        help="ntp (greedy next token), reasoning (greedy training rollout), sampled (repeatable).",
         choices=MODES,
         flag="--mode",
     )
     template: str = option("plain", "Prompt template of reasoning mode (as in training).", choices=TEMPLATES)
-    answer_tokens: int = option(1, "plain template: tokens that form the prediction.", ge=1)
+    answer_tokens: int = option(1, "plain / think: tokens that form the prediction.", ge=1)
     instruction_file: str | None = option(None, "Replace the template's instruction text.")
     reward: str = option(
         "prefix", "The training reward; a reasoning rollout counts when it earns 1.", choices=REWARDS
     )
-    max_samples: int | None = option(500, "Positions per bucket, chosen deterministically.", ge=1)
+    max_samples: int | None = option(2000, "Positions per bucket at most, chosen deterministically.", ge=1)
     max_prompt_tokens: int = option(512, "Contexts are left-truncated to this many tokens.", ge=1)
     max_new_tokens: int = option(256, "Reasoning completion cap; a cut-off completion is wrong.", ge=1)
-    temperature: float = option(0.0, "Reasoning rollouts: 0 = greedy, else one seeded sample.", ge=0)
+    temperature: float = option(0.8, "Sampled mode: the training temperature.", gt=0)
+    samples: int = option(4, "Sampled mode: seeded rollouts per position (their mean is its verdict).", ge=1)
     batch_size: int = option(32, "Positions per generate() call.", ge=1)
     seed: int = option(0, "Seed of the position sample and of sampled rollouts.")
     device: str | None = option(None, "cpu | cuda | cuda:N (default: CUDA when present).")
@@ -76,23 +104,37 @@ class EvalConfig:
     def settings(self) -> EvalSettings:
         template = load_template(self.template, self.instruction_file, self.answer_tokens)
         return EvalSettings(template, self.max_prompt_tokens, self.max_new_tokens, self.temperature,
-                            self.batch_size, self.seed, self.reward)  # fmt: skip
+                            self.batch_size, self.seed, self.reward, self.samples)  # fmt: skip
 
 
-def discover_models(cfg: EvalConfig) -> list[tuple[str, int | None, Path]]:
-    """(label, training step or None, directory) for the base model, each run checkpoint, and extras."""
-    found: list[tuple[str, int | None, Path]] = []
+@dataclass
+class ModelEntry:
+    label: str  # base, cpt, rpt, step N, or a directory name
+    path: Path
+    step: int | None = None  # training step (0 for the base)
+    flops: float | None = None  # training compute spent since the base
+    verdicts: dict[str, list[float]] = field(default_factory=dict)  # mode -> one verdict per position
+
+
+def discover_models(cfg: EvalConfig) -> list[ModelEntry]:
+    """The base, the compute-matched baseline, each run checkpoint (the last as ``rpt``), and extras."""
+    found: list[ModelEntry] = []
     if cfg.base:
-        found.append(("base", 0, Path(cfg.base)))
+        found.append(ModelEntry("base", Path(cfg.base), 0, 0.0))
+    if cfg.cpt:
+        found.append(ModelEntry("cpt", Path(cfg.cpt), None, _pretrain_flops(Path(cfg.cpt))))
     if cfg.run:
         steps = checkpoint_steps(Path(cfg.run))
         if not steps:
             where = Path(cfg.run) / "checkpoints"
             raise RptError(f"{cfg.run}: no checkpoints under {where} (a complete one holds trainer_state.pt)")
-        found += [(f"step {s}", s, p) for s, p in steps]
-    found += [(Path(m).name, None, Path(m)) for m in cfg.models]
+        flops = dict(_run_curve(cfg.run, "train_flops"))
+        for i, (step, path) in enumerate(steps):
+            label = "rpt" if i == len(steps) - 1 else f"step {step}"
+            found.append(ModelEntry(label, path, step, flops.get(step)))
+    found += [ModelEntry(Path(m).name, Path(m)) for m in cfg.models]
     if not found:
-        raise RptError("nothing to evaluate: give --base, --run or --model")
+        raise RptError("nothing to evaluate: give --base, --run, --cpt or --model")
     return found
 
 
@@ -110,84 +152,143 @@ def rows_fingerprint(rows: list[dict[str, Any]]) -> str:
     return sha256_bytes(json.dumps(h, ensure_ascii=False).encode("utf-8"))
 
 
-def run_eval(cfg: EvalConfig) -> dict[str, Any]:
+def run_eval(cfg: EvalConfig) -> list[dict[str, Any]]:
+    """Evaluate every model on the same positions; write and return the rows of eval.json."""
     rows = load_rows(cfg)
     if not rows:
         raise RptError(f"{cfg.shards}: no {cfg.split} positions with entropy >= {min(BUCKETS.values())}")
     manifest = Manifest.read(cfg.shards)
     settings = cfg.settings()
     out = Path(cfg.out)
-    data_fp = rows_fingerprint(rows)
-    previous = _load_previous(out / "eval.json", cfg, data_fp)
-    results = []
-    for label, step, model_dir in discover_models(cfg):
-        fp = weights_sha256(model_dir)
-        cached = previous.get((str(model_dir), fp))
-        if cached is not None:
-            # The same weights may now be listed differently (e.g. --model, then --base).
-            results.append({**cached, "label": label, "step": step})
-            continue
-        t0 = time.perf_counter()
-        tok = Tokenizer.load(model_dir)
-        check_tokenizer(manifest, tok, f"{model_dir}'s tokenizer")
-        model = Qwen3ForCausalLM.from_pretrained(model_dir, dtype=cfg.dtype, device=cfg.device)
-        progress = Progress(
-            len(rows) * len(cfg.modes), unit="positions", desc=f"eval {label}", quiet=cfg.quiet
-        )
-        scores = _nan_to_none(evaluate_model(model, tok, rows, settings, cfg.modes, progress))
-        progress.close()
-        results.append(
-            {"label": label, "step": step, "path": str(model_dir), "fingerprint": fp, "scores": scores,
-             "seconds": round(time.perf_counter() - t0, 1)}
-        )  # fmt: skip
-        if not cfg.quiet:
-            print(f"evaluated {label} ({model_dir}) in {results[-1]['seconds']} s", flush=True)
-        del model
-        # Saved after every model: an interrupted evaluation keeps what it finished (and what was cached).
-        done = {(r["path"], r["fingerprint"]) for r in results}
-        pending = [r for key, r in previous.items() if key not in done]
-        write_json_atomic(out / "eval.json", _report(cfg, rows, data_fp, results + pending))
-    report = _report(cfg, rows, data_fp, results)
-    write_json_atomic(out / "eval.json", report)
+    key = {"config": _cache_key(cfg), "data_fingerprint": rows_fingerprint(rows)}
+    cache = _load_cache(out / CACHE, key)
+    entries = discover_models(cfg)
+    for entry in entries:
+        fp = weights_sha256(entry.path)
+        cached = cache.setdefault(f"{entry.path}|{fp}", {})
+        missing = [m for m in cfg.modes if m not in cached]
+        if missing:
+            t0 = time.perf_counter()
+            tok = Tokenizer.load(entry.path)
+            check_tokenizer(manifest, tok, f"{entry.path}'s tokenizer")
+            model = Qwen3ForCausalLM.from_pretrained(entry.path, dtype=cfg.dtype, device=cfg.device)
+            progress = Progress(
+                len(rows) * len(missing), unit="positions", desc=f"eval {entry.label}", quiet=cfg.quiet
+            )
+            cached.update(evaluate_model(model, tok, rows, settings, missing, progress))
+            progress.close()
+            del model
+            # Saved after every model: an interrupted evaluation keeps what it finished.
+            write_json_atomic(out / CACHE, {**key, "models": cache})
+            if not cfg.quiet:
+                print(
+                    f"evaluated {entry.label} ({entry.path}) in {time.perf_counter() - t0:.1f} s", flush=True
+                )
+        entry.verdicts = {m: cached[m] for m in cfg.modes}
+    table = result_rows(rows, entries)
+    summary = _summary(cfg, rows, key, table)
+    write_json_atomic(out / TABLE, table)
+    write_json_atomic(out / SUMMARY, summary)
     if not cfg.quiet:
-        print(format_table(report))
-    plot_path = plot_report(report, out / "eval.png")
+        print(format_table(table, summary))
+    plot_path = plot_report(table, summary, out / PLOT)
     if plot_path and not cfg.quiet:
-        print(f"wrote {out / 'eval.json'} and {plot_path}")
-    return report
+        print(f"wrote {out / TABLE}, {out / SUMMARY} and {plot_path}")
+    return table
 
 
-def _report(cfg: EvalConfig, rows: list[dict[str, Any]], data_fp: str, results: list[dict]) -> dict[str, Any]:
+def result_rows(rows: list[dict[str, Any]], entries: list[ModelEntry]) -> list[dict[str, Any]]:
+    """One row per model, mode and bucket, with intervals and paired differences against the base."""
+    by_bucket = {e.label: {m: bucket_verdicts(rows, v) for m, v in e.verdicts.items()} for e in entries}
+    base = by_bucket.get("base")
+    table = []
+    for e in entries:
+        for mode, buckets in by_bucket[e.label].items():
+            for bucket, values in buckets.items():
+                n = len(values)
+                lo, hi = stats.accuracy_interval(values)
+                row: dict[str, Any] = {
+                    "model": e.label, "mode": mode, "bucket": bucket, "n": n, "correct": _number(sum(values)),
+                    "accuracy": sum(values) / n if n else None, "ci_low": lo, "ci_high": hi,
+                    "step": e.step, "flops": e.flops, "path": str(e.path),
+                }  # fmt: skip
+                if e.label != "base":
+                    for name, ref_mode in (("diff_vs_base_ntp", "ntp"), ("diff_vs_base_same_mode", mode)):
+                        ref = (base or {}).get(ref_mode, {}).get(bucket)
+                        diff = stats.paired_difference(values, ref) if ref is not None else (None,) * 3
+                        lo_key, hi_key = _DIFF_KEYS[name]
+                        row.update({name: diff[0], lo_key: diff[1], hi_key: diff[2]})
+                table.append({k: _finite(v) for k, v in row.items()})
+    return table
+
+
+_DIFF_KEYS = {
+    "diff_vs_base_ntp": ("diff_ci_low", "diff_ci_high"),
+    "diff_vs_base_same_mode": ("same_mode_ci_low", "same_mode_ci_high"),
+}
+
+
+def _number(x: float) -> float | int:
+    return int(x) if float(x).is_integer() else x
+
+
+def _finite(v: Any) -> Any:
+    """NaN as None: eval.json stays strict JSON (jq and polars reject NaN)."""
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def _summary(cfg: EvalConfig, rows: list[dict[str, Any]], key: dict, table: list[dict]) -> dict[str, Any]:
+    fits = {}
+    for mode in cfg.modes:
+        for bucket in BUCKETS:
+            pts = [(r["flops"], r["accuracy"]) for r in table
+                   if r["mode"] == mode and r["bucket"] == bucket and r["model"] not in ("base", "cpt")
+                   and r["flops"] and r["accuracy"] is not None]  # fmt: skip
+            fit = stats.power_law([c for c, _ in pts], [a for _, a in pts])
+            if fit is not None:
+                fits[f"{mode}/{bucket}"] = fit
     return {
         "config": config_to_dict(cfg),
-        "samples": {b: sum(1 for r in rows if b in row_buckets(r)) for b in BUCKETS},
-        "data_fingerprint": data_fp,
+        "positions": {b: sum(1 for r in rows if b in row_buckets(r)) for b in BUCKETS},
+        "data_fingerprint": key["data_fingerprint"],
         "buckets": BUCKETS,
-        "results": results,
-        "train_reward": _train_rewards(cfg.run),
+        "power_law": fits,
+        "train_reward": _run_curve(cfg.run, "reward"),
     }
 
 
-def _load_previous(path: Path, cfg: EvalConfig, data_fp: str) -> dict[tuple[str, str], dict]:
-    """Earlier results reusable for this config and data (same everything except the list of models)."""
+def _cache_key(cfg: EvalConfig) -> dict[str, Any]:
+    return {k: v for k, v in config_to_dict(cfg).items() if k not in _NOT_CACHE_KEY}
+
+
+def _load_cache(path: Path, key: dict) -> dict[str, dict[str, list[float]]]:
+    """Earlier verdicts reusable for these settings and positions (else nothing)."""
     if not path.is_file():
         return {}
     try:
-        old = json.loads(path.read_text())
+        old = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
         return {}
-    same = {k: v for k, v in old.get("config", {}).items() if k not in ("base", "run", "models", "quiet")}
-    now = {k: v for k, v in config_to_dict(cfg).items() if k not in ("base", "run", "models", "quiet")}
-    if same != now or old.get("data_fingerprint") != data_fp:
-        return {}
-    return {(r["path"], r["fingerprint"]): r for r in old.get("results", [])}
+    same = old.get("config") == key["config"] and old.get("data_fingerprint") == key["data_fingerprint"]
+    return old.get("models", {}) if same else {}
 
 
-def _train_rewards(run: str | None) -> list[tuple[int, float]]:
-    """(step, mean reward) from the run's metrics.jsonl, if there is one.
+def _pretrain_flops(model_dir: Path) -> float | None:
+    """Training compute recorded by ``rpt-train pretrain`` (its pretrain_summary.json), if any."""
+    try:
+        value = json.loads((model_dir / "pretrain_summary.json").read_text(encoding="utf-8")).get(
+            "train_flops"
+        )
+    except (OSError, json.JSONDecodeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _run_curve(run: str | None, key: str) -> list[tuple[int, float]]:
+    """(step, value of ``key``) from the run's metrics.jsonl, if there is one.
 
     The metrics logger writes non-finite values as null and a crash can cut the last line short: such
-    lines (and lines without a numeric reward) are left out of the curve rather than failing the report.
+    lines (and lines without a number under ``key``) are left out rather than failing the report.
     """
     if not run or not (Path(run) / "metrics.jsonl").is_file():
         return []
@@ -199,16 +300,7 @@ def _train_rewards(run: str | None) -> list[tuple[int, float]]:
             continue
         if not isinstance(rec, dict) or not isinstance(rec.get("step"), int):
             continue
-        value = rec.get("reward")
+        value = rec.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             points.append((rec["step"], float(value)))
     return points
-
-
-def _nan_to_none(scores: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """An empty bucket's NaN accuracy as None: eval.json stays strict JSON (jq and polars reject NaN)."""
-    return {
-        mode: {b: {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in cell.items()}
-               for b, cell in table.items()}
-        for mode, table in scores.items()
-    }  # fmt: skip

@@ -1,14 +1,15 @@
 """Next-token accuracy on held-out RPT shards, split into easy / medium / hard positions (RPT Table 1).
 
 A position belongs to every bucket whose entropy threshold it reaches (easy >= 0.5, medium >= 1.0,
-hard >= 1.5), as in the paper. Two modes:
+hard >= 1.5), as in the paper. Every mode gives each position a verdict in [0, 1]:
 
-* ``ntp``: standard next-token prediction; the greedy next token after the raw context is the shard
-  row's ground-truth ``token_id``.
+* ``ntp``: standard next-token prediction; 1 when the greedy next token after the raw context is the
+  shard row's ground-truth ``token_id``.
 * ``reasoning``: next-token reasoning through the *training* rollout path (``rpt_train.rl.rollout``: the
   same template, prompt truncation, stop ids and cut-off rule) scored by the same reward code
-  (``rpt_train.rl.reward.score_rows``); a position is correct when its rollout (greedy, or one sample at
-  a set temperature) earns the full reward.
+  (``rpt_train.rl.reward.score_rows``); 1 when the greedy rollout earns the full reward.
+* ``sampled``: the same with ``samples`` rollouts at the training temperature; the verdict is the share
+  of them that earn the full reward (how often the policy itself is right).
 
 The functions here are small and pure where they can be (bucketing, sample choice, scoring a batch) so
 the tests can hand-check them; ``rpt_train.eval.run`` runs them over models and ``rpt_train.eval.report``
@@ -33,7 +34,8 @@ from rpt_train.rl.rollout import RolloutSpec, rollout, sampling_params
 from rpt_train.tokenizer import Tokenizer
 
 BUCKETS: dict[str, float] = {"easy": 0.5, "medium": 1.0, "hard": 1.5}
-MODES = ("ntp", "reasoning")
+MODES = ("ntp", "reasoning", "sampled")
+DEFAULT_MODES = ("ntp", "reasoning")
 
 
 def buckets_of(entropy: float) -> list[str]:
@@ -74,17 +76,23 @@ def row_buckets(row: dict[str, Any]) -> list[str]:
     return list(chosen) if chosen is not None else buckets_of(row["entropy"])
 
 
+def bucket_verdicts(rows: Sequence[dict[str, Any]], verdicts: Sequence[float]) -> dict[str, list[float]]:
+    """{bucket: the verdicts of the rows that count in it}, in row order (so two models pair up)."""
+    out: dict[str, list[float]] = {name: [] for name in BUCKETS}
+    for row, v in zip(rows, verdicts, strict=True):
+        for name in row_buckets(row):
+            out[name].append(float(v))
+    return out
+
+
 def accuracy_by_bucket(
-    rows: Sequence[dict[str, Any]], correct: Sequence[bool]
+    rows: Sequence[dict[str, Any]], verdicts: Sequence[float]
 ) -> dict[str, dict[str, float]]:
     """{bucket: {"correct", "total", "accuracy"}} over the rows' buckets (accuracy NaN for an empty one)."""
-    table = {name: {"correct": 0, "total": 0} for name in BUCKETS}
-    for row, ok in zip(rows, correct, strict=True):
-        for name in row_buckets(row):
-            table[name]["total"] += 1
-            table[name]["correct"] += int(bool(ok))
-    for cell in table.values():
-        cell["accuracy"] = cell["correct"] / cell["total"] if cell["total"] else float("nan")
+    table = {}
+    for name, values in bucket_verdicts(rows, verdicts).items():
+        n = len(values)
+        table[name] = {"correct": sum(values), "total": n, "accuracy": sum(values) / n if n else float("nan")}
     return table
 
 
@@ -98,19 +106,18 @@ class EvalSettings:
     template: PromptTemplate
     max_prompt_tokens: int = 512
     max_new_tokens: int = 256
-    temperature: float = 0.0  # 0 -> greedy
+    temperature: float = 0.8  # of the sampled mode (the training temperature)
     batch_size: int = 32
     seed: int = 0
     reward: str = "prefix"  # the training reward; a rollout is correct when it earns 1
+    samples: int = 4  # rollouts per position in the sampled mode
 
-    def rollout_spec(self, tok: Tokenizer) -> RolloutSpec:
-        """One completion per context, greedy at temperature 0, with the training stop ids and cap."""
-        greedy = self.temperature <= 0
-        params = sampling_params(
-            self.template, tok, self.max_new_tokens, self.temperature or 1.0, greedy=greedy
-        )
+    def rollout_spec(self, tok: Tokenizer, samples: int = 0) -> RolloutSpec:
+        """The training rollout: greedy (``samples`` 0) or ``samples`` completions at ``temperature``."""
+        greedy = samples == 0
+        params = sampling_params(self.template, tok, self.max_new_tokens, self.temperature, greedy=greedy)
         return RolloutSpec(
-            params, num_generations=1, max_prompt_tokens=self.max_prompt_tokens, pad_id=tok.pad_id or 0
+            params, max(1, samples), max_prompt_tokens=self.max_prompt_tokens, pad_id=tok.pad_id or 0
         )
 
 
@@ -143,21 +150,37 @@ def reasoning_correct(
     s: EvalSettings,
     progress: Progress | None = None,
 ) -> list[bool]:
-    """The training rollout (greedy or one seeded sample) earns the full training reward."""
-    out: list[bool] = []
-    spec = s.rollout_spec(tok)
+    """The greedy training rollout earns the full training reward."""
+    return [v == 1.0 for v in _rollout_verdicts(model, tok, rows, s, 0, progress)]
+
+
+@torch.no_grad()
+def sampled_accuracy(
+    model: Qwen3ForCausalLM,
+    tok: Tokenizer,
+    rows: Sequence[dict],
+    s: EvalSettings,
+    progress: Progress | None = None,
+) -> list[float]:
+    """The share of ``s.samples`` seeded training rollouts at ``s.temperature`` that earn the full reward."""
+    return _rollout_verdicts(model, tok, rows, s, s.samples, progress)
+
+
+def _rollout_verdicts(model, tok, rows, s: EvalSettings, samples: int, progress) -> list[float]:
+    out: list[float] = []
+    spec = s.rollout_spec(tok, samples)
     generator = torch.Generator(device=model.device).manual_seed(s.seed)
     for i in range(0, len(rows), s.batch_size):
         chunk = list(rows[i : i + s.batch_size])
         batch = rollout(model, tok, s.template, chunk, spec, generator)
-        rewards = score_rows(batch.predictions, chunk, 1, s.reward)  # (n, 1)
-        out += (rewards[:, 0] == 1.0).tolist()
+        rewards = score_rows(batch.predictions, chunk, spec.num_generations, s.reward)  # (n, G)
+        out += (rewards == 1.0).float().mean(dim=1).tolist()
         if progress is not None:
             progress.update(len(chunk), tokens=int(batch.completion_mask.sum()))
     return out
 
 
-SCORERS = {"ntp": ntp_correct, "reasoning": reasoning_correct}
+SCORERS = {"ntp": ntp_correct, "reasoning": reasoning_correct, "sampled": sampled_accuracy}
 
 
 def evaluate_model(
@@ -165,12 +188,12 @@ def evaluate_model(
     tok: Tokenizer,
     rows: Sequence[dict],
     s: EvalSettings,
-    modes: Sequence[str] = MODES,
+    modes: Sequence[str] = DEFAULT_MODES,
     progress: Progress | None = None,
-) -> dict[str, dict[str, dict[str, float]]]:
-    """{mode: {bucket: {"correct", "total", "accuracy"}}} for one model on the selected rows.
+) -> dict[str, list[float]]:
+    """{mode: one verdict in [0, 1] per row} for one model on the selected rows.
 
     ``progress`` (optional) advances by one per position and mode.
     """
     model.eval()
-    return {mode: accuracy_by_bucket(rows, SCORERS[mode](model, tok, rows, s, progress)) for mode in modes}
+    return {mode: [float(v) for v in SCORERS[mode](model, tok, rows, s, progress)] for mode in modes}

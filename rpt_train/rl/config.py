@@ -42,7 +42,9 @@ class TrainConfig:
     objective: str = _opt("rpt", "Training objective: rpt (prefix reward, GRPO).", choices=OBJECTIVE_NAMES)
     template: str = _opt("qwen3-think", "Prompt template.", choices=TEMPLATES)
     instruction_file: str | None = _opt(None, "Text file replacing the template's instruction.")
-    answer_tokens: int = _opt(1, "plain template: the prediction is the first N generated tokens.", ge=1)
+    answer_tokens: int = _opt(
+        1, "plain: the prediction is the first N generated tokens; think: the first N after </think>.", ge=1
+    )
     max_prompt_tokens: int = _opt(
         1024, "Contexts are left-truncated to this many tokens (the end kept).", ge=1
     )

@@ -110,7 +110,8 @@ def sampling_params(
     top_p: float = 1.0,
     greedy: bool = False,
 ) -> SamplingParams:
-    """Sampling settings; a template with its own cap (``plain``) replaces ``max_new_tokens``."""
+    """Sampling settings; a template with its own cap (``plain``) replaces ``max_new_tokens``, and one
+    with a stopping rule (``think``: n tokens after ``</think>``) adds it."""
     cap = template.max_new_tokens or max_new_tokens
     return SamplingParams(
         max_new_tokens=cap,
@@ -119,6 +120,7 @@ def sampling_params(
         top_p=top_p,
         greedy=greedy,
         stop_token_ids=stop_token_ids(tokenizer),
+        stop_after=template.stop_after(tokenizer.token_to_id),
     )
 
 

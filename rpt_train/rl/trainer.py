@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from rpt_train import distributed as D
+from rpt_train.compute import rl_step_flops
 from rpt_train.config import config_to_dict
 from rpt_train.errors import RptError
 from rpt_train.io import write_json_atomic
@@ -122,6 +123,7 @@ class Trainer:
         self.mb = MicroBatchSettings(self.objective, cfg.temperature, cfg.micro_batch_size)
         self.logger = MetricsLogger(self.run_dir, cfg.quiet, cfg.tensorboard, self.rank, cfg.max_steps)
         self.step, self.bad_steps, self.skipped_rows = 0, 0, 0
+        self.n_params, self.train_flops = self.model.num_parameters(), 0.0  # rpt_train.compute
         self._snapshot: dict | None = None  # this rank's state at the start of the step in progress
         self._stepped, self._saved_step, self._last_ckpt = False, -1, ckpt
         if ckpt is not None:
@@ -189,6 +191,7 @@ class Trainer:
             "world_size": self.world,
             "ranks": D.all_gather_objects(snapshot or self._rank_state()),
             "objective": self.objective.state_dict(),
+            "train_flops": self.train_flops,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -204,6 +207,7 @@ class Trainer:
         set_rng_state(mine["rng"])
         self.objective.load_state_dict(state.get("objective", {}))
         self.step, self.bad_steps = state["step"], state["bad_steps"]
+        self.train_flops = float(state.get("train_flops", 0.0))
 
     def save(self, snapshot: dict | None = None) -> Path | None:
         state = self.state_dict(snapshot)
@@ -292,13 +296,25 @@ class Trainer:
         self.step, self._snapshot, self._stepped = self.step + 1, None, False  # consistent again
         gen_s = drawn.seconds.get("generate", 0.0)
         m = {**rollout_metrics(drawn), **self.objective.metrics(drawn)}
+        G, iters = batch.group_size, self.cfg.num_iterations
+        m["flops"] = rl_step_flops(
+            self.n_params,
+            rollout_tokens=int(drawn.prompt_mask.sum()) + int(drawn.completion_mask.sum()),
+            update_tokens=G * int(batch.prompt_mask.sum()) + int(batch.completion_mask.sum()),
+            updates=iters,
+            extra_forwards=int(iters > 1) + int(self.ref is not None),
+        )
         m.update(tokens_per_s=float(drawn.completion_mask.sum()) / max(t3 - t0, 1e-9), time_generate=gen_s,
                  time_score=t2 - t0 - gen_s, time_update=t3 - t2)  # fmt: skip
         if self.cfg.dynamic_sampling:
             m.update(groups=batch.num_groups, resample_batches=tries)
         m["skipped_rows"] = self.skipped_rows  # empty contexts so far (this run, all ranks)
         m = D.mean_over_ranks(m)
-        m.update({k: m[k] * self.world for k in ("tokens_per_s", "groups", "skipped_rows") if k in m})  # sums
+        m.update(
+            {k: m[k] * self.world for k in ("tokens_per_s", "groups", "skipped_rows", "flops") if k in m}
+        )
+        self.train_flops += m["flops"]  # all ranks' compute
+        m["train_flops"] = self.train_flops
         m.update(upd)
         self.bad_steps = self.bad_steps + 1 if "skipped" in upd else 0
         if self.bad_steps:

@@ -104,3 +104,6 @@ class TextTemplate:
 
     def extract_ids(self, token_ids, decode_fn) -> str | None:
         return decode_fn(list(token_ids))
+
+    def stop_after(self, token_to_id):
+        return None

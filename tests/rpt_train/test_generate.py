@@ -241,3 +241,31 @@ def test_bfloat16_model_generates(model):
         assert gen.tokens.shape == (8, 6) and gen.logprobs.dtype == torch.float32
         assert torch.isfinite(gen.logprobs).all() and (gen.logprobs <= 0).all()
         assert ((gen.tokens >= 0) & (gen.tokens < VOCAB)).all()
+
+
+def test_stop_after_ends_a_row_n_tokens_after_its_trigger():
+    """A think template's rule: stop ``n`` tokens after ``</think>``; rows without it run to the cap."""
+    model = _successor_model()
+    params = SamplingParams(max_new_tokens=12, greedy=True, stop_after=(5, 2))
+    out = generate(model, [[1], [8]], params, pad_id=0)
+    assert out.tokens[0][out.mask[0]].tolist() == [2, 3, 4, 5, 6, 7] and bool(out.finished[0])
+    assert bool(out.mask[1].all()) and not bool(out.finished[1])  # 9, 10, ..., 15, 8, ...: never 5
+
+
+def _successor_model():
+    """A Qwen3 whose greedy next token after t is t + 1 (t < 15), and 8 after 15."""
+    from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
+
+    cfg = Qwen3Config(vocab_size=16, hidden_size=16, intermediate_size=16, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, head_dim=8, tie_word_embeddings=False,
+                      eos_token_id=None, torch_dtype="float32")  # fmt: skip
+    model = Qwen3ForCausalLM(cfg)
+    with torch.no_grad():
+        for layer in model.model.layers:  # the residual stream is the token's embedding
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        model.model.embed_tokens.weight.copy_(torch.eye(16))
+        model.lm_head.weight.zero_()
+        for src in range(1, 16):
+            model.lm_head.weight[src + 1 if src < 15 else 8, src] = 10.0
+    return model.eval()

@@ -21,6 +21,7 @@ from rpt_train.corpus import ReadStats
 from rpt_train.errors import RptError
 from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
 from rpt_train.pretrain import PretrainConfig, eval_loss, lm_loss, lr_at, pretrain, sample_batch, token_stream
+from rpt_train.shards import Manifest
 from rpt_train.tokenizer import Tokenizer
 
 VOCAB = 384
@@ -339,3 +340,49 @@ def test_cli_pretrain_errors_are_one_line(micro, tmp_path):
     assert result.exit_code == 1
     assert result.output.startswith("error: ") and result.output.count("\n") == 1
     assert "Traceback" not in result.output
+
+
+def test_continued_pretraining_starts_from_the_model_and_skips_held_out_documents(micro, tmp_path):
+    base_cfg = dict(corpus=[micro["corpus"]], seq_len=32, batch_size=2, warmup_steps=0, eval_every=5,
+                    quiet=True, device="cpu")  # fmt: skip
+    base = pretrain(
+        PretrainConfig(**base_cfg, tokenizer=micro["tokenizer"], out=str(tmp_path / "b"), max_steps=5)
+    )
+    shards = tmp_path / "shards"
+    held_out = [f"corpus:{i}" for i in range(1, 151)]  # half of the 300 documents
+    Manifest(val_doc_ids=held_out).write(shards)
+    cpt = pretrain(
+        PretrainConfig(
+            **base_cfg,
+            init=str(tmp_path / "b"),
+            exclude_val=str(shards),
+            out=str(tmp_path / "c"),
+            max_steps=5,
+        )  # fmt: skip
+    )
+    assert cpt["documents_skipped"] == {"held_out_for_val": 150}
+    assert cpt["tokens_in_corpus"] < base["tokens_in_corpus"]
+    assert cpt["history"][0]["eval_loss"] < base["history"][0]["eval_loss"] + 1.0  # not a fresh model
+    fresh = math.log(Tokenizer.load(micro["tokenizer"]).vocab_size)
+    assert cpt["history"][0]["train_loss"] < fresh - 0.5
+    assert cpt["train_flops"] == 6 * cpt["parameters"] * 2 * 32 * 5  # rpt_train.compute
+
+
+def test_match_flops_sets_the_steps_from_a_run(micro, tmp_path, monkeypatch):
+    import rpt_train.pretrain as pretrain_module
+
+    monkeypatch.setattr(pretrain_module, "run_flops", lambda run: 3.5 * 6 * 64 * 50_000)
+    cfg = PretrainConfig(corpus=[micro["corpus"]], tokenizer=micro["tokenizer"], out=str(tmp_path / "m"),
+                         seq_len=32, batch_size=2, max_steps=1, match_flops="some-run", quiet=True,
+                         device="cpu", preset="tiny")  # fmt: skip
+    model = Qwen3ForCausalLM(Qwen3Config.preset("tiny", vocab_size=VOCAB))
+    summary = pretrain(cfg)
+    expected = round(3.5 * 6 * 64 * 50_000 / (6 * model.num_parameters() * 64))
+    assert summary["config"]["max_steps"] == max(1, expected)
+
+
+def test_match_flops_needs_a_run_with_recorded_compute(tmp_path):
+    from rpt_train.pretrain import run_flops
+
+    with pytest.raises(RptError, match="no checkpoint"):
+        run_flops(str(tmp_path))

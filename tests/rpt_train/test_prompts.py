@@ -25,8 +25,8 @@ def tok(qwen3_raw_tokenizer):
 
 
 def test_registry_and_flags():
-    assert set(TEMPLATES) == {"qwen3-think", "answer-tags", "plain"}
-    assert TEMPLATES["qwen3-think"].thinks and TEMPLATES["answer-tags"].thinks
+    assert set(TEMPLATES) == {"qwen3-think", "answer-tags", "plain", "think"}
+    assert TEMPLATES["qwen3-think"].thinks and TEMPLATES["answer-tags"].thinks and TEMPLATES["think"].thinks
     assert not TEMPLATES["plain"].thinks
     assert "\\boxed{}" in BOXED_INSTRUCTION and "<answer>" in ANSWER_TAGS_INSTRUCTION
     for text in (BOXED_INSTRUCTION, ANSWER_TAGS_INSTRUCTION):
@@ -157,3 +157,20 @@ def test_plain_template_on_ids(tok):
     assert three.extract_ids([], decode) is None
     assert three.extract(" Paris") == " Paris"
     assert TEMPLATES["plain"].answer_tokens == 1  # load_template did not mutate the registry
+
+
+def test_think_template_on_ids(tok):
+    ids = tok.encode("3+4+0=7 so 7</think> 7 apples").ids
+    decode = tok.decode
+    one = load_template("think")
+    assert one.render("so $3 + 4 = ") == "so $3 + 4 = <think>"
+    assert one.stop_after(tok.token_to_id) == (THINK_END, 1)
+    assert one.extract_ids(ids, decode) == " "  # a space before a digit is its own token
+    two = load_template("think", answer_tokens=2)
+    assert two.stop_after(tok.token_to_id) == (THINK_END, 2)
+    assert two.extract_ids(ids, decode) == " 7"
+    assert one.extract_ids(tok.encode("3+4=7 so 7").ids, decode) is None  # never closed its thought
+    assert one.extract_ids(tok.encode("7</think>").ids, decode) is None  # closed, but nothing after it
+    assert one.extract("a</think>b") == "b" and one.extract("ab") is None
+    with pytest.raises(RptError, match="no instruction"):
+        load_template("think", instruction_file="x.txt")

@@ -40,7 +40,7 @@ ZERO = {"easy": (0, 6), "medium": (0, 4), "hard": (0, 3)}
 EXPECTED = {
     "base": {"ntp": ZERO, "reasoning": ZERO},  # no mapping: always token 0
     "step 10": {m: {"easy": (1, 6), "medium": (0, 4), "hard": (0, 3)} for m in ("ntp", "reasoning")},
-    "step 20": {
+    "rpt": {  # the run's last checkpoint (step 20)
         "ntp": {"easy": (3, 6), "medium": (2, 4), "hard": (2, 3)},
         "reasoning": {"easy": (4, 6), "medium": (3, 4), "hard": (2, 3)},
     },
@@ -94,20 +94,26 @@ def config(setup, **kw) -> EvalConfig:
     return EvalConfig(**{**defaults, **kw})
 
 
-def scores_of(report: dict) -> dict:
-    return {
-        r["label"]: {
-            mode: {b: (c["correct"], c["total"]) for b, c in table.items()}
-            for mode, table in r["scores"].items()
-        }
-        for r in report["results"]
-    }
+def scores_of(table: list[dict]) -> dict:
+    """{model: {mode: {bucket: (correct, n)}}} from the rows of eval.json."""
+    out: dict = {}
+    for r in table:
+        out.setdefault(r["model"], {}).setdefault(r["mode"], {})[r["bucket"]] = (r["correct"], r["n"])
+    return out
+
+
+def models_of(table: list[dict]) -> list[tuple[str, int | None]]:
+    return list(dict.fromkeys((r["model"], r["step"]) for r in table))
+
+
+def cached_models(setup) -> int:
+    return len(json.loads((setup["out"] / "eval_cache.json").read_text())["models"])
 
 
 @pytest.fixture
 def no_plot(monkeypatch):
     """Tests about scores and the cache skip drawing eval.png (the slowest part of a tiny evaluation)."""
-    monkeypatch.setattr(eval_run, "plot_report", lambda report, path: None)
+    monkeypatch.setattr(eval_run, "plot_report", lambda table, summary, path: None)
 
 
 @pytest.fixture
@@ -127,39 +133,37 @@ def count_evals(monkeypatch):
 
 
 def test_run_eval_end_to_end(setup, capsys):
-    report = run_eval(config(setup, quiet=False))
-    assert [(r["label"], r["step"]) for r in report["results"]] == [
-        ("base", 0),
-        ("step 10", 10),
-        ("step 20", 20),
-    ]
-    assert scores_of(report) == EXPECTED
-    assert report["samples"] == {"easy": 6, "medium": 4, "hard": 3}
-    assert report["buckets"] == {"easy": 0.5, "medium": 1.0, "hard": 1.5}
-    assert report["train_reward"] == [(10, 0.25), (20, 0.5)]
+    table = run_eval(config(setup, quiet=False))
+    assert models_of(table) == [("base", 0), ("step 10", 10), ("rpt", 20)]
+    assert scores_of(table) == EXPECTED
+    summary = json.loads((setup["out"] / "eval_summary.json").read_text())
+    assert summary["positions"] == {"easy": 6, "medium": 4, "hard": 3}
+    assert summary["buckets"] == {"easy": 0.5, "medium": 1.0, "hard": 1.5}
+    assert summary["train_reward"] == [[10, 0.25], [20, 0.5]]
+    assert summary["config"]["modes"] == ["ntp", "reasoning"] and summary["config"]["max_samples"] is None
 
     saved = json.loads((setup["out"] / "eval.json").read_text())  # strict JSON: no NaN anywhere
-    assert saved["results"] == json.loads(json.dumps(report["results"]))
-    assert saved["train_reward"] == [[10, 0.25], [20, 0.5]]
-    assert saved["config"]["modes"] == ["ntp", "reasoning"] and saved["config"]["max_samples"] is None
-    assert saved["results"][2]["scores"]["reasoning"]["medium"] == {
-        "correct": 3,
-        "total": 4,
-        "accuracy": 0.75,
-    }
+    assert saved == json.loads(json.dumps(table))
+    row = next(r for r in saved if (r["model"], r["mode"], r["bucket"]) == ("rpt", "reasoning", "medium"))
+    assert (row["correct"], row["n"], row["accuracy"]) == (3, 4, 0.75)
+    assert row["ci_low"] < 0.75 < row["ci_high"]
+    # rpt reasoning vs base ntp on the same 4 medium positions: verdicts 1,1,1,0 against 0,0,0,0
+    assert row["diff_vs_base_ntp"] == 0.75 and row["diff_ci_low"] < 0.75 < row["diff_ci_high"]
+    assert row["diff_vs_base_same_mode"] == 0.75
+    base_row = next(r for r in saved if r["model"] == "base")
+    assert "diff_vs_base_ntp" not in base_row
 
     png = setup["out"] / "eval.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out
-    table = format_table(report)
-    assert table in printed
-    lines = table.splitlines()
-    assert "easy >=0.5" in lines[0] and "medium >=1.0" in lines[0] and "hard >=1.5" in lines[0]
-    rows = {tuple(line.split()[:-3]): line.split()[-3:] for line in lines[2:-1]}
-    assert rows[("step", "20", "ntp")] == ["50.00%", "50.00%", "66.67%"]
-    assert rows[("step", "20", "reasoning")] == ["66.67%", "75.00%", "66.67%"]
-    assert rows[("base", "ntp")] == ["0.00%", "0.00%", "0.00%"]
-    assert lines[-1] == "positions per bucket: easy=6, medium=4, hard=3"
+    text = format_table(table, summary)
+    assert text in printed
+    lines = text.splitlines()
+    assert "easy >=0.5" in lines[1] and "medium >=1.0" in lines[1] and "hard >=1.5" in lines[1]
+    assert lines[3].split()[:4] == ["base", "ntp", "0.0", "[0.0,"]
+    rpt_line = next(line for line in lines if line.split()[:2] == ["rpt", "reasoning"])
+    assert rpt_line.split()[2::3] == ["66.7", "75.0", "66.7"]  # easy, medium, hard accuracies
+    assert lines[-1] == "positions per bucket: easy=6, medium=4, hard=3 (the same positions for every model)"
     assert "wrote" in printed
 
 
@@ -170,34 +174,37 @@ def test_quiet_prints_nothing(setup, no_plot, capsys):
 
 def test_extra_models_and_modes(setup, tok):
     extra = save_model(tok, FULL, setup["root"] / "other")
-    report = run_eval(config(setup, base=None, run=None, models=[str(extra)], modes=["reasoning"]))
-    (result,) = report["results"]
-    assert (result["label"], result["step"]) == ("other", None)
-    assert scores_of(report) == {"other": {"reasoning": EXPECTED["step 20"]["reasoning"]}}
+    table = run_eval(config(setup, base=None, run=None, models=[str(extra)], modes=["reasoning"]))
+    assert models_of(table) == [("other", None)]
+    assert scores_of(table) == {"other": {"reasoning": EXPECTED["rpt"]["reasoning"]}}
+    assert all(r["diff_vs_base_ntp"] is None for r in table)  # no base to compare with
     assert (setup["out"] / "eval.png").is_file()  # no stepped model: an empty plot, not a crash
 
 
+def test_sampled_mode_is_the_mean_of_k_seeded_rollouts(setup, no_plot):
+    table = run_eval(config(setup, modes=["reasoning", "sampled"], samples=3, temperature=1e-3))
+    # at a temperature near 0 every sample is the greedy rollout
+    assert scores_of(table)["rpt"]["sampled"] == scores_of(table)["rpt"]["reasoning"]
+
+
 def test_empty_bucket_is_null_in_json(setup):
-    report = run_eval(config(setup, base=None, run=None, models=[str(setup["base"])], modes=["ntp"]))
-    assert report["samples"]["hard"] == 3
     easy_only = [shard_row(f"e{i}", "x", ["y"], 0.7, position=i) for i in range(4)]
     write_shard(setup["shards"] / "val" / shard_name("val", 0, 0), rows_to_table(easy_only))
-    report = run_eval(config(setup, modes=["ntp"]))
-    assert report["samples"] == {"easy": 4, "medium": 0, "hard": 0}
-    hard = json.loads((setup["out"] / "eval.json").read_text())["results"][0]["scores"]["ntp"]["hard"]
-    assert hard == {"correct": 0, "total": 0, "accuracy": None}
-    assert "n/a" in format_table(report)
+    table = run_eval(config(setup, modes=["ntp"]))
+    hard = json.loads((setup["out"] / "eval.json").read_text())[2]
+    assert (hard["bucket"], hard["n"], hard["accuracy"], hard["ci_low"]) == ("hard", 0, None, None)
+    summary = json.loads((setup["out"] / "eval_summary.json").read_text())
+    assert summary["positions"] == {"easy": 4, "medium": 0, "hard": 0}
+    assert "n/a" in format_table(table, summary)
 
 
 def test_max_samples_bounds_every_bucket(setup, no_plot):
     rows = [shard_row(f"d{i}", "x", ["y"], e, position=i) for i, e in enumerate([0.6, 1.2, 1.8] * 10)]
     write_shard(setup["shards"] / "val" / shard_name("val", 0, 0), rows_to_table(rows))
-    report = run_eval(config(setup, max_samples=4, modes=["ntp"]))
-    assert report["samples"] == {"easy": 4, "medium": 4, "hard": 4}
-    for result in report["results"]:
-        assert {b: c["total"] for b, c in result["scores"]["ntp"].items()} == report["samples"]
-    # Step 20 maps "x" -> "y": every chosen position is right.
-    assert [c["accuracy"] for c in report["results"][2]["scores"]["ntp"].values()] == [1.0, 1.0, 1.0]
+    table = run_eval(config(setup, max_samples=4, modes=["ntp"]))
+    assert {r["n"] for r in table} == {4}
+    # The last checkpoint maps "x" -> "y": every chosen position is right.
+    assert [r["accuracy"] for r in table if r["model"] == "rpt"] == [1.0, 1.0, 1.0]
 
 
 # -------------------------------------------------------------------------------------------- the cache
@@ -208,7 +215,20 @@ def test_second_run_reevaluates_nothing(setup, no_plot, count_evals):
     assert len(count_evals) == 3
     second = run_eval(config(setup))
     assert len(count_evals) == 3
-    assert second["results"] == first["results"]
+    assert second == first
+
+
+def test_a_new_mode_evaluates_only_that_mode(setup, no_plot, monkeypatch):
+    run_eval(config(setup, modes=["ntp"]))
+    asked = []
+    real = eval_run.evaluate_model
+    monkeypatch.setattr(
+        eval_run,
+        "evaluate_model",
+        lambda m, t, r, s, modes, p: asked.append(modes) or real(m, t, r, s, modes, p),
+    )
+    run_eval(config(setup, modes=["ntp", "reasoning"]))
+    assert asked == [["reasoning"]] * 3
 
 
 def test_only_new_or_changed_checkpoints_are_evaluated(setup, no_plot, tok, count_evals):
@@ -216,11 +236,11 @@ def test_only_new_or_changed_checkpoints_are_evaluated(setup, no_plot, tok, coun
     assert len(count_evals) == 3
     save_step(tok, FULL, setup["run"] / "checkpoints" / "step-000030")
     save_step(tok, {"q": "z"}, setup["run"] / "checkpoints" / "step-000010")  # retrained weights
-    report = run_eval(config(setup))
+    table = run_eval(config(setup))
     assert len(count_evals) == 5
-    assert [r["label"] for r in report["results"]] == ["base", "step 10", "step 20", "step 30"]
-    assert scores_of(report)["step 30"] == EXPECTED["step 20"]
-    assert scores_of(report)["step 10"]["ntp"]["easy"] == (1, 6)  # only row E ("q" -> "z") is right now
+    assert [m for m, _ in models_of(table)] == ["base", "step 10", "step 20", "rpt"]
+    assert scores_of(table)["rpt"] == EXPECTED["rpt"]
+    assert scores_of(table)["step 10"]["ntp"]["easy"] == (1, 6)  # only row E ("q" -> "z") is right now
 
 
 def test_changed_settings_or_data_reevaluate_everything(setup, no_plot, count_evals):
@@ -231,9 +251,8 @@ def test_changed_settings_or_data_reevaluate_everything(setup, no_plot, count_ev
     assert len(count_evals) == 6
     changed = [*ROWS[:-1], shard_row("G", "yp", ["zz"], 1.7)]
     write_shard(setup["shards"] / "val" / shard_name("val", 0, 0), rows_to_table(changed))
-    report = run_eval(config(setup, max_samples=2))
+    run_eval(config(setup, max_samples=2))
     assert len(count_evals) == 9
-    assert report["data_fingerprint"] != ""
 
 
 def test_an_interrupted_evaluation_keeps_the_finished_models(setup, no_plot, monkeypatch):
@@ -249,40 +268,29 @@ def test_an_interrupted_evaluation_keeps_the_finished_models(setup, no_plot, mon
     monkeypatch.setattr(eval_run, "evaluate_model", dies_on_the_third)
     with pytest.raises(KeyboardInterrupt):
         run_eval(config(setup))
-    partial = json.loads((setup["out"] / "eval.json").read_text())
-    assert [r["label"] for r in partial["results"]] == ["base", "step 10"]
-    report = run_eval(config(setup))
-    assert len(calls) == 4  # only step 20 again
-    assert scores_of(report) == EXPECTED
-
-
-def test_a_partial_save_keeps_cached_models_not_reached_yet(setup, tok, no_plot, monkeypatch):
-    run_eval(config(setup))
-    save_step(tok, FULL, setup["run"] / "checkpoints" / "step-000005")  # evaluated first, then saved
-    save_step(tok, FULL, setup["run"] / "checkpoints" / "step-000030")  # evaluated last: crashes
-    real = eval_run.evaluate_model
-
-    def dies_on_step_30(model, *args, **kwargs):
-        dies_on_step_30.calls += 1
-        if dies_on_step_30.calls == 2:
-            raise KeyboardInterrupt
-        return real(model, *args, **kwargs)
-
-    dies_on_step_30.calls = 0
-    monkeypatch.setattr(eval_run, "evaluate_model", dies_on_step_30)
-    with pytest.raises(KeyboardInterrupt):
-        run_eval(config(setup))
-    partial = json.loads((setup["out"] / "eval.json").read_text())
-    assert sorted(r["label"] for r in partial["results"]) == ["base", "step 10", "step 20", "step 5"]
+    assert cached_models(setup) == 2 and not (setup["out"] / "eval.json").exists()
+    table = run_eval(config(setup))
+    assert len(calls) == 4  # only the last checkpoint again
+    assert scores_of(table) == EXPECTED
 
 
 def test_a_model_listed_differently_keeps_its_cached_scores_but_takes_the_new_label(
     setup, no_plot, count_evals
 ):
     run_eval(config(setup, base=None, run=None, models=[str(setup["base"])]))
-    report = run_eval(config(setup, run=None))
+    table = run_eval(config(setup, run=None))
     assert len(count_evals) == 1
-    assert [(r["label"], r["step"]) for r in report["results"]] == [("base", 0)]
+    assert models_of(table) == [("base", 0)]
+
+
+def test_compute_comes_from_the_run_and_the_baseline(setup, tok, no_plot):
+    lines = [{"step": 10, "reward": 0.1, "train_flops": 1e9}, {"step": 20, "reward": 0.2, "train_flops": 2e9}]
+    (setup["run"] / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    cpt = save_model(tok, {"x": "y"}, setup["root"] / "cpt")
+    (cpt / "pretrain_summary.json").write_text(json.dumps({"train_flops": 2e9}))
+    table = run_eval(config(setup, cpt=str(cpt), modes=["ntp"]))
+    flops = {r["model"]: r["flops"] for r in table}
+    assert flops == {"base": 0.0, "cpt": 2e9, "step 10": 1e9, "rpt": 2e9}
 
 
 # ------------------------------------------------------------------------------------------------ errors
@@ -292,7 +300,7 @@ def test_a_model_listed_differently_keeps_its_cached_scores_but_takes_the_new_la
     ("change", "message"),
     [
         ({"shards": "missing-dir"}, "no val/ shards under missing-dir"),
-        ({"modes": ["ntp", "guess"]}, "modes must be one of ntp, reasoning, got 'guess'"),
+        ({"modes": ["ntp", "guess"]}, "modes must be one of ntp, reasoning, sampled, got 'guess'"),
         ({"base": None, "run": None}, "nothing to evaluate"),
         ({"split": "test"}, "no test/ shards"),
     ],
@@ -307,7 +315,7 @@ def test_user_errors(setup, change, message):
     [
         ({"batch_size": 0}, "batch-size must be >= 1, got 0"),
         ({"max_samples": 0}, "max-samples must be >= 1, got 0"),
-        ({"temperature": -0.5}, "temperature must be >= 0"),
+        ({"temperature": 0.0}, "temperature must be > 0"),
         ({"max_new_tokens": 0}, "max-new-tokens must be >= 1"),
     ],
 )
@@ -340,7 +348,7 @@ def test_tokenizer_must_match_the_shards(setup, no_plot, tok):
     with pytest.raises(RptError, match="another tokenizer"):
         run_eval(config(setup))
     manifest.write_text(json.dumps({"tokenizer_base_vocab_fingerprint": tok.base_vocab_fingerprint}))
-    assert len(run_eval(config(setup))["results"]) == 3
+    assert len(models_of(run_eval(config(setup)))) == 3
 
 
 # --------------------------------------------------------------------------------------------------- CLI
@@ -359,10 +367,11 @@ def test_cli_eval(setup):
     result = CliRunner().invoke(cli_main(), args)
     assert result.exit_code == 0, result.output
     assert "positions per bucket: easy=5, medium=4, hard=3" in result.output
+    summary = json.loads((out / "eval_summary.json").read_text())
+    assert summary["config"]["modes"] == ["ntp"] and summary["config"]["max_samples"] == 5
     saved = json.loads((out / "eval.json").read_text())
-    assert saved["config"]["modes"] == ["ntp"] and saved["config"]["max_samples"] == 5
-    assert [r["label"] for r in saved["results"]] == ["base", "step 10", "step 20"]
-    assert list(saved["results"][2]["scores"]) == ["ntp"]
+    assert [m for m, _ in models_of(saved)] == ["base", "step 10", "rpt"]
+    assert {r["mode"] for r in saved} == {"ntp"}
     assert (out / "eval.png").is_file()
 
 
@@ -377,10 +386,10 @@ def test_cli_eval_reads_the_recipe(setup):
     result = CliRunner().invoke(cli_main(), args)
     assert result.exit_code == 0, result.output
     assert result.output == ""
-    cfg = json.loads((out / "eval.json").read_text())["config"]
+    cfg = json.loads((out / "eval_summary.json").read_text())["config"]
     assert (cfg["answer_tokens"], cfg["max_samples"], cfg["template"]) == (2, 3, "plain")
     result = CliRunner().invoke(cli_main(), [*args, "--max-samples", "4"])  # the command line wins
-    assert json.loads((out / "eval.json").read_text())["config"]["max_samples"] == 4
+    assert json.loads((out / "eval_summary.json").read_text())["config"]["max_samples"] == 4
 
 
 def test_cli_eval_missing_shards_is_one_line(setup, tmp_path):

@@ -21,6 +21,7 @@ from rpt_train.eval.score import (
     evaluate_model,
     ntp_correct,
     reasoning_correct,
+    sampled_accuracy,
     select_samples,
 )
 from rpt_train.model import Qwen3ForCausalLM
@@ -204,10 +205,11 @@ def test_hand_made_accuracy_per_bucket_and_mode(tmp_path, tok, model):
     write_val_shard(tmp_path, [row for row, _, _ in HAND_CASES])
     rows = load_rows(EvalConfig(shards=str(tmp_path), max_samples=None))
     assert sorted(r["doc_id"] for r in rows) == list("BCDEFG")
-    scores = evaluate_model(model, tok, rows, settings())
+    verdicts = evaluate_model(model, tok, rows, settings())
     for mode, buckets in EXPECTED.items():
+        table = accuracy_by_bucket(rows, verdicts[mode])
         for bucket, (correct, total) in buckets.items():
-            cell = scores[mode][bucket]
+            cell = table[bucket]
             assert (cell["correct"], cell["total"]) == (correct, total), (mode, bucket)
             assert cell["accuracy"] == correct / total
 
@@ -239,21 +241,23 @@ def test_reasoning_with_two_answer_tokens(tok, model):
     assert ntp_correct(model, tok, rows, settings(answer_tokens=2)) == [True, True, True, True]
 
 
-def test_sampled_rollout_is_seeded(tok, model):
+def test_sampled_rollouts_are_seeded(tok, model):
     rows = [row for row, _, _ in HAND_CASES]
     greedy = reasoning_correct(model, tok, rows, settings())
-    # Logit margin 10 * sqrt(32) / 0.7 ~ 80 nats: one sample equals the greedy token.
-    sampled = reasoning_correct(model, tok, rows, settings(temperature=0.7, seed=5))
-    assert sampled == greedy
+    # Logit margin 10 * sqrt(32) / 0.7 ~ 80 nats: every sample equals the greedy token.
+    sampled = sampled_accuracy(model, tok, rows, settings(temperature=0.7, seed=5, samples=3))
+    assert sampled == [float(g) for g in greedy]
     # "y" and "z" tie after "x": each sample is a coin flip, reproducible from the seed alone.
     coin = bigram_model(tok, {"x": "y"})
     with torch.no_grad():
         coin.lm_head.weight[tok.encode("z")[0]] = coin.lm_head.weight[tok.encode("y")[0]]
     many = [shard_row(str(i), "x", ["y"], 1.0) for i in range(40)]
-    a = reasoning_correct(coin, tok, many, settings(temperature=1.0, seed=1))
-    assert a == reasoning_correct(coin, tok, many, settings(temperature=1.0, seed=1))
+    a = sampled_accuracy(coin, tok, many, settings(temperature=1.0, seed=1, samples=1))
+    assert a == sampled_accuracy(coin, tok, many, settings(temperature=1.0, seed=1, samples=1))
     assert 5 < sum(a) < 35
-    assert a != reasoning_correct(coin, tok, many, settings(temperature=1.0, seed=2))
+    assert a != sampled_accuracy(coin, tok, many, settings(temperature=1.0, seed=2, samples=1))
+    four = sampled_accuracy(coin, tok, many, settings(temperature=1.0, seed=1, samples=4))
+    assert set(four) <= {0.0, 0.25, 0.5, 0.75, 1.0} and len(set(four)) > 2  # the share of 4 samples
     assert reasoning_correct(coin, tok, many, settings()) == [True] * 40  # greedy: the first of the tie
 
 

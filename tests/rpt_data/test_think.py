@@ -1,0 +1,80 @@
+"""Reasoning demonstrations (rpt_data.think): the scratch work is right and lands where it should."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+
+from rpt_data.think import THINK_CLOSE, THINK_OPEN, add_thoughts, scratch
+
+
+def test_scratch_formats_by_hand():
+    assert scratch(341, "+", 27) == "341+27: 1+7+0=8, 4+2+0=6, 3+0+0=3 so 368"
+    assert scratch(341, "-", 27) == "341-27: 11-7-0=4, 4-2-1=1, 3-0-0=3 so 314"
+    assert scratch(18, "\\times", 17) == (
+        "18*17: 18*7: 8*7+0=56, 1*7+5=12 so 126, 18*1: 8*1+0=8, 1*1+0=1 so 18, "
+        "126+180: 6+0+0=6, 2+8+0=10, 1+1+1=3 so 306"
+    )
+    assert scratch(3, "-", 5) is None  # negative results are not demonstrated
+    assert scratch(123, "\\cdot", 456) is None  # neither factor has at most two digits
+
+
+@pytest.mark.parametrize(
+    ("a", "op", "b"), [(a, op, b) for a in (0, 7, 99, 4302) for b in (0, 5, 58) for op in "+-*"]
+)
+def test_every_scratch_ends_in_the_true_result(a, op, b):
+    text = scratch(a, {"*": "\\times"}.get(op, op), b)
+    if text is None:
+        assert op == "-" and a < b
+        return
+    assert text.endswith(f" so {a + b if op == '+' else a - b if op == '-' else a * b}")
+
+
+def test_thoughts_go_before_checked_results_only():
+    text = "First, $18 \\times 17 = 306$. Then $2 + 3 \\cdot 4 = 14$ and $35 + 306 = 341$, not $1 + 1 = 3$."
+    out = add_thoughts(text, random.Random(0), p_result=1.0, empty=0)
+    assert re.sub(r"<think>.*?</think>", "", out) == text  # only insertions
+    thoughts = re.findall(r"<think>(.*?)</think>", out)
+    assert [t.split(":")[0] for t in thoughts] == ["18*17", "35+306"]  # 3 \cdot 4 = 14 is part of a sum
+
+
+def test_a_thought_can_start_inside_the_number_and_empty_thoughts_sit_at_token_boundaries():
+    rng = random.Random(3)
+    outs = [add_thoughts("So $35 + 306 = 341$ and we stop here.", rng, 1.0, empty=1) for _ in range(30)]
+    splits = {re.search(r"= (\d*)<think>", o.replace("<think></think>", "")).group(1) for o in outs}
+    assert "" in splits and ({"3", "34"} & splits)  # before the first digit, and after some digits
+    assert all(o.count(THINK_OPEN + THINK_CLOSE) == 1 for o in outs)
+    assert not any(re.search(r"[A-Za-z]<think></think>[A-Za-z]", o) for o in outs)  # never inside a word
+
+
+def test_demonstration_corpus_is_deterministic_and_keeps_plain_records(tmp_path):
+    from rpt_data.generate import write_corpus
+
+    a = write_corpus(tmp_path / "a.jsonl", 50, seed=1, think_fraction=0.5)
+    b = write_corpus(tmp_path / "b.jsonl", 50, seed=1, think_fraction=0.5)
+    assert a[1] == 50
+    plain = tmp_path / "c.jsonl"
+    write_corpus(plain, 50, seed=1)
+    assert a == b
+    with_thoughts = (tmp_path / "a.jsonl").read_text().splitlines()
+    without = plain.read_text().splitlines()
+    changed = [x != y for x, y in zip(with_thoughts, without, strict=True)]
+    assert 10 < sum(changed) < 40  # about half are demonstrations, the rest byte-identical
+    for x, y in zip(with_thoughts, without, strict=True):
+        assert re.sub(r"<think>.*?</think>", "", x) == y
+
+
+def test_drills_are_interleaved_and_worked_out(tmp_path):
+    import json
+
+    from rpt_data.generate import write_corpus
+
+    _, written = write_corpus(tmp_path / "d.jsonl", 200, seed=2, think_drills=0.5)
+    records = [json.loads(line) for line in (tmp_path / "d.jsonl").read_text().splitlines()]
+    drills = [r for r in records if r["source"] == "rpt-synth-drill"]
+    assert written == len(records) == 200 + len(drills) and 60 < len(drills) < 140
+    for r in drills:
+        thought = re.search(r"<think>(.*)</think>", r["solution"]).group(1)
+        assert thought.endswith(" so " + r["answer"]) and r["solution"].endswith(r["answer"] + "$.")
