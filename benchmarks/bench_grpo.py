@@ -1,16 +1,20 @@
 """Benchmark: one GRPO step of ``rpt_train`` against TRL's ``GRPOTrainer``, and our rollout against
 transformers ``generate``, on the same random weights (not a test; run by ``make bench``).
 
-Settings (both sides): one context, G = 8 completions of exactly 64 new tokens at temperature 0.8, a
-Qwen3 of 4 layers (hidden 256, 4 heads, 2 KV heads, head_dim 64, MLP 768, tied embeddings, the full
-151,936-row vocabulary), the real Qwen3 tokenizer (``../shared/tokenizers/qwen3``), float32, one
-optimizer step per rollout, no KL, no gradient checkpointing. Steady state: the first step of each
-side is a warm-up and the median of the others is reported. Target: >= 3x fewer seconds per step than
-TRL (an earlier reference run measured TRL at ~8.6 s/step on this machine).
+Settings (both sides): one context, G = 8 completions at temperature 0.8, a Qwen3 of 4 layers (hidden
+256, 4 heads, 2 KV heads, head_dim 64, MLP 768, tied embeddings, the full 151,936-row vocabulary), the
+real Qwen3 tokenizer (``../shared/tokenizers/qwen3``), float32, one optimizer step per rollout, no KL, no
+gradient checkpointing. Steady state: the first step of each side is a warm-up and the median of the
+others is reported. Two cases:
 
-    python benchmarks/bench_grpo.py                 # 6 of our steps, 4 TRL steps
+* fixed: exactly 64 new tokens per completion. Target: >= 6x fewer seconds per step than TRL.
+* variable: a completion stops when it samples one of a fixed random 1% of the vocabulary (the set of
+  ``bench_generate.py``) or an end-of-text token, at most 256 new tokens; TRL gets the same ids as the
+  model's eos list, which its ``GRPOTrainer`` stops and masks on. Reported (no target stated).
+
+    python benchmarks/bench_grpo.py                 # both cases: 6 of our steps, 4 TRL steps each
     python benchmarks/bench_grpo.py --quick         # smoke run: fewer steps, TRL skipped
-    python benchmarks/bench_grpo.py --skip-trl
+    python benchmarks/bench_grpo.py --case variable --skip-trl
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from rpt_train import shards
 from rpt_train.generate import SamplingParams, generate
 from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
 from rpt_train.prompts import load_template
+from rpt_train.rl import reward as reward_module
 from rpt_train.rl import rollout as rollout_module
 from rpt_train.rl.config import TrainConfig
 from rpt_train.rl.trainer import Trainer
@@ -40,7 +45,8 @@ from rpt_train.tokenizer import Tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 TOKENIZER_DIR = REPO.parent / "shared" / "tokenizers" / "qwen3"
-G, NEW_TOKENS, TEMPERATURE = 8, 64, 0.8
+G, NEW_TOKENS, VARIABLE_MAX, TEMPERATURE = 8, 64, 256, 0.8
+TARGET_FIXED = 6.0
 CONTEXT = "In 1905 Albert Einstein published four papers that changed physics. The first explained the"
 LABEL = " photo"
 
@@ -84,15 +90,19 @@ def prompt_text() -> str:
     return load_template("qwen3-think").render(CONTEXT)
 
 
-def bench_ours(model_dir: Path, shard_dir: Path, out: Path, steps: int) -> dict[str, float]:
-    """Median seconds per step and its split, over steps 2..N of ``rpt-train run``'s loop."""
+def bench_ours(model_dir: Path, shard_dir: Path, out: Path, steps: int, stops: list[int] | None) -> dict:
+    """Median seconds per step and its split, over steps 2..N of ``rpt-train run``'s loop.
+
+    ``stops`` None: exactly NEW_TOKENS per completion; else stop on those ids, at most VARIABLE_MAX.
+    """
+    new_tokens = NEW_TOKENS if stops is None else VARIABLE_MAX
     cfg = TrainConfig(shards=str(shard_dir), model=str(model_dir), out=str(out), template="qwen3-think",
-                      max_steps=steps, batch_size=1, num_generations=G, max_new_tokens=NEW_TOKENS,
+                      max_steps=steps, batch_size=1, num_generations=G, max_new_tokens=new_tokens,
                       temperature=TEMPERATURE, micro_batch_size=G, lr=1e-6, warmup_steps=0, save_every=0,
                       sample_every=0, quiet=True, dtype="float32")  # fmt: skip
     trainer = Trainer(cfg)
-    trainer.spec = _no_stop(trainer.spec)  # exactly 64 tokens per completion, as on the TRL side
-    rollout_module.compute_rewards = _coin_rewards  # benchmark only: see _coin_rewards
+    trainer.spec = _with_stops(trainer.spec, () if stops is None else tuple(stops))
+    reward_module.compute_rewards = _coin_rewards  # benchmark only: see _coin_rewards
     trainer.train()
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][1:]
     med = lambda key: statistics.median(r[key] for r in rows)  # noqa: E731
@@ -101,10 +111,17 @@ def bench_ours(model_dir: Path, shard_dir: Path, out: Path, steps: int) -> dict[
             "completion_len": med("completion_len_mean")}  # fmt: skip
 
 
-def _no_stop(spec):
+def _with_stops(spec, stops: tuple[int, ...]):
     from dataclasses import replace
 
-    return replace(spec, sampling=replace(spec.sampling, stop_token_ids=()))
+    return replace(spec, sampling=replace(spec.sampling, stop_token_ids=stops))
+
+
+def variable_stops(tok: Tokenizer) -> list[int]:
+    """The random 1% of bench_generate.py plus the end-of-text ids (what our rollouts always stop on)."""
+    from bench_generate import random_stop_ids
+
+    return sorted(set(random_stop_ids(0.01)) | set(rollout_module.stop_token_ids(tok)))
 
 
 def bench_rollout(model_dir: Path, tok: Tokenizer, repeats: int) -> tuple[float, float]:
@@ -146,15 +163,16 @@ def _best(fn, repeats: int) -> float:
     return min(times)
 
 
-def bench_trl(model_dir: Path, out: Path, steps: int) -> float:
-    """Median seconds per ``GRPOTrainer`` step over steps 2..N (generation, scoring and update)."""
+def bench_trl(model_dir: Path, out: Path, steps: int, stops: list[int] | None) -> tuple[float, float]:
+    """Median seconds per ``GRPOTrainer`` step over steps 2..N (generation, scoring and update), and the
+    mean completion length TRL logged."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
     class StepTimer(TrainerCallback):
         def __init__(self):
-            self.times, self._t0 = [], 0.0
+            self.times, self.lengths, self._t0 = [], [], 0.0
 
         def on_step_begin(self, args, state, control, **kw):
             self._t0 = time.perf_counter()
@@ -162,22 +180,26 @@ def bench_trl(model_dir: Path, out: Path, steps: int) -> float:
         def on_step_end(self, args, state, control, **kw):
             self.times.append(time.perf_counter() - self._t0)
 
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "completions/mean_length" in logs:
+                self.lengths.append(logs["completions/mean_length"])
+
     args = GRPOConfig(
         output_dir=str(out), per_device_train_batch_size=G, num_generations=G,
-        max_completion_length=NEW_TOKENS, temperature=TEMPERATURE, top_k=0, top_p=1.0, learning_rate=1e-6,
-        beta=0.0, num_iterations=1,
+        max_completion_length=NEW_TOKENS if stops is None else VARIABLE_MAX, temperature=TEMPERATURE, top_k=0,
+        top_p=1.0, learning_rate=1e-6, beta=0.0, num_iterations=1,
         max_steps=steps, logging_steps=1, report_to="none", save_strategy="no", use_cpu=True, bf16=False,
         gradient_checkpointing=False, loss_type="dapo", seed=0,
     )  # fmt: skip
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    model.generation_config.eos_token_id = None  # exactly 64 tokens, as on our side
+    model.generation_config.eos_token_id = stops  # None: exactly NEW_TOKENS, as on our side
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     dataset = Dataset.from_list([{"prompt": prompt_text()}] * (G * steps))
     timer = StepTimer()
     trainer = GRPOTrainer(model=model, reward_funcs=_coin_rewards, args=args, train_dataset=dataset,
                           processing_class=tokenizer, callbacks=[timer])  # fmt: skip
     trainer.train()
-    return statistics.median(timer.times[1:])
+    return statistics.median(timer.times[1:]), statistics.median(timer.lengths[1:] or [float("nan")])
 
 
 def main() -> None:
@@ -186,32 +208,43 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, default=6, help="our GRPO steps (the first is a warm-up)")
     parser.add_argument("--trl-steps", type=int, default=4, help="TRL GRPO steps (the first is a warm-up)")
+    parser.add_argument("--case", choices=["fixed", "variable", "both"], default="both")
     parser.add_argument("--skip-trl", action="store_true")
     parser.add_argument(
-        "--quick", action="store_true", help="3 steps, 1 repeat, no TRL: checks the script runs"
+        "--quick", action="store_true", help="3 steps, 16 / 32 new tokens, no TRL: checks the script runs"
     )
     args = parser.parse_args()
     if args.quick:
-        args.steps, args.skip_trl = 3, True
+        global NEW_TOKENS, VARIABLE_MAX  # noqa: PLW0603 (a smoke run shrinks the module's sizes)
+        args.steps, args.skip_trl, NEW_TOKENS, VARIABLE_MAX = 3, True, 16, 32
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu, float32")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         model_dir, shard_dir, tok = setup(root)
         n_prompt = len(tok.encode(prompt_text()))
-        print(f"prompt: {n_prompt} tokens; G={G}, {NEW_TOKENS} new tokens, T={TEMPERATURE}")
-        ours = bench_ours(model_dir, shard_dir, root / "run", args.steps)
-        print(f"rpt_train GRPO step: {ours['step']:.3f} s  (generate {ours['generate']:.3f} s, "
-              f"score {ours['score']:.3f} s, update {ours['update']:.3f} s; "
-              f"mean completion {ours['completion_len']:.0f} tokens)")  # fmt: skip
-        tps_ours, tps_hf = bench_rollout(model_dir, tok, 1 if args.quick else 3)
-        print(f"rollout: rpt_train {tps_ours:,.0f} tok/s, transformers generate {tps_hf:,.0f} tok/s "
-              f"({tps_ours / tps_hf:.1f}x)")  # fmt: skip
-        if not args.skip_trl:
-            trl_step = bench_trl(model_dir, root / "trl", args.trl_steps)
-            verdict = "meets" if trl_step / ours["step"] >= 3 else "MISSES"
+        print(f"prompt: {n_prompt} tokens; G={G}, T={TEMPERATURE}")
+        if args.case in ("fixed", "both"):
+            tps_ours, tps_hf = bench_rollout(model_dir, tok, 1 if args.quick else 3)
+            print(f"rollout, {NEW_TOKENS} new tokens: rpt_train {tps_ours:,.0f} tok/s, transformers generate "
+                  f"{tps_hf:,.0f} tok/s ({tps_ours / tps_hf:.1f}x)")  # fmt: skip
+        cases = [("fixed", None), ("variable", variable_stops(tok))]
+        for case, stops in cases:
+            if args.case not in (case, "both"):
+                continue
+            what = f"exactly {NEW_TOKENS}" if stops is None else f"{len(stops)} stop ids, <= {VARIABLE_MAX}"
+            ours = bench_ours(model_dir, shard_dir, root / f"run-{case}", args.steps, stops)
+            print(f"[{case}: {what} new tokens] rpt_train GRPO step: {ours['step']:.3f} s  (generate "
+                  f"{ours['generate']:.3f} s, score {ours['score']:.3f} s, update {ours['update']:.3f} s; "
+                  f"mean completion {ours['completion_len']:.0f} tokens)")  # fmt: skip
+            if args.skip_trl:
+                continue
+            trl_step, trl_len = bench_trl(model_dir, root / f"trl-{case}", args.trl_steps, stops)
             speedup = trl_step / ours["step"]
-            print(f"TRL GRPOTrainer step: {trl_step:.3f} s -> rpt_train is {speedup:.1f}x faster "
-                  f"({verdict} the >= 3x target)")  # fmt: skip
+            verdict = "" if stops is not None else (
+                f" ({'meets' if speedup >= TARGET_FIXED else 'MISSES'} the >= {TARGET_FIXED:g}x target)"
+            )  # fmt: skip
+            print(f"[{case}] TRL GRPOTrainer step: {trl_step:.3f} s (mean completion {trl_len:.0f} tokens) "
+                  f"-> rpt_train is {speedup:.1f}x faster{verdict}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ block), its positions are selected (``rpt_data.select``) and its rows appended t
 corpus size. Under ``torchrun`` rank r takes the blocks with ``b % world == r``; rank 0 merges the counts
 and writes ``OUT/manifest.json`` last, so its presence marks a complete build.
 
-Reruns: the same config on the same OUT resumes an interrupted build (or is a no-op when complete); a
-different config is refused unless ``overwrite``. A rank checkpoints at the end of every block in which
+Reruns: the same config on the same inputs and OUT resumes an interrupted build (or is a no-op when
+complete); a different config, or inputs whose fingerprints (``rpt_train.corpus.fingerprint``: size and
+sha256 of every file, the revision of a Hub dataset) changed since, is refused unless ``overwrite``. OUT
+is locked for the build (``rpt_train.lock``). A rank checkpoints at the end of every block in which
 it wrote a shard (and at least every ``CHECKPOINT_SECONDS``), so a crash costs at most the blocks since.
 The default proxy is the RPT paper's, DeepSeek-R1-Distill-Qwen-1.5B (a Qwen2 model whose byte-level
 vocabulary is Qwen3's).
@@ -21,6 +23,7 @@ filters)); per document, its n - 1 positions are ``split_char + truncated + posi
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import itertools
 import json
@@ -45,13 +48,15 @@ from rpt_data.select import (
     select_positions,
     stored_entropies,
 )
-from rpt_data.sink import Counts, RankState, ShardSink, prepare_out, state_path
+from rpt_data.sink import Counts, RankState, ShardSink, discard_if_empty, prepare_out, state_path
 from rpt_train import distributed as D
 from rpt_train.config import check, config_to_dict, option, unescape
 from rpt_train.corpus.documents import DEFAULT_TEMPLATE, Document
+from rpt_train.corpus.fingerprint import input_fingerprints
 from rpt_train.corpus.inputs import DEFAULT_DATASET, DEFAULT_SPLIT
 from rpt_train.corpus.readers import ReadStats, count_documents, iter_documents
 from rpt_train.errors import RptError
+from rpt_train.lock import output_lock
 from rpt_train.progress import Progress
 from rpt_train.shards import SCHEMA_VERSION, SPLITS, Manifest
 from rpt_train.tokenizer import Tokenizer
@@ -329,13 +334,20 @@ def _version() -> str:
 
 
 def write_manifest(
-    cfg: BuildConfig, identity: dict[str, Any], bundle: ProxyBundle, counts, shards, val_ids
+    cfg: BuildConfig,
+    identity: dict[str, Any],
+    inputs: list[dict],
+    bundle: ProxyBundle,
+    counts,
+    shards,
+    val_ids,
 ) -> None:
     tok = bundle.tokenizer
     Manifest(
         schema_version=SCHEMA_VERSION,
         created_by=f"rpt-data {_version()} build",
         config={k: v for k, v in identity.items() if k != "world_size"},
+        inputs=inputs,
         tokenizer=str(bundle.tokenizer_file),
         tokenizer_sha256=bundle.tokenizer_sha256,
         tokenizer_fingerprint=tok.fingerprint,
@@ -365,9 +377,13 @@ def build(cfg: BuildConfig) -> Summary:
     out = Path(cfg.out)
     # Ranks meet only at the start and the end; a slow rank may reach the last barrier hours after the rest.
     dist = D.init_distributed(cfg.device, timeout_s=BARRIER_TIMEOUT_S)
+    lock, locked = contextlib.ExitStack(), False
     try:
+        lock.enter_context(output_lock(out, "rpt-data build"))
+        locked = True
         identity = config_identity(cfg, dist.world_size)
-        complete, prior_tokens = prepare_out(out, identity, cfg.overwrite, dist)
+        inputs = D.on_main_rank(lambda: input_fingerprints(cfg.dataset, cfg.split, quiet=cfg.quiet))
+        complete, prior_tokens = prepare_out(out, identity, inputs, cfg.overwrite, dist)
         if complete:
             manifest = Manifest.read(out)
             summary = _summary(out, manifest.counts, manifest.shards, True, 0.0)
@@ -376,7 +392,7 @@ def build(cfg: BuildConfig) -> Summary:
                 print(summary.format())
             return summary
         val_ids, total = choose_val(cfg)
-        bundle = load_proxy(cfg.proxy_model, cfg.tokenizer, cfg.dtype, dist.device)
+        bundle = load_proxy(cfg.proxy_model, cfg.tokenizer, cfg.dtype, dist.device, cfg.top_k)
         _, proxy_seconds = run_rank(cfg, dist, bundle, val_ids, total)
         D.barrier()
         states = [RankState.load(out, r) for r in range(dist.world_size)]
@@ -393,7 +409,7 @@ def build(cfg: BuildConfig) -> Summary:
             (s for st in states for s in st.shards), key=lambda s: (s["split"], s["rank"], s["index"])
         )
         if dist.rank == 0:
-            write_manifest(cfg, identity, bundle, counts, shards, val_ids)
+            write_manifest(cfg, identity, inputs, bundle, counts, shards, val_ids)
         D.barrier()
         summary = _summary(out, counts, shards, False, time.perf_counter() - start)
         summary.tokens_this_run = counts["tokens_scored"] - prior_tokens
@@ -402,5 +418,10 @@ def build(cfg: BuildConfig) -> Summary:
             print(summary.format())
         sys.stdout.flush()
         return summary
+    except BaseException:
+        if locked and dist.rank == 0:  # failed while holding the lock: OUT is ours to tidy
+            discard_if_empty(out)
+        raise
     finally:
+        lock.close()
         D.cleanup()

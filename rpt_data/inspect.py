@@ -1,7 +1,8 @@
 """Summaries of a shard build (``rpt-data inspect OUT``): sizes, entropy distribution, sample rows.
 
 Reads ``OUT/<split>/*.parquet`` lazily with polars, so only the aggregated numbers and the few printed
-rows are materialised, whatever the build's size. The formatting helpers are pure functions of plain
+rows are materialised, whatever the build's size; a shard whose data does not decode is named in one
+error line. The formatting helpers are pure functions of plain
 values so tests can check them by hand.
 """
 
@@ -13,11 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import polars as pl
-
 from rpt_train.config import check, option
 from rpt_train.errors import RptError
-from rpt_train.shards import SPLITS, Manifest, check_schema, shard_paths
+from rpt_train.hub import first_line
+from rpt_train.shards import SPLITS, Manifest, check_schema, find_corrupt, shard_paths
 
 QUANTILES = (
     ("min", 0.0),
@@ -117,8 +117,22 @@ def _paths(out: Path, split: str) -> list[Path]:
     return paths
 
 
+def _collect(lf: Any, paths: list[Path]) -> Any:
+    """``lf.collect()`` (a polars LazyFrame); data that does not decode is an ``RptError`` naming the shard
+    at fault."""
+    import polars as pl  # lazily, as everywhere in this module: the GPU machine has no polars
+
+    try:
+        return lf.collect()
+    except (pl.exceptions.PolarsError, OSError) as e:
+        unnamed = RptError(f"cannot read the shards in {paths[0].parent} ({first_line(e)})")
+        raise (find_corrupt(paths) or unnamed) from None
+
+
 def summarize_split(out: str | Path, split: str, rows: int = 5) -> SplitSummary | None:
     """Numbers for one split, or None when the split has no shards."""
+    import polars as pl  # deferred: the rpt-data CLI (and a GPU machine without polars) never needs it else
+
     out = Path(out)
     paths = _paths(out, split)
     if not paths:
@@ -126,31 +140,34 @@ def summarize_split(out: str | Path, split: str, rows: int = 5) -> SplitSummary 
     lf = pl.scan_parquet([str(p) for p in paths])
     entropy = pl.col("entropy").cast(pl.Float64)
     finite = entropy.filter(entropy.is_finite())
-    totals = lf.select(
-        pl.len().alias("rows"),
-        pl.col("doc_id").n_unique().alias("documents"),
-        (~entropy.is_finite()).sum().alias("non_finite"),
-        *[finite.quantile(q, interpolation="linear").alias(name) for name, q in QUANTILES],
-    ).collect()
+    totals = _collect(
+        lf.select(
+            pl.len().alias("rows"),
+            pl.col("doc_id").n_unique().alias("documents"),
+            (~entropy.is_finite()).sum().alias("non_finite"),
+            *[finite.quantile(q, interpolation="linear").alias(name) for name, q in QUANTILES],
+        ),
+        paths,
+    )
     t = totals.row(0, named=True)
     summary = SplitSummary(
         split, len(paths), int(t["rows"]), int(t["documents"]), non_finite=int(t["non_finite"])
     )
     if t["min"] is not None:
         summary.quantiles = {name: float(t[name]) for name, _ in QUANTILES}
-    bins = (
+    bins = _collect(
         lf.select(entropy.alias("h"))
         .filter(pl.col("h").is_finite())
         .group_by((pl.col("h") / BIN_WIDTH).floor().cast(pl.Int64).alias("bin"))
-        .agg(pl.len().alias("n"))
-        .collect()
+        .agg(pl.len().alias("n")),
+        paths,
     )
     summary.histogram = fill_bins(dict(zip(bins["bin"].to_list(), bins["n"].to_list(), strict=True)))
     manifest = Manifest.read(out)
     summary.kept = kept_counts(manifest.to_dict() if manifest else {}, split)
     if rows > 0:
         cols = ["doc_id", "position", "entropy", "context", "label", "boundaries"]
-        summary.samples = lf.select(cols).head(rows).collect().to_dicts()
+        summary.samples = _collect(lf.select(cols).head(rows), paths).to_dicts()
     return summary
 
 

@@ -1,8 +1,9 @@
 """The proxy of ``rpt-data build``: the model whose top-k entropy scores positions, and its tokenizer.
 
-``load_proxy`` loads the tokenizer and the proxy and refuses a tokenizer whose byte-level vocabulary is
-not the proxy's: the entropies would belong to other tokens than the rows' labels. (Ranks and devices
-come from ``rpt_train.distributed.init_distributed``, shared with the trainer.)
+``load_proxy`` loads the tokenizer and the proxy and refuses a tokenizer that does not belong to the proxy
+(``rpt_train.pairing``, the trainer's and evaluator's check too): the entropies would belong to other tokens
+than the rows' labels. Ranks and devices come from ``rpt_train.distributed.init_distributed``, shared with
+the trainer.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from rpt_train.errors import RptError
 from rpt_train.io import sha256_file
 from rpt_train.model import Qwen3Config, Qwen3ForCausalLM, parse_dtype, resolve_model_dir
 from rpt_train.model.hf_io import weights_sha256
+from rpt_train.pairing import check_pair
 from rpt_train.tokenizer import TOKENIZER_FILE, Tokenizer, resolve_tokenizer_file
 
 
@@ -29,27 +31,11 @@ class ProxyBundle:
     dtype: str
 
 
-def check_vocab(
-    tokenizer: Tokenizer, model_vocab: int, proxy_tokenizer: Tokenizer | None, proxy: str
-) -> None:
-    """RptError unless the tokenizer's ids and byte-level vocabulary are the proxy's."""
-    if tokenizer.vocab_size > model_vocab:
-        raise RptError(
-            f"tokenizer {tokenizer.source} has {tokenizer.vocab_size} tokens but the proxy {proxy} embeds "
-            f"only {model_vocab}: it is not the proxy's vocabulary"
-        )
-    if (
-        proxy_tokenizer is not None
-        and proxy_tokenizer.base_vocab_fingerprint != tokenizer.base_vocab_fingerprint
-    ):
-        raise RptError(
-            f"tokenizer {tokenizer.source} has a different base vocabulary from the proxy's own "
-            f"{proxy_tokenizer.source}: the proxy's entropies would not belong to these tokens"
-        )
-
-
-def load_proxy(proxy: str, tokenizer: str | None, dtype: str | None, device: torch.device) -> ProxyBundle:
-    """Tokenizer (default: the proxy's own ``tokenizer.json``) and proxy model in eval mode on ``device``."""
+def load_proxy(
+    proxy: str, tokenizer: str | None, dtype: str | None, device: torch.device, top_k: int | None = None
+) -> ProxyBundle:
+    """Tokenizer (default: the proxy's own ``tokenizer.json``) and proxy model in eval mode on ``device``;
+    ``top_k`` (the entropy's) must not exceed the proxy's vocabulary."""
     model_dir = resolve_model_dir(proxy)
     own_file = model_dir / TOKENIZER_FILE
     own = Tokenizer.load(own_file) if own_file.is_file() else None
@@ -58,7 +44,9 @@ def load_proxy(proxy: str, tokenizer: str | None, dtype: str | None, device: tor
     tok = Tokenizer.load(tokenizer) if tokenizer is not None else own
     tok_file = resolve_tokenizer_file(tokenizer) if tokenizer is not None else own_file
     config = Qwen3Config.from_json_file(model_dir / "config.json")
-    check_vocab(tok, config.vocab_size, own if tokenizer is not None else None, proxy)  # type: ignore[arg-type]
+    check_pair(tok, config, f"the proxy {proxy}", own if tokenizer is not None else None)  # type: ignore[arg-type]
+    if top_k is not None and top_k > config.vocab_size:
+        raise RptError(f"--top-k {top_k} is larger than the proxy's vocabulary ({config.vocab_size} tokens)")
     resolved = parse_dtype(dtype) or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     model = Qwen3ForCausalLM.from_pretrained(model_dir, dtype=resolved, device=device)
     model.requires_grad_(False)

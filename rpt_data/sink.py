@@ -9,14 +9,19 @@ come out byte-identical to an uninterrupted run's (a shard written after the las
 written again with the same bytes).
 
 ``prepare_out`` runs first: it compares OUT's recorded config (``OUT/.state/config.json``, else the
-manifest's) with this build's, refuses a mismatch unless ``overwrite`` (which removes only the entries a
-build owns: ``manifest.json``, ``.state``, ``train``, ``val``) and reports a complete build.
+manifest's) and input fingerprints (``OUT/.state/inputs.json``, else the manifest's ``inputs``) with this
+build's, refuses a mismatch unless ``overwrite`` (which removes only the entries a build owns:
+``manifest.json``, ``.state``, ``train``, ``val``) and reports a complete build. ``discard_if_empty``
+removes the state of a build that failed before any rank recorded progress, so a failed first attempt
+leaves OUT as it found it; each rank also deletes what a killed run of it left behind (``remove_leftovers``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +31,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rpt_train import distributed as D
+from rpt_train.corpus.fingerprint import input_changes
 from rpt_train.errors import RptError
 from rpt_train.io import sha256_file, write_json_atomic
-from rpt_train.shards import MANIFEST_NAME, SCHEMA, SPLITS, rows_to_table, shard_name, write_shard
+from rpt_train.shards import MANIFEST_NAME, SCHEMA, SPLITS, Manifest, rows_to_table, shard_name, write_shard
 
 STATE_DIR = ".state"
+INPUTS_NAME = "inputs.json"
 ARROW_CHUNK = 4096  # row dicts gathered before one conversion to an Arrow table
 
 
@@ -210,6 +217,33 @@ class ShardSink:
         self.flushed = False
 
 
+def _existing_inputs(out: Path) -> list[dict[str, Any]] | None:
+    """Input fingerprints recorded by the build in OUT (None when it predates them)."""
+    path = out / STATE_DIR / INPUTS_NAME
+    if path.is_file():
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise RptError(f"{path}: invalid JSON ({e}); rerun with --overwrite") from None
+    manifest = Manifest.read(out)
+    return manifest.inputs if manifest is not None and manifest.inputs is not None else None
+
+
+def check_inputs(out: Path, inputs: list[dict[str, Any]], complete: bool) -> None:
+    """Refuse to continue (or to call complete) a build whose inputs changed since it started."""
+    recorded = _existing_inputs(out)
+    if recorded is None:
+        print(f"note: {out} records no input fingerprints (an older build): cannot tell whether the "
+              "inputs changed since it started", file=sys.stderr)  # fmt: skip
+        return
+    changes = input_changes(recorded, inputs)
+    if changes:
+        when = "completed" if complete else "started"
+        raise RptError(f"{out}: the input {changes[0]} since this build {when}"
+                       f"{f' (and {len(changes) - 1} more)' if len(changes) > 1 else ''}; "
+                       "rerun with --overwrite to rebuild")  # fmt: skip
+
+
 def _existing_identity(out: Path) -> dict[str, Any] | None:
     for path, key in ((out / STATE_DIR / "config.json", None), (out / MANIFEST_NAME, "config")):
         if path.is_file():
@@ -225,8 +259,30 @@ def _owned_entries(out: Path) -> list[Path]:
     return [p for p in (out / MANIFEST_NAME, out / STATE_DIR, *(out / s for s in SPLITS)) if p.exists()]
 
 
-def prepare_out(out: Path, identity: dict[str, Any], overwrite: bool, dist: D.DistInfo) -> tuple[bool, int]:
-    """Refuse an OUT built with another config, clear it on ``overwrite``.
+def _holds_files(entry: Path) -> bool:
+    """An owned entry with more in it than temp files (``.NAME.*.tmp``) of atomic writes cut short."""
+    return entry.is_file() or any(p.is_file() and not p.name.startswith(".") for p in entry.rglob("*"))
+
+
+def remove_leftovers(out: Path, rank: int, state: RankState | None) -> None:
+    """Delete what a killed run of ``rank`` left behind: temp files of writes cut short (atomic writes
+    commit by rename, so they are never read) and spill files its state does not name (a kill between
+    writing the state and deleting the previous spills, or between writing spills and the state)."""
+    keep = set(state.pending.values()) if state is not None else set()
+    state_dir = out / STATE_DIR
+    found = [*state_dir.glob(f"rank-{rank:05d}.pending-*"), *state_dir.glob(f".rank-{rank:05d}.*.tmp")]
+    found += [p for s in SPLITS for p in (out / s).glob(f".{s}-{rank:05d}-*.tmp")]
+    if rank == 0:  # rank 0 alone writes the config and the manifest
+        found += [*state_dir.glob(".config.json.*.tmp"), *out.glob(f".{MANIFEST_NAME}.*.tmp")]
+    for p in found:
+        if p.name not in keep:
+            p.unlink(missing_ok=True)
+
+
+def prepare_out(
+    out: Path, identity: dict[str, Any], inputs: list[dict[str, Any]], overwrite: bool, dist: D.DistInfo
+) -> tuple[bool, int]:
+    """Refuse an OUT built with another config or from other inputs, clear it on ``overwrite``.
 
     Returns whether OUT already holds the complete build, and the tokens its rank states have scored.
     """
@@ -238,18 +294,35 @@ def prepare_out(out: Path, identity: dict[str, Any], overwrite: bool, dist: D.Di
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
     else:
         existing = _existing_identity(out)
-        if existing is None and _owned_entries(out):
+        if existing is None and any(_holds_files(p) for p in _owned_entries(out)):
             raise RptError(f"{out} holds shards but no build state; use --overwrite to start afresh")
         if existing is not None and existing != identity:
             keys = sorted(k for k in existing.keys() | identity.keys() if existing.get(k) != identity.get(k))
             diff = ", ".join(f"{k}: {existing.get(k)!r} -> {identity.get(k)!r}" for k in keys)
             raise RptError(f"{out} holds a build with a different config ({diff}); use --overwrite")
-        if existing is not None and (out / MANIFEST_NAME).is_file():
+        complete = existing is not None and (out / MANIFEST_NAME).is_file()
+        if existing is not None:
+            D.on_main_rank(lambda: check_inputs(out, inputs, complete))
+        if complete:
             return True, 0
     D.barrier()
     if dist.rank == 0:
         write_json_atomic(out / STATE_DIR / "config.json", identity)
+        write_json_atomic(out / STATE_DIR / INPUTS_NAME, inputs)
     # Read before the barrier that lets the ranks start, so no rank has checkpointed this run yet.
     states = [RankState.load(out, r) for r in range(dist.world_size)]
+    remove_leftovers(out, dist.rank, states[dist.rank])
     D.barrier()
     return False, sum(s.counts.tokens_scored for s in states if s is not None)
+
+
+def discard_if_empty(out: Path) -> None:
+    """After a failed build: remove ``.state`` when it holds no rank's progress (only the config and input
+    records this attempt wrote), so OUT does not look like a build that was started."""
+    state_dir = out / STATE_DIR
+    if not state_dir.is_dir() or any(state_dir.glob("rank-*")) or any((out / s).exists() for s in SPLITS):
+        return
+    for name in ("config.json", INPUTS_NAME):
+        (state_dir / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        state_dir.rmdir()

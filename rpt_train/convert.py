@@ -57,10 +57,13 @@ def convert_gguf(cfg: ConvertGgufConfig) -> dict[str, Any]:
             f"{f.path}: the tokenizer has {tok.vocab_size} tokens but the model embeds "
             f"{model.config.vocab_size}"
         )
-    with atomic_dir(out) as tmp:
-        model.save_pretrained(tmp)
-        tok.save(tmp)
-        write_json_atomic(tmp / "tokenizer_config.json", tokenizer_config_from_gguf(f))
+    try:
+        with atomic_dir(out) as tmp:
+            model.save_pretrained(tmp)
+            tok.save(tmp)
+            write_json_atomic(tmp / "tokenizer_config.json", tokenizer_config_from_gguf(f))
+    except OSError as e:  # the temp directory beside OUT is the first write: name OUT, not the temp
+        raise RptError(f"{out}: cannot write the converted model ({e.strerror or e})") from None
     return {
         "architecture": f.architecture,
         "parameters": model.num_parameters(),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -137,6 +137,23 @@ def broadcast_object(obj: T, src: int = 0) -> T:
     box = [obj]
     dist.broadcast_object_list(box, src=src, device=_comm_device())
     return box[0]
+
+
+def on_main_rank(fn: Callable[[], T]) -> T | None:
+    """Call ``fn`` on rank 0 only and return its result on every rank. An ``RptError`` it raises is raised
+    on every rank, so no rank waits at a later collective for one that stopped (locks, input checks)."""
+    if not is_initialized():
+        return fn()
+    result, error = None, None
+    if dist.get_rank() == 0:
+        try:
+            result = fn()
+        except RptError as e:
+            error = str(e)
+    result, error = broadcast_object((result, error))
+    if error is not None:
+        raise RptError(error)
+    return result
 
 
 def cleanup() -> None:

@@ -3,7 +3,7 @@ temperature / top-k / top-p / greedy sampling that also returns each sampled tok
 
 The returned log-probs are those of the temperature-scaled distribution, log_softmax(logits / T), whatever
 top-k / top-p did: filtering only restricts which tokens can be drawn, so the trainer's recomputation from a
-plain forward pass reproduces them (greedy uses T = 1).
+plain forward pass reproduces them (greedy, also spelled temperature 0, uses T = 1).
 
 Speed notes (CPU first, nothing CPU-only):
 
@@ -13,11 +13,15 @@ Speed notes (CPU first, nothing CPU-only):
   stays exact and seeded by a ``torch.Generator``, but runs it in two levels (first a block of the
   vocabulary, then a token inside it), which draws ~V/128 + 128 random numbers per row instead of V.
 * Full-vocabulary math is in place: on the fresh float32 logits themselves, or (bf16 models) on one float32
-  scratch buffer reused every step; softmax math is always float32.
+  scratch buffer reused every step; softmax math is always float32, one fused row-wise kernel.
+* Rows that finished leave the batch (``rpt_train.model.decode``: the KV cache is compacted in place), so
+  the work of a step follows the rows still generating; the host looks at the stop state only every few
+  steps on CUDA; and the decode step has fixed shapes, so it can run compiled and from CUDA graphs.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from rpt_train.errors import RptError
+from rpt_train.model.decode import CUDA_CHECK_EVERY, DecodeOptions, Decoder
 
 RACE_BLOCK = 128  # vocabulary block of the two-level race; 151,936 = 128 * 1187, so no padding is needed
 NUCLEUS_FIRST_K = 64  # top-p without top-k: candidates start at the top 64 logits and grow 8x as needed
@@ -33,7 +38,7 @@ NUCLEUS_FIRST_K = 64  # top-p without top-k: candidates start at the top 64 logi
 @dataclass
 class SamplingParams:
     max_new_tokens: int = 64
-    temperature: float = 1.0
+    temperature: float = 1.0  # 0 = greedy (as in vLLM and transformers)
     top_k: int = 0  # 0 = off
     top_p: float = 1.0  # 1.0 = off
     greedy: bool = False
@@ -48,8 +53,10 @@ class SamplingParams:
             raise RptError(f"stop_after needs n >= 0 tokens after the trigger, got {self.stop_after}")
         if self.max_new_tokens < 1:
             raise RptError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if not self.greedy and not self.temperature > 0:
-            raise RptError(f"temperature must be > 0 (or use greedy), got {self.temperature}")
+        if not self.temperature >= 0:
+            raise RptError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if self.temperature == 0:
+            self.greedy = True
         if self.top_k < 0:
             raise RptError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:
@@ -127,9 +134,20 @@ def sample_greedy(
     generator: torch.Generator | None,
     work: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """argmax; log-prob under the untempered distribution. logits (N, V) -> tokens (N,), logprobs (N,)."""
+    """argmax; log-prob under the untempered distribution (greedy logits are never scaled).
+    logits (N, V) -> tokens (N,), logprobs (N,)."""
     tokens = logits.argmax(-1)  # (N,)
     return tokens, picked(logits, tokens) - torch.logsumexp(float_copy(logits, work), -1)
+
+
+def softmax_(z: torch.Tensor) -> torch.Tensor:
+    """softmax over the last dim of a float32 (N, V) tensor, in place (returns ``z``).
+
+    One fused kernel that works row by row (a 151,936-entry row stays in cache), written into its own
+    input: last-dim softmax reads each element before writing it, and a test checks the aliasing.
+    In place, no (N, V) tensor is allocated per step (on a CPU a fresh one costs its page faults).
+    """
+    return torch.ops.aten._softmax.out(z, -1, False, out=z)
 
 
 def sample_full(
@@ -138,18 +156,16 @@ def sample_full(
     generator: torch.Generator | None,
     work: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample from softmax(logits / T) over the whole vocabulary. logits (N, V) -> tokens, logprobs (N,).
+    """Sample from softmax(logits) over the whole vocabulary: logits (N, V) already divided by the
+    temperature (``generate`` scales the hidden state before the LM head) -> tokens, logprobs (N,).
 
-    Five passes over the vocabulary (max, subtract, scale, exp, block sums), all in place on ``work``.
+    Two passes over the vocabulary (the fused softmax, block sums), in place on ``work``.
     """
-    z = float_copy(logits, work)  # (N, V) float32, modified in place below
-    z.sub_(z.amax(-1, keepdim=True))
-    if params.temperature != 1.0:
-        z.mul_(1.0 / params.temperature)
-    weights = z.exp_()  # (N, V): exp((l - max) / T), unnormalised probabilities
-    tokens, total = race_sample(weights, generator)  # (N,), (N,)
-    # A drawn token has weight > 0 (a zero weight never wins the race), so its log is finite.
-    return tokens, picked(weights, tokens).log() - total.log()
+    del params  # the temperature is already in the logits
+    probs = softmax_(float_copy(logits, work))  # (N, V) float32
+    tokens, _ = race_sample(probs, generator)  # (N,)
+    # A drawn token has probability > 0 (a zero weight never wins the race), so its log is finite.
+    return tokens, picked(probs, tokens).log()
 
 
 def filter_candidates(z: torch.Tensor, top_k: int, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,10 +200,9 @@ def sample_filtered(
     generator: torch.Generator | None,
     work: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample among the top-k / top-p candidates; the log-prob is still under the full tempered softmax."""
+    """Sample among the top-k / top-p candidates of logits already divided by the temperature; the
+    log-prob is still under the full tempered softmax."""
     z = float_copy(logits, work)  # (N, V)
-    if params.temperature != 1.0:
-        z.div_(params.temperature)
     lse = torch.logsumexp(z, -1)  # (N,)
     values, ids = filter_candidates(z, params.top_k, params.top_p)  # (N, K)
     choice = exponential_race((values - values.amax(-1, keepdim=True)).exp(), generator)  # (N,)
@@ -195,7 +210,8 @@ def sample_filtered(
     return tokens, values.gather(-1, choice[:, None])[:, 0] - lse
 
 
-# (logits (N, V), params, generator, float32 work buffer (N, V) or None) -> (tokens (N,), logprobs (N,))
+# (logits / temperature (N, V), params, generator, float32 work buffer (N, V) or None)
+#   -> (tokens (N,), logprobs (N,))
 Sampler = Callable[
     [torch.Tensor, SamplingParams, "torch.Generator | None", "torch.Tensor | None"],
     tuple[torch.Tensor, torch.Tensor],
@@ -238,6 +254,37 @@ def _check_inputs(prompts: list[list[int]], num_samples: int, pad_id: int, vocab
         raise RptError(f"generate: pad_id {pad_id} is outside [0, {vocab_size})")
 
 
+def _cache_dtype(model) -> torch.dtype:
+    """The KV cache holds what attention computes in: autocast's dtype when it is on, else the weights'."""
+    device_type = model.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return model.dtype
+
+
+def rows_that_fit(model, slots: int, free_bytes: int, fraction: float = 0.5) -> int:
+    """Rows of ``slots`` KV-cache slots (plus their logits and float32 sampler scratch) that fit in
+    ``fraction`` of ``free_bytes``: how many rows one generate() call may take on an accelerator."""
+    cfg = model.config
+    elem = torch.empty((), dtype=_cache_dtype(model)).element_size()
+    per_slot = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * elem  # K and V
+    per_row = slots * per_slot + 3 * 4 * cfg.vocab_size
+    return max(1, int(fraction * free_bytes) // per_row)
+
+
+def _compaction(done: torch.Tensor, n_live: int, decoder: Decoder, options: DecodeOptions):
+    """Rows to keep ((n,) long, ascending) when dropping finished rows is worth it now, else None.
+
+    Live rows are kept; a captured step rounds the batch up to its row bucket with finished rows.
+    """
+    B = done.shape[0]
+    n = min(decoder.rows_for(n_live), B)
+    if not options.compact or B - n < max(1, options.min_dead_fraction * B):
+        return None
+    live_first = torch.argsort(done.to(torch.int8), stable=True)  # (B,): live rows, then finished ones
+    return live_first[:n].sort().values
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -246,63 +293,90 @@ def generate(
     num_samples: int = 1,
     generator: torch.Generator | None = None,
     pad_id: int = 0,
+    decode: DecodeOptions | None = None,
 ) -> Generation:
     """Sample ``num_samples`` continuations of each prompt (rows prompt-major: i * G + j).
 
-    ``generator`` must live on the model's device. The output has as many columns as decoding steps ran:
-    max_new_tokens, or fewer when every row stopped early.
+    ``generator`` must live on the model's device. The output has as many columns as the longest row
+    (max_new_tokens when some row ran to the cap). ``decode`` sets how the loop runs (host checks,
+    compaction, a compiled / CUDA-graph step: ``rpt_train.model.decode.DecodeOptions``); the tokens do
+    not depend on it, except that a sampled run draws its random numbers in another order when rows
+    leave the batch at other steps.
     """
     _check_inputs(prompts, num_samples, pad_id, model.config.vocab_size)
+    options = decode or DecodeOptions()
     device, G, T_max = model.device, num_samples, params.max_new_tokens
     sample = sampler_for(params)
+    stance = contextlib.nullcontext() if options.compile else torch.compiler.set_stance("force_eager")
+    with stance:  # layers compiled for training (--compile) stay off the cache path
+        return _generate(model, prompts, params, G, T_max, generator, pad_id, options, sample, device)
 
+
+def _generate(model, prompts, params, G, T_max, generator, pad_id, options, sample, device) -> Generation:
     # Prefill the P distinct prompts once, with a cache sized for them alone; logits of the last column only.
     ids, attn = left_pad(prompts, pad_id, device)  # (P, L)
     P, L = ids.shape
-    prefill_cache = model.new_kv_cache(P, L)
+    prefill_cache = model.new_kv_cache(P, L, dtype=_cache_dtype(model))
     last_hidden = model.hidden_states(ids, attention_mask=attn, kv_cache=prefill_cache)[:, -1]  # (P, H)
-    logits = model.lm_head(last_hidden).repeat_interleave(G, dim=0)  # (N, V), model dtype
+    # logits / T = (h / T) W^T: the temperature scales the (N, H) hidden state, not the (N, V) logits.
+    scale = 1.0 if params.greedy else 1.0 / params.temperature
+    logits = model.lm_head(last_hidden * scale).repeat_interleave(G, dim=0)  # (N, V), model dtype
     cache = prefill_cache.repeat_interleave(G, max_len=L + T_max)  # row i*G + j <- prompt i
     del prefill_cache
+    decoder = Decoder(model, cache, options, scale)
 
+    # Outputs are step-major (T_max, N) so each step writes contiguous rows; rows that left the batch keep
+    # pad / 0 / False. ``rows`` maps the running batch (B <= N, shrinking) to output rows.
     N = P * G
-    tokens = torch.full((N, T_max), pad_id, dtype=torch.long, device=device)
-    logprobs = torch.zeros(N, T_max, dtype=torch.float32, device=device)
-    mask = torch.zeros(N, T_max, dtype=torch.bool, device=device)
-    done = torch.zeros(N, dtype=torch.bool, device=device)
+    out_tokens = torch.full((T_max, N), pad_id, dtype=torch.long, device=device)
+    out_logprobs = torch.zeros(T_max, N, dtype=torch.float32, device=device)
+    out_mask = torch.zeros(T_max, N, dtype=torch.bool, device=device)
+    finished = torch.zeros(N, dtype=torch.bool, device=device)
+    rows = torch.arange(N, device=device)  # (B,)
+    done = torch.zeros(N, dtype=torch.bool, device=device)  # (B,)
     # Sampler scratch, reused every step; float32 models let the sampler overwrite their fresh logits instead.
     V = logits.shape[-1]
     work = None if logits.dtype == torch.float32 else torch.empty(N, V, dtype=torch.float32, device=device)
     stop_ids = torch.tensor(params.stop_token_ids, dtype=torch.long, device=device)
     trigger, after_n = params.stop_after or (None, 0)
-    since = torch.full((N,), -1, dtype=torch.long, device=device)  # tokens since the trigger (-1: not yet)
-    steps = 0
+    since = torch.full((N,), -1, dtype=torch.long, device=device)  # (B,) tokens since the trigger, or -1
+    stopping = bool(stop_ids.numel()) or trigger is not None
+    check_every = options.check_every or (CUDA_CHECK_EVERY if device.type == "cuda" else 1)
     for t in range(T_max):
-        new, lp = sample(logits, params, generator, logits if work is None else work)  # (N,), (N,)
-        live = ~done  # (N,)
-        tokens[:, t] = new.masked_fill(done, pad_id)
-        logprobs[:, t] = lp.masked_fill(done, 0.0)
-        mask[:, t] = live
-        steps = t + 1
+        B = rows.shape[0]
+        new, lp = sample(logits, params, generator, logits if work is None else work[:B])  # (B,), (B,)
+        live = ~done  # (B,)
+        new = new.masked_fill(done, pad_id)
+        out_tokens[t].index_copy_(0, rows, new)
+        out_logprobs[t].index_copy_(0, rows, lp.masked_fill(done, 0.0))
+        out_mask[t].index_copy_(0, rows, live)
         if trigger is not None:
             since = torch.where(live & (since >= 0), since + 1, since)
             since = torch.where(live & (since < 0) & (new == trigger), 0, since)
             done = done | (live & (since >= after_n))
         if stop_ids.numel():
             done = done | (live & torch.isin(new, stop_ids))
-        if stop_ids.numel() or trigger is not None:
-            if bool(done.all()):  # one host sync per step, only when stopping is possible at all
-                break
-        if steps == T_max:
+        if t + 1 == T_max:
             break  # the last token's logits would never be used
-        # Finished rows still ride along (fixed batch shape) but their pad tokens are marked invalid.
-        hidden = model.hidden_states(tokens[:, t : t + 1], attention_mask=mask[:, t : t + 1], kv_cache=cache)
-        logits = model.lm_head(hidden[:, -1])  # (N, V), model dtype
+        if stopping and (t + 1) % check_every == 0:
+            n_live = int((~done).sum())  # the loop's one host sync, every check_every steps
+            if n_live == 0:
+                break
+            keep = _compaction(done, n_live, decoder, options)
+            if keep is not None:  # finished rows leave: cache, running state and the step's inputs
+                finished.index_copy_(0, rows, done)
+                cache.keep_rows(keep)
+                rows, done, since, new, live = rows[keep], done[keep], since[keep], new[keep], live[keep]
+        # Finished rows still in the batch ride along until the next compaction: their pad tokens are
+        # marked invalid (``live``), so no live row attends to them.
+        logits = decoder(new, live)  # (B, V), model dtype
+    finished.index_copy_(0, rows, done)
 
+    steps = int(out_mask.sum(0).max())  # the longest row; a sync once per call
     return Generation(
-        tokens=tokens[:, :steps],
-        logprobs=logprobs[:, :steps],
-        mask=mask[:, :steps],
-        finished=done,
+        tokens=out_tokens[:steps].t().contiguous(),
+        logprobs=out_logprobs[:steps].t().contiguous(),
+        mask=out_mask[:steps].t().contiguous(),
+        finished=finished,
         prompt_index=torch.arange(P, device=device).repeat_interleave(G),
     )

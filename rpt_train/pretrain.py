@@ -24,10 +24,11 @@ from rpt_train.config import check, config_to_dict, option, unescape
 from rpt_train.corpus import DEFAULT_TEMPLATE, ReadStats, iter_documents
 from rpt_train.errors import RptError
 from rpt_train.io import write_json_atomic
+from rpt_train.lock import output_lock
 from rpt_train.metrics import MetricsLogger
 from rpt_train.model import PRESETS, Qwen3Config, Qwen3ForCausalLM, default_device
 from rpt_train.progress import Progress
-from rpt_train.rl.checkpoint import latest_checkpoint, load_trainer_state
+from rpt_train.rl.checkpoint import run_flops
 from rpt_train.shards import Manifest
 from rpt_train.tokenizer import Tokenizer
 
@@ -111,17 +112,6 @@ def token_stream(
     return np.concatenate(chunks)
 
 
-def run_flops(run_dir: str) -> float:
-    """The training compute an ``rpt-train run`` recorded in its latest checkpoint."""
-    ckpt = latest_checkpoint(Path(run_dir))
-    if ckpt is None:
-        raise RptError(f"--match-flops {run_dir}: no checkpoint to read the run's compute from")
-    flops = load_trainer_state(ckpt).get("train_flops")
-    if not flops:
-        raise RptError(f"--match-flops {run_dir}: {ckpt} records no training compute (train_flops)")
-    return float(flops)
-
-
 def sample_batch(stream: np.ndarray, batch: int, seq_len: int, rng: np.random.Generator) -> torch.Tensor:
     """Random windows of seq_len + 1 tokens (B, seq_len + 1); every start that fits is possible."""
     starts = rng.integers(0, len(stream) - seq_len, size=batch)  # last start: len - seq_len - 1
@@ -158,7 +148,14 @@ def eval_loss(
 
 
 def pretrain(cfg: PretrainConfig) -> dict:
-    """Train a model from scratch; returns a summary dict (also written to OUT/pretrain_summary.json)."""
+    """Train a model from scratch; returns a summary dict (also written to OUT/pretrain_summary.json).
+
+    OUT is locked meanwhile (``rpt_train.lock``); one that cannot be written fails before any work."""
+    with output_lock(cfg.out, "rpt-train pretrain"):
+        return _pretrain(cfg)
+
+
+def _pretrain(cfg: PretrainConfig) -> dict:
     if not cfg.corpus:
         raise RptError("no pretraining corpus given")
     if not cfg.tokenizer and not cfg.init:

@@ -1,11 +1,15 @@
 """Prompt templates for RPT: how a context becomes a prompt, and how a completion becomes a prediction.
 
-Four templates, in the registry ``TEMPLATES``:
+Five templates, in the registry ``TEMPLATES``:
 
 - ``qwen3-think``: a Qwen3 chat prompt whose user turn holds the instruction and the context; the model
   reasons inside ``<think>...</think>`` and puts its prediction of the continuation in ``\\boxed{...}``
   after ``</think>`` (the RPT paper's format);
 - ``answer-tags``: the same, with the prediction inside ``<answer>...</answer>``;
+- ``chat-think``: the ``qwen3-think`` instruction in the *model's own* chat template (``Tokenizer.chat``:
+  R1-Distill, Llama 3, SmolLM2, ...). Whether the template opens ``<think>`` itself (R1-Distill, Qwen3
+  with thinking on) or the model writes it, the prediction is the last box after ``</think>``; a model that
+  does not think at all is read whole;
 - ``plain``: for base / tiny models: the raw context is the prompt and the prediction is the decoded text
   of the first ``answer_tokens`` generated tokens;
 - ``think``: for base models that learned to reason (any tokenizer with ``<think>``/``</think>``, no chat
@@ -13,6 +17,10 @@ Four templates, in the registry ``TEMPLATES``:
   ``</think>``; the prediction is the text of the first ``answer_tokens`` tokens after ``</think>``
   (generation stops there, ``SamplingParams.stop_after``). No ``</think>`` within the token budget is a
   format failure.
+
+``load_template(name, instruction_file, answer_tokens, chat)`` returns the registered template configured
+by its own ``configure`` (each template takes the options that concern it), so callers never branch on
+names. ``chat`` is the policy's chat format (``Tokenizer.chat``); without one, Qwen3's built-in format.
 
 Every template offers the same three calls: ``render(context) -> str`` (the text given to the tokenizer),
 ``extract(completion_text) -> str | None`` and ``extract_ids(token_ids, decode_fn) -> str | None``
@@ -36,10 +44,12 @@ from pathlib import Path
 from typing import Protocol
 
 from rpt_train.chat import render_chat
+from rpt_train.chat_template import BUILTIN_QWEN3, Chat
 from rpt_train.errors import RptError
 
 CONTEXT_PLACEHOLDER = "{context}"
-THINK_START, THINK_END = "<think>", "</think>"
+THINK_OPEN = "<think>"
+THINK_END = "</think>"
 BOX_OPEN = "\\boxed{"
 ANSWER_OPEN = "<answer>"
 ANSWER_CLOSE = "</answer>"
@@ -84,6 +94,12 @@ class PromptTemplate(Protocol):
     def extract(self, completion_text: str) -> str | None: ...
 
     def extract_ids(self, token_ids: Sequence[int], decode_fn: DecodeFn) -> str | None: ...
+
+    def configure(
+        self, instruction_file: str | Path | None, answer_tokens: int, chat: Chat | None
+    ) -> PromptTemplate:
+        """A copy set up with the options that concern this template (see ``load_template``)."""
+        ...
 
 
 # ----------------------------------------------------------------------------------------- extraction
@@ -184,6 +200,59 @@ class ChatTemplate:
     def stop_after(self, token_to_id: Callable[[str], int | None]) -> tuple[int, int] | None:
         return None  # the answer follows </think> in free text: generation runs to the end of the turn
 
+    def configure(self, instruction_file, answer_tokens: int, chat: Chat | None) -> ChatTemplate:
+        """Qwen3's format by definition: only the instruction can change."""
+        if instruction_file is None:
+            return self
+        return replace(self, instruction=_read_instruction(instruction_file))
+
+
+def opens_think(chat: Chat) -> bool:
+    """Whether ``chat``'s generation prompt already opens the reasoning (ends with ``<think>``)."""
+    probe = chat.render([{"role": "user", "content": "?"}], add_generation_prompt=True, enable_thinking=True)
+    return probe.rstrip().endswith(THINK_OPEN)
+
+
+@dataclass(frozen=True)
+class ModelChatTemplate:
+    """The instruction in the model's own chat template, thinking on; the answer in the last box.
+
+    ``prompt_opens_think`` (found once by ``configure``): the prompt ends inside ``<think>``, so a completion
+    without ``</think>`` is unfinished reasoning. Otherwise the model may write ``<think>...</think>``
+    itself, or answer directly; an opened but unclosed ``<think>`` is unfinished either way.
+    """
+
+    name: str = "chat-think"
+    instruction: str = BOXED_INSTRUCTION
+    chat: Chat = BUILTIN_QWEN3
+    prompt_opens_think: bool = False
+    find_answer: Callable[[str], str | None] = last_boxed
+    thinks: bool = True
+    max_new_tokens: int | None = None
+
+    def render(self, context: str) -> str:
+        messages = [{"role": "user", "content": fill_instruction(self.instruction, context)}]
+        return self.chat.render(messages, add_generation_prompt=True, enable_thinking=True)
+
+    def extract(self, completion_text: str) -> str | None:
+        answer = after_think(completion_text)
+        if answer is None:
+            if self.prompt_opens_think or THINK_OPEN in completion_text:
+                return None  # still reasoning when the completion ended
+            answer = completion_text
+        return self.find_answer(answer)
+
+    def extract_ids(self, token_ids: Sequence[int], decode_fn: DecodeFn) -> str | None:
+        return self.extract(decode_fn(list(token_ids)))
+
+    def configure(self, instruction_file, answer_tokens: int, chat: Chat | None) -> ModelChatTemplate:
+        chat = chat or self.chat
+        instruction = self.instruction if instruction_file is None else _read_instruction(instruction_file)
+        return replace(self, instruction=instruction, chat=chat, prompt_opens_think=opens_think(chat))
+
+    def stop_after(self, token_to_id: Callable[[str], int | None]) -> tuple[int, int] | None:
+        return None  # the answer follows </think> in free text: generation runs to the end of the turn
+
 
 @dataclass(frozen=True)
 class PlainTemplate:
@@ -192,7 +261,10 @@ class PlainTemplate:
     ``extract_ids`` cuts the completion at ``answer_tokens`` ids and decodes them (a cut inside a
     multi-byte character decodes to U+FFFD, which can never match the label: the reward is 0).
     ``extract`` on text cannot count tokens, so it returns the text unchanged and is only right when the
-    generation was capped at ``max_new_tokens`` (= ``answer_tokens``) tokens.
+    generation was capped at ``max_new_tokens`` (= ``answer_tokens``) tokens (in verl:
+    ``data.max_response_length``).
+    Both give None when nothing was generated (a completion that is only a stop token), so a text decoded
+    without its stop token scores exactly like the ids it came from.
     """
 
     answer_tokens: int = 1
@@ -207,7 +279,7 @@ class PlainTemplate:
         return context
 
     def extract(self, completion_text: str) -> str | None:
-        return completion_text
+        return completion_text or None
 
     def extract_ids(self, token_ids: Sequence[int], decode_fn: DecodeFn) -> str | None:
         ids = list(token_ids)[: self.answer_tokens]
@@ -215,6 +287,11 @@ class PlainTemplate:
 
     def stop_after(self, token_to_id: Callable[[str], int | None]) -> tuple[int, int] | None:
         return None  # capped by max_new_tokens instead
+
+    def configure(self, instruction_file, answer_tokens: int, chat: Chat | None) -> PlainTemplate:
+        if instruction_file is not None:
+            raise RptError("the plain template takes no instruction (its prompt is the raw context)")
+        return replace(self, answer_tokens=answer_tokens)
 
 
 @dataclass(frozen=True)
@@ -232,7 +309,7 @@ class ThinkTemplate:
     max_new_tokens: int | None = None  # the thought's length is the trainer's budget
 
     def render(self, context: str) -> str:
-        return context + THINK_START
+        return context + THINK_OPEN
 
     def extract(self, completion_text: str) -> str | None:
         i = completion_text.find(THINK_END)
@@ -251,12 +328,18 @@ class ThinkTemplate:
             raise RptError(f"the think template needs a tokenizer with a single {THINK_END} token")
         return end, self.answer_tokens
 
+    def configure(self, instruction_file, answer_tokens: int, chat: Chat | None) -> ThinkTemplate:
+        if instruction_file is not None:
+            raise RptError("the think template takes no instruction (its prompt is the raw context)")
+        return replace(self, answer_tokens=answer_tokens)
+
 
 TEMPLATES: dict[str, PromptTemplate] = {
     "qwen3-think": ChatTemplate(name="qwen3-think", instruction=BOXED_INSTRUCTION, find_answer=last_boxed),
     "answer-tags": ChatTemplate(
         name="answer-tags", instruction=ANSWER_TAGS_INSTRUCTION, find_answer=last_answer_tag
     ),
+    "chat-think": ModelChatTemplate(),
     "plain": PlainTemplate(),
     "think": ThinkTemplate(),
 }
@@ -273,22 +356,19 @@ def _read_instruction(path: str | Path) -> str:
 
 
 def load_template(
-    name: str, instruction_file: str | Path | None = None, answer_tokens: int = 1
+    name: str,
+    instruction_file: str | Path | None = None,
+    answer_tokens: int = 1,
+    chat: Chat | None = None,
 ) -> PromptTemplate:
-    """The template registered as ``name``, optionally with its instruction read from a UTF-8 text file.
+    """The template registered as ``name``, configured for this run.
 
-    ``answer_tokens`` (>= 1) only matters for ``plain``; ``plain`` has no instruction, so giving it an
-    instruction file is an error rather than silently ignored.
+    ``instruction_file`` replaces the instruction (UTF-8 text; ``plain`` has none, so giving it one is an
+    error rather than silently ignored); ``answer_tokens`` (>= 1) only matters for ``plain``; ``chat`` (the
+    policy's ``Tokenizer.chat``) only for ``chat-think``.
     """
     if name not in TEMPLATES:
         raise RptError(f"unknown prompt template {name!r}; valid templates: {', '.join(sorted(TEMPLATES))}")
     if answer_tokens < 1:
         raise RptError(f"answer_tokens must be >= 1, got {answer_tokens}")
-    template = TEMPLATES[name]
-    if isinstance(template, (PlainTemplate, ThinkTemplate)):
-        if instruction_file is not None:
-            raise RptError(f"the {name} template takes no instruction (its prompt is the raw context)")
-        return replace(template, answer_tokens=answer_tokens)
-    if instruction_file is not None and isinstance(template, ChatTemplate):
-        return replace(template, instruction=_read_instruction(instruction_file))
-    return template
+    return TEMPLATES[name].configure(instruction_file, answer_tokens, chat)

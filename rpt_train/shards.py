@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +26,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rpt_train.errors import RptError
-from rpt_train.io import atomic_path, write_json_atomic
+from rpt_train.hub import first_line
+from rpt_train.io import atomic_path, sha256_file, write_json_atomic
+from rpt_train.progress import Progress
 
 if TYPE_CHECKING:
     from rpt_train.tokenizer import Tokenizer
@@ -131,6 +133,11 @@ def shard_paths(shards_dir: str | Path, split: str, required: bool = True) -> li
     return paths
 
 
+def corrupt_shard(path: str | Path, e: BaseException, where: str = "") -> RptError:
+    """The one-line error for a shard whose data cannot be decoded (its footer may be intact)."""
+    return RptError(f"{path}: corrupt Parquet data{where} ({first_line(e)}); rebuild or restore this shard")
+
+
 def iter_rows(
     paths: Iterable[str | Path], columns: Sequence[str] | None = None, batch_size: int = ROW_GROUP_SIZE
 ) -> Iterator[dict[str, Any]]:
@@ -138,8 +145,77 @@ def iter_rows(
     for path in paths:
         check_schema(path)
         pf = pq.ParquetFile(path)
-        for batch in pf.iter_batches(batch_size=batch_size, columns=list(columns) if columns else None):
+        batches = pf.iter_batches(batch_size=batch_size, columns=list(columns) if columns else None)
+        while True:
+            try:
+                batch = next(batches, None)
+            except (OSError, pa.ArrowException) as e:
+                raise corrupt_shard(path, e) from None
+            if batch is None:
+                break
             yield from batch.to_pylist()
+
+
+def find_corrupt(paths: Iterable[str | Path]) -> RptError | None:
+    """The error for the first shard whose data does not decode, or None (every row group reads)."""
+    for path in paths:
+        try:
+            pf = pq.ParquetFile(path)
+            for g in range(pf.num_row_groups):
+                pf.read_row_group(g)
+        except (OSError, pa.ArrowException) as e:
+            return corrupt_shard(path, e)
+    return None
+
+
+def verify_shards(
+    shards_dir: str | Path, paths: Sequence[Path], manifest: Manifest, quiet: bool = False
+) -> list[Path]:
+    """Check ``paths`` against the sha256 that ``manifest`` records for them; return the unlisted ones.
+
+    A shard whose bytes differ is an ``RptError`` (corrupt or modified since the build), and so is a
+    listed shard of the same splits that is missing. A manifest that lists no shards (hand-made
+    directories) verifies nothing. Hashing is one pass over the shards, with a progress line when long.
+    """
+    root = Path(shards_dir)
+    listed = {(root / s["path"]).resolve(): s for s in manifest.shards if "path" in s}
+    if not listed:
+        return []
+    splits = {p.resolve().parent.name for p in paths}
+    missing = [p for p, s in listed.items() if s.get("split") in splits and not p.is_file()]
+    if missing:
+        raise RptError(f"{missing[0]} is listed in {root / MANIFEST_NAME} but missing; restore it or rebuild")
+    known = [p for p in paths if p.resolve() in listed]
+    total = sum(p.stat().st_size for p in known)
+    with Progress(total >> 20, unit="MiB", desc="verify shards", quiet=quiet or total < (256 << 20)) as bar:
+        for path in known:
+            want = listed[path.resolve()].get("sha256")
+            if want and sha256_file(path) != want:
+                raise RptError(
+                    f"{path}: its sha256 differs from the one {root / MANIFEST_NAME} records (corrupt or "
+                    "modified since the build); rebuild or restore this shard"
+                )
+            bar.update(path.stat().st_size >> 20)
+    return [p for p in paths if p.resolve() not in listed]
+
+
+def checked_manifest(
+    shards_dir: str | Path, paths: Sequence[Path], warn: Callable[[str], None], quiet: bool = False
+) -> Manifest | None:
+    """``shards_dir``'s manifest after verifying ``paths`` against it, for a run or an evaluation to use.
+
+    Warns (once, through ``warn``) when there is no manifest (then neither the tokenizer nor the shards'
+    checksums can be checked) and when some shards are not listed in it.
+    """
+    manifest = Manifest.read(shards_dir)
+    if manifest is None:
+        warn(f"{shards_dir} has no {MANIFEST_NAME}: the shards' tokenizer and checksums cannot be checked")
+        return None
+    unlisted = verify_shards(shards_dir, paths, manifest, quiet)
+    if unlisted:
+        warn(f"{len(unlisted)} shard(s) are not listed in {Path(shards_dir) / MANIFEST_NAME} and were not "
+             f"verified (first: {unlisted[0]})")  # fmt: skip
+    return manifest
 
 
 @dataclass
@@ -154,6 +230,7 @@ class Manifest:
     schema_version: int = SCHEMA_VERSION
     created_by: str = ""
     config: dict[str, Any] = field(default_factory=dict)  # the resolved build config
+    inputs: list[dict[str, Any]] | None = None  # fingerprint per input (rpt_train.corpus.fingerprint)
     tokenizer: str | None = None  # path of the tokenizer.json the build used
     tokenizer_sha256: str | None = None
     tokenizer_fingerprint: str | None = None
@@ -207,7 +284,7 @@ def check_tokenizer(manifest: Manifest | None, tokenizer: Tokenizer, who: str = 
     """Shards built with another base vocabulary have labels on other token boundaries: refuse them.
 
     The one compatibility check, used by the trainer and the evaluator. Shards without a manifest (or
-    with no fingerprint in it) cannot be checked and pass.
+    with no fingerprint in it) cannot be checked and pass (``checked_manifest`` warns about them).
     """
     want = manifest.tokenizer_base_vocab_fingerprint if manifest is not None else None
     if want and want != tokenizer.base_vocab_fingerprint:

@@ -28,10 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rpt_train.errors import RptError
-from rpt_train.shards import check_schema
+from rpt_train.shards import check_schema, corrupt_shard
 
 STATE_VERSION = 1
 _BATCH_ROWS = 1024  # decode granularity inside a row group; bounds memory for files with huge row groups
@@ -205,15 +206,23 @@ class ShardStream:
         first = bisect.bisect_right(starts, start) - 1
         index = starts[first]
         for unit in order[first:]:
-            with pq.ParquetFile(self.paths[unit.file], metadata=self._metadata[unit.file]) as pf:
-                for batch in pf.iter_batches(_BATCH_ROWS, row_groups=[unit.row_group], columns=self.columns):
-                    if index + batch.num_rows <= start:  # whole batch before the resume point
-                        index += batch.num_rows
-                        continue
-                    for row in batch.to_pylist():
-                        if index >= start:
-                            yield index, row
-                        index += 1
+            for batch in self._batches(unit):
+                if index + batch.num_rows <= start:  # whole batch before the resume point
+                    index += batch.num_rows
+                    continue
+                for row in batch.to_pylist():
+                    if index >= start:
+                        yield index, row
+                    index += 1
+
+    def _batches(self, unit: _Unit) -> Iterator[pa.RecordBatch]:
+        """The record batches of one unit; undecodable data is an ``RptError`` naming the shard."""
+        path = self.paths[unit.file]
+        try:
+            with pq.ParquetFile(path, metadata=self._metadata[unit.file]) as pf:
+                yield from pf.iter_batches(_BATCH_ROWS, row_groups=[unit.row_group], columns=self.columns)
+        except (OSError, pa.ArrowException) as e:
+            raise corrupt_shard(path, e, f" in row group {unit.row_group}") from None
 
     def _read_indices(self, order: list[_Unit], starts: list[int], indices: list[int]) -> dict[int, dict]:
         """Decode just the rows at ``indices`` (a resumed buffer), one row group read per unit touched."""
@@ -223,8 +232,12 @@ class ShardStream:
         rows: dict[int, dict] = {}
         for pos, wanted in sorted(by_unit.items()):
             unit = order[pos]
-            with pq.ParquetFile(self.paths[unit.file], metadata=self._metadata[unit.file]) as pf:
-                table = pf.read_row_group(unit.row_group, columns=self.columns)
+            path = self.paths[unit.file]
+            try:
+                with pq.ParquetFile(path, metadata=self._metadata[unit.file]) as pf:
+                    table = pf.read_row_group(unit.row_group, columns=self.columns)
+            except (OSError, pa.ArrowException) as e:
+                raise corrupt_shard(path, e, f" in row group {unit.row_group}") from None
             picked = table.take([i - starts[pos] for i in wanted]).to_pylist()
             rows.update(zip(wanted, picked, strict=True))
         return rows

@@ -6,6 +6,11 @@ normalized text, its byte span, and checks that the token bytes concatenate back
 (raising ``TokenSpanMismatch`` otherwise). Fingerprints let shards, checkpoints and runs prove they use
 the same tokenizer (``fingerprint``) or at least the same byte boundaries (``base_vocab_fingerprint``).
 
+A tokenizer also carries what its directory says about chat (``rpt_train.chat_template``): the model's
+own chat template and named special tokens from ``tokenizer_config.json`` / ``chat_template.jinja`` beside
+``tokenizer.json``. ``Tokenizer.chat`` renders conversations with it (Qwen3's format when there is none),
+and ``stop_ids`` adds the declared ``eos_token`` to the usual end-of-turn tokens.
+
 No ``transformers`` here: the file is read with the ``tokenizers`` library and, for a hub id, fetched
 with ``huggingface_hub.hf_hub_download`` only when no local path of that name exists.
 """
@@ -20,9 +25,10 @@ from pathlib import Path
 
 import tokenizers
 
+from rpt_train.chat_template import SIDECAR_FILES, TOKENIZER_CONFIG_FILE, Chat, ChatSpec, read_chat_spec
 from rpt_train.errors import RptError
 from rpt_train.hub import fetch_error, first_line, is_hub_id
-from rpt_train.io import sha256_bytes, write_text_atomic
+from rpt_train.io import sha256_bytes, write_json_atomic, write_text_atomic
 
 TOKENIZER_FILE = "tokenizer.json"
 EOS_CANDIDATES = ("<|im_end|>", "<|endoftext|>")
@@ -81,10 +87,16 @@ def _download_from_hub(repo_id: str) -> Path:
     from huggingface_hub.errors import EntryNotFoundError
 
     try:
-        return Path(huggingface_hub.hf_hub_download(repo_id, TOKENIZER_FILE))
+        file = Path(huggingface_hub.hf_hub_download(repo_id, TOKENIZER_FILE))
     except (OSError, ValueError, EntryNotFoundError) as exc:
         # OSError covers offline mode, not-cached, missing repo/file and HTTP errors; ValueError bad ids.
         raise fetch_error(f"tokenizer, no local {TOKENIZER_FILE}", repo_id, exc) from None
+    for name in SIDECAR_FILES:  # the chat template and special tokens, where the repo has them
+        try:
+            huggingface_hub.hf_hub_download(repo_id, name)
+        except (OSError, ValueError, EntryNotFoundError):
+            pass
+    return file
 
 
 def resolve_tokenizer_file(path_or_id: str | Path) -> Path:
@@ -108,9 +120,12 @@ class Tokenizer:
     Build it with ``Tokenizer.load(path_or_id)`` or ``Tokenizer(tokenizers.Tokenizer)``.
     """
 
-    def __init__(self, tok: tokenizers.Tokenizer, source: str = "<memory>"):
+    def __init__(
+        self, tok: tokenizers.Tokenizer, source: str = "<memory>", chat_spec: ChatSpec | None = None
+    ) -> None:
         self._tok = tok
         self.source = source
+        self.chat_spec = chat_spec or ChatSpec()
         added = tok.get_added_tokens_decoder()  # {id: AddedToken}
         self._added_ids = frozenset(added)
         self._special_ids = frozenset(i for i, t in added.items() if t.special)
@@ -136,13 +151,25 @@ class Tokenizer:
             tok = tokenizers.Tokenizer.from_file(str(file))
         except Exception as exc:  # tokenizers raises bare Exception for unreadable / invalid files
             raise RptError(f"cannot read tokenizer {file}: {first_line(exc)}") from None
-        return cls(tok, source=str(file))
+        return cls(tok, source=str(file), chat_spec=read_chat_spec(file.parent))
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``directory/tokenizer.json`` atomically; returns its path."""
+        """Write ``directory/tokenizer.json`` atomically (and, when it has a chat template or named special
+        tokens, a ``tokenizer_config.json`` transformers can read); returns the tokenizer.json path."""
         file = Path(directory) / TOKENIZER_FILE
         write_text_atomic(file, self._tok.to_str(pretty=True))
+        spec = self.chat_spec
+        if spec.template is not None or spec.special_tokens:
+            config = {"tokenizer_class": "PreTrainedTokenizerFast", **spec.special_tokens}
+            if spec.template is not None:
+                config["chat_template"] = spec.template
+            write_json_atomic(Path(directory) / TOKENIZER_CONFIG_FILE, config)
         return file
+
+    @functools.cached_property
+    def chat(self) -> Chat:
+        """The model's chat format: its own template if it ships one, else Qwen3's built-in renderer."""
+        return self.chat_spec.renderer()
 
     def __repr__(self) -> str:
         return f"Tokenizer(source={self.source!r}, vocab_size={self.vocab_size})"
@@ -225,6 +252,14 @@ class Tokenizer:
         raise RptError(f"tokenizer {self.source} has none of {', '.join(EOS_CANDIDATES)} (no EOS token)")
 
     @property
+    def stop_ids(self) -> tuple[int, ...]:
+        """Ids that end a generation: ``<|im_end|>`` / ``<|endoftext|>`` where present, and the declared
+        ``eos_token`` (``<|eot_id|>`` for Llama 3, ``<｜end▁of▁sentence｜>`` for R1-Distill, ...)."""
+        names = [*EOS_CANDIDATES, self.chat_spec.special_tokens.get("eos_token")]
+        ids = (self._tok.token_to_id(t) for t in names if t)
+        return tuple(dict.fromkeys(i for i in ids if i is not None))
+
+    @property
     def pad_id(self) -> int | None:
         return self._tok.token_to_id(PAD_TOKEN)
 
@@ -255,6 +290,19 @@ class Tokenizer:
         merges = [m.split(" ", 1) if isinstance(m, str) else list(m) for m in model.get("merges", [])]
         canon = {"type": model.get("type"), "vocab": vocab, "merges": merges}
         return sha256_bytes(json.dumps(canon, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+
+
+def keep_last_tokens(tokenizer: Tokenizer, texts: Sequence[str], max_tokens: int) -> list[str]:
+    """Each text cut to its last ``max_tokens`` tokens (the end is what the next token depends on).
+
+    The one context truncation: ``rpt-train`` rollouts and ``rpt-data export verl`` both call it, so a
+    context becomes the same prompt in both. A text that fits is returned unchanged; a cut inside a
+    multi-byte character decodes to U+FFFD, and those orphans are dropped rather than shown.
+    """
+    out = []
+    for text, ids in zip(texts, tokenizer.encode_batch(texts), strict=True):
+        out.append(text if len(ids) <= max_tokens else tokenizer.decode(ids[-max_tokens:]).lstrip("\ufffd"))
+    return out
 
 
 def _describe_mismatch(pieces: list[bytes], data: bytes, source: str) -> str:

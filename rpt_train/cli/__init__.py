@@ -10,18 +10,20 @@ from __future__ import annotations
 import click
 
 from rpt_train import __version__
-from rpt_train.cli.common import RptGroup
-from rpt_train.cli.convert import convert_group
-from rpt_train.cli.eval import eval_cmd
-from rpt_train.cli.pretrain import pretrain_cmd
-from rpt_train.cli.run import run
+from rpt_train.cli.common import LazyRptGroup
+
+# Imported when used, so importing this package (or rpt_train.cli.common, as rpt-data does) loads no torch.
+COMMANDS = {
+    "pretrain": "rpt_train.cli.pretrain:pretrain_cmd",
+    "run": "rpt_train.cli.run:run",
+    "eval": "rpt_train.cli.eval:eval_cmd",
+    "convert": "rpt_train.cli.convert:convert_group",
+}
 
 
-@click.group(cls=RptGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=LazyRptGroup, lazy_commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.version_option(__version__, prog_name="rpt-train")
 def main() -> None:
     """Reinforcement Pre-Training of a from-scratch Qwen3 on RPT shards."""
-
-
-for _command in (pretrain_cmd, run, eval_cmd, convert_group):
-    main.add_command(_command)

@@ -1,5 +1,6 @@
-"""Shared CLI plumbing for ``rpt-train`` and ``rpt-data``: the click group that turns ``RptError`` into one
-line on stderr and exit status 1 (130 after Ctrl-C), and the one way a command gets its options.
+"""Shared CLI plumbing for ``rpt-train`` and ``rpt-data``: the click group that turns ``RptError`` (and an
+operating-system error, named by its file) into one line on stderr and exit status 1 (130 after Ctrl-C;
+click's own usage errors exit 2), and the one way a command gets its options.
 
 A command is ``@config_command(ConfigClass, section)`` over a function taking ``cfg``: every field of the
 config dataclass becomes a click option (or a positional argument) with the field's help text, choices
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import importlib
 import sys
 import types
 import typing
@@ -27,17 +29,34 @@ from rpt_train.errors import RptError
 _CLICK_TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING}
 
 
+EXIT_ERROR = 1  # a user error: one ``error: ...`` line (click's own usage errors exit 2)
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it), after whatever could be saved was
+
+
+def os_error_line(e: OSError) -> str:
+    """An operating-system error as one line naming its file: ``/x/y: No space left on device``."""
+    where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+    what = e.strerror or str(e) or type(e).__name__
+    return f"{where}: {what}" if where else what
+
+
 @contextlib.contextmanager
 def user_errors():
-    """``RptError`` -> ``error: <message>`` on stderr and exit 1 (no traceback); Ctrl-C -> exit 130."""
+    """``RptError`` -> ``error: <message>`` on stderr and exit 1 (no traceback); so is an operating-system
+    error (a full disk, a file that cannot be written), named by its file; Ctrl-C -> exit 130."""
     try:
         yield
     except RptError as e:
         click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+        sys.exit(EXIT_ERROR)
+    except BrokenPipeError:
+        raise  # output piped into `head`: click ends quietly
+    except OSError as e:
+        click.echo(f"error: {os_error_line(e)}", err=True)
+        sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 class RptGroup(click.Group):
@@ -46,6 +65,27 @@ class RptGroup(click.Group):
     def invoke(self, ctx: click.Context):
         with user_errors():
             return super().invoke(ctx)
+
+
+class LazyRptGroup(RptGroup):
+    """An ``RptGroup`` whose commands are imported when looked up: ``lazy_commands={"name": "module:attr"}``.
+
+    A command module imports what its work needs (torch for ``build``, polars for ``inspect``); imported
+    lazily, a light command (``rpt-data export verl``) starts without paying for the heavy ones.
+    """
+
+    def __init__(self, *args: Any, lazy_commands: Mapping[str, str] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = dict(lazy_commands or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy_commands and cmd_name not in self.commands:
+            module, attr = self.lazy_commands[cmd_name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
 
 def _inner_type(tp: Any) -> Any:

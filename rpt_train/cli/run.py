@@ -1,7 +1,9 @@
 """``rpt-train run SHARDS``: RL training (RPT by default) on shards; options generated from ``TrainConfig``.
 
 Ctrl-C is turned into a request to stop after the current step; the trainer then saves a checkpoint
-and the command exits normally. A second Ctrl-C interrupts at once.
+and the command exits with status 130, as every rpt command does after an interrupt, so scripts can tell
+an interrupted run from a finished one. A second Ctrl-C interrupts at once (the trainer still saves the
+state from before the step in progress). OUT is locked for the run (``rpt_train.lock``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import threading
 
 import click
 
-from rpt_train.cli.common import config_command
+from rpt_train.cli.common import EXIT_INTERRUPTED, config_command
 from rpt_train.rl.config import TrainConfig
 
 
@@ -41,20 +43,24 @@ def sigint_flag():
 
 @config_command(TrainConfig, "train", name="run")
 def run(cfg: TrainConfig) -> None:
-    """RL training (RPT: GRPO on the prefix reward) of a Qwen3 policy on the shards in SHARDS.
+    """RL training of a Qwen3 policy on the shards in SHARDS: RPT (GRPO on the prefix reward) or, with
+    --objective rlp, RLP (the information gain of a thought over an EMA no-think baseline).
 
     Reads SHARDS/train (and SHARDS/val for --val-every). Writes OUT/run_config.json, OUT/metrics.jsonl
     (one line per step), OUT/samples.jsonl and checkpoints under OUT/checkpoints/. Run under torchrun for
     data parallelism (DDP, or --fsdp).
     """
     from rpt_train.distributed import cleanup, init_distributed
+    from rpt_train.lock import output_lock
     from rpt_train.rl.trainer import Trainer
 
     info = init_distributed(cfg.device)
     try:
-        with sigint_flag() as flag:
+        with output_lock(cfg.out, "rpt-train run"), sigint_flag() as flag:
             result = Trainer(cfg, info).train(stop=lambda: flag["hit"])
     finally:
         cleanup()
     if info.is_main:
         click.echo(f"{result.stopped}: {result.step} steps; checkpoint {result.checkpoint}")
+    if result.stopped == "interrupted":
+        sys.exit(EXIT_INTERRUPTED)

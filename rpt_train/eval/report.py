@@ -2,9 +2,10 @@
 
 ``format_table`` prints accuracy with its 95% interval per model, mode and entropy bucket, then the paired
 differences against the base model's next-token accuracy (the comparison the paper's Table 1 makes).
-``plot_report`` draws accuracy per bucket against training compute (FLOPs) with the intervals, for the RPT
-checkpoints and the compute-matched baseline, the power-law fits where they exist, and the smoothed
-training reward (matplotlib is optional: without it the plot is skipped with a note).
+``plot_report`` draws accuracy per bucket against training compute (FLOPs) with the intervals, for the
+checkpoints of each run (RPT, and e.g. RLP via ``--run-as``: one line style per run, each starting at
+the base) and the compute-matched baseline, the power-law fits where they exist, and the smoothed
+training reward of each run (matplotlib is optional: without it the plot is skipped with a note).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from rpt_train.eval.score import BUCKETS
 
 SMOOTH = 0.1  # weight of a new point in the exponential moving average of the reward curve
+RUN_STYLES = ("o-", "^--", "v-.", "D:")  # one per run, in the order the table lists them
 
 
 def _pct(x: float | None) -> str:
@@ -69,6 +71,16 @@ def _ema(values: list[float], weight: float = SMOOTH) -> list[float]:
     return out
 
 
+def _series(rows: list[dict[str, Any]], runs: list[str]) -> list[tuple[list[dict[str, Any]], str, str]]:
+    """(rows by compute, marker style, legend name): each run from the base on, then the baseline."""
+    base = [r for r in rows if r["model"] == "base"]
+    out = []
+    for i, run in enumerate(runs):
+        curve = sorted(base + [r for r in rows if r.get("run") == run], key=lambda r: r["flops"])
+        out.append((curve, RUN_STYLES[i % len(RUN_STYLES)], f"base -> {run}"))
+    return [*out, ([r for r in rows if r["model"] == "cpt"], "s", "cpt")]
+
+
 def plot_report(table: list[dict[str, Any]], summary: dict[str, Any], path: Path) -> Path | None:
     """Accuracy per bucket against training compute (with intervals and fits), and the reward curve."""
     try:
@@ -80,6 +92,7 @@ def plot_report(table: list[dict[str, Any]], summary: dict[str, Any], path: Path
         print("matplotlib is not installed: skipping the plot (pip install 'rpt[plot]')")
         return None
     modes = list(dict.fromkeys(r["mode"] for r in table))
+    runs = list(dict.fromkeys(r.get("run") for r in table if r.get("run") is not None))
     fig, axes = plt.subplots(1, len(modes) + 1, figsize=(5 * (len(modes) + 1), 4), squeeze=False)
     colors = dict(zip(BUCKETS, ("tab:blue", "tab:orange", "tab:red"), strict=True))
     for ax, mode in zip(axes[0], modes, strict=False):
@@ -87,36 +100,37 @@ def plot_report(table: list[dict[str, Any]], summary: dict[str, Any], path: Path
             rows = [
                 r for r in table if r["mode"] == mode and r["bucket"] == bucket and r["flops"] is not None
             ]
-            curve = sorted((r for r in rows if r["model"] != "cpt"), key=lambda r: r["flops"])
-            for group, style in ((curve, "o-"), ([r for r in rows if r["model"] == "cpt"], "s")):
+            for group, style, name in _series(rows, runs):
                 if not group or any(r["accuracy"] is None for r in group):
                     continue
                 xs, ys = [r["flops"] for r in group], [100 * r["accuracy"] for r in group]
                 lows = [max(0.0, y - 100 * r["ci_low"]) for y, r in zip(ys, group, strict=True)]
                 highs = [max(0.0, 100 * r["ci_high"] - y) for y, r in zip(ys, group, strict=True)]
-                err = [lows, highs]
-                label = f"{bucket} ({'cpt' if style == 's' else 'base -> rpt'})"
-                ax.errorbar(xs, ys, yerr=err, fmt=style, color=colors[bucket], capsize=3, label=label,
-                            mfc="white" if style == "s" else None)  # fmt: skip
-            fit = summary.get("power_law", {}).get(f"{mode}/{bucket}")
-            if fit and curve:
-                xs = [r["flops"] for r in curve if r["flops"] > 0]
-                ax.plot(xs, [100 * fit["a"] * x ** fit["b"] for x in xs], ":", color=colors[bucket])
+                ax.errorbar(xs, ys, yerr=[lows, highs], fmt=style, color=colors[bucket], capsize=3,
+                            label=f"{bucket} ({name})", mfc="white" if style == "s" else None)  # fmt: skip
+            for run in runs:
+                fit = summary.get("power_law", {}).get(f"{'' if run == 'rpt' else run + ' '}{mode}/{bucket}")
+                xs = sorted(r["flops"] for r in rows if r.get("run") == run and r["flops"] > 0)
+                if fit and xs:
+                    ax.plot(xs, [100 * fit["a"] * x ** fit["b"] for x in xs], ":", color=colors[bucket])
         ax.set_xlabel("training compute (FLOPs)")
         ax.set_ylabel("next-token accuracy (%)")
         ax.set_title(f"{mode}: accuracy by entropy bucket")
         if ax.has_data():
             ax.legend(fontsize=7)
     reward_ax = axes[0][-1]
-    rewards = summary.get("train_reward") or []
-    if rewards:
-        steps, values = [s for s, _ in rewards], [v for _, v in rewards]
-        reward_ax.plot(steps, values, color="tab:green", alpha=0.3, label="per step")
-        reward_ax.plot(steps, _ema(values), color="tab:green", label="moving average")
+    curves = {"rpt": summary.get("train_reward") or [], **(summary.get("run_rewards") or {})}
+    for (run, rewards), color in zip(curves.items(), ("tab:green", "tab:purple", "tab:brown", "tab:gray"),
+                                     strict=False):  # fmt: skip
+        if rewards:
+            steps, values = [s for s, _ in rewards], [v for _, v in rewards]
+            reward_ax.plot(steps, values, color=color, alpha=0.3)
+            reward_ax.plot(steps, _ema(values), color=color, label=f"{run} (moving average)")
+    if reward_ax.has_data():
         reward_ax.legend(fontsize=7)
     reward_ax.set_xlabel("training step")
-    reward_ax.set_ylabel("mean training reward")
-    reward_ax.set_title("RPT training reward")
+    reward_ax.set_ylabel("mean training reward (rlp: information gain, nats)")
+    reward_ax.set_title("training reward")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")

@@ -1,13 +1,15 @@
-"""``rpt-train eval``: a base model, a compute-matched baseline and every checkpoint of an RPT run, on the
-same held-out positions, with intervals.
+"""``rpt-train eval``: a base model, a compute-matched baseline and every checkpoint of an RPT run (and of
+other runs, ``--run-as LABEL=RUN``: an RLP run beside the RPT one), on the same held-out positions, with
+intervals.
 
 Writes ``OUT/eval.json``: a list of rows ``{model, mode, bucket, n, correct, accuracy, ci_low, ci_high,
 step, flops, ...}`` where every row but the base's also holds the paired difference with the base's
 ``ntp`` row (``diff_vs_base_ntp``, ``diff_ci_low``, ``diff_ci_high``) and with the base in the row's own
 mode (``diff_vs_base_same_mode``, ``same_mode_ci_low``, ``same_mode_ci_high``); intervals are 95%
-(``rpt_train.eval.stats``). ``OUT/eval_summary.json`` holds the config, the positions per bucket, the
-training reward curve and the power-law fits of accuracy against compute; ``OUT/eval.png`` the plot and
-the console a table (``rpt_train.eval.report``).
+(``rpt_train.eval.stats``). ``run`` names the run a checkpoint belongs to (``rpt`` for ``--run``, LABEL
+for ``--run-as``; null for the other models). ``OUT/eval_summary.json`` holds the config, the positions
+per bucket, the training reward curves and the power-law fits of accuracy against compute per run;
+``OUT/eval.png`` the plot and the console a table (``rpt_train.eval.report``).
 
 Per-position verdicts are cached in ``OUT/eval_cache.json`` by model path, weights hash and mode, so a
 rerun after new checkpoints (or with a new mode) evaluates only what is missing; any change of settings
@@ -23,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rpt_train.chat_template import Chat
 from rpt_train.config import check, config_to_dict, option
-from rpt_train.errors import RptError
+from rpt_train.errors import RptError, warn
 from rpt_train.eval import stats
 from rpt_train.eval.report import format_table, plot_report
 from rpt_train.eval.score import (
@@ -38,13 +41,15 @@ from rpt_train.eval.score import (
     select_samples,
 )
 from rpt_train.io import sha256_bytes, write_json_atomic
+from rpt_train.lock import output_lock
 from rpt_train.model import Qwen3ForCausalLM
-from rpt_train.model.hf_io import weights_sha256
+from rpt_train.model.hf_io import read_config, weights_sha256
+from rpt_train.pairing import check_pair
 from rpt_train.progress import Progress
 from rpt_train.prompts import TEMPLATES, load_template
 from rpt_train.rl.checkpoint import checkpoint_steps
 from rpt_train.rl.reward import REWARDS
-from rpt_train.shards import Manifest, check_tokenizer, iter_rows, shard_paths
+from rpt_train.shards import check_tokenizer, checked_manifest, iter_rows, shard_paths
 from rpt_train.tokenizer import Tokenizer
 
 # What a model's reasoning must match to be compared with training: taken from a recipe's [train] table
@@ -54,7 +59,9 @@ TRAINING_KEYS = (
     "temperature",
 )  # fmt: skip
 # Settings that do not change a verdict: the model list, where the output goes, chattiness, the modes.
-_NOT_CACHE_KEY = ("base", "run", "cpt", "models", "out", "quiet", "modes")
+_NOT_CACHE_KEY = ("base", "run", "run_as", "cpt", "models", "out", "quiet", "modes")
+RUN_LABEL = "rpt"  # the --run's last checkpoint and its series
+RESERVED_LABELS = ("base", "cpt", RUN_LABEL)
 CACHE, TABLE, SUMMARY, PLOT = "eval_cache.json", "eval.json", "eval_summary.json", "eval.png"
 
 
@@ -66,6 +73,12 @@ class EvalConfig:
     base: str | None = option(None, "The model before RPT (plotted at step 0).")
     run: str | None = option(
         None, "An `rpt-train run` output directory: every checkpoint (the last one is labelled rpt)."
+    )
+    run_as: list[str] = option(
+        default_factory=list,
+        help="LABEL=RUN_DIR: another run's checkpoints, the last labelled LABEL and the others "
+        "'LABEL step N' (repeatable; e.g. rlp=runs/demo/rlp).",
+        flag="--run-as",
     )
     cpt: str | None = option(None, "The compute-matched baseline (`rpt-train pretrain --init ...`), as cpt.")
     models: list[str] = option(
@@ -88,7 +101,7 @@ class EvalConfig:
     max_samples: int | None = option(2000, "Positions per bucket at most, chosen deterministically.", ge=1)
     max_prompt_tokens: int = option(512, "Contexts are left-truncated to this many tokens.", ge=1)
     max_new_tokens: int = option(256, "Reasoning completion cap; a cut-off completion is wrong.", ge=1)
-    temperature: float = option(0.8, "Sampled mode: the training temperature.", gt=0)
+    temperature: float = option(0.8, "Sampled mode: the training temperature (0 = greedy).", ge=0)
     samples: int = option(4, "Sampled mode: seeded rollouts per position (their mean is its verdict).", ge=1)
     batch_size: int = option(32, "Positions per generate() call.", ge=1)
     seed: int = option(0, "Seed of the position sample and of sampled rollouts.")
@@ -101,40 +114,72 @@ class EvalConfig:
     def __post_init__(self) -> None:
         check(self)
 
-    def settings(self) -> EvalSettings:
-        template = load_template(self.template, self.instruction_file, self.answer_tokens)
+    def settings(self, chat: Chat | None = None) -> EvalSettings:
+        """Rollout settings for one model; ``chat`` is that model's own chat format (``Tokenizer.chat``)."""
+        template = load_template(self.template, self.instruction_file, self.answer_tokens, chat)
         return EvalSettings(template, self.max_prompt_tokens, self.max_new_tokens, self.temperature,
                             self.batch_size, self.seed, self.reward, self.samples)  # fmt: skip
 
 
 @dataclass
 class ModelEntry:
-    label: str  # base, cpt, rpt, step N, or a directory name
+    label: str  # base, cpt, rpt, step N, LABEL, LABEL step N, or a directory name
     path: Path
     step: int | None = None  # training step (0 for the base)
     flops: float | None = None  # training compute spent since the base
     verdicts: dict[str, list[float]] = field(default_factory=dict)  # mode -> one verdict per position
+    run: str | None = None  # the run this checkpoint belongs to: rpt (--run) or a --run-as LABEL
+
+
+def parse_run_as(items: list[str]) -> list[tuple[str, str]]:
+    """``["rlp=runs/x", ...]`` -> ``[("rlp", "runs/x"), ...]``; labels must be new and distinct."""
+    out: list[tuple[str, str]] = []
+    for item in items:
+        label, sep, run_dir = item.partition("=")
+        label = label.strip()
+        if not sep or not label or not run_dir:
+            raise RptError(f"--run-as takes LABEL=RUN_DIR, got {item!r}")
+        taken = [*RESERVED_LABELS, *(x for x, _ in out)]
+        if label in taken or label.startswith("step "):
+            raise RptError(f"--run-as label {label!r} is taken (taken: {', '.join(taken)}, 'step N')")
+        out.append((label, run_dir))
+    return out
+
+
+def run_entries(run_dir: str, label: str) -> list[ModelEntry]:
+    """Every checkpoint of a run, oldest first: the last one labelled ``label``, the others by step."""
+    steps = checkpoint_steps(Path(run_dir))
+    if not steps:
+        where = Path(run_dir) / "checkpoints"
+        raise RptError(f"{run_dir}: no checkpoints under {where} (a complete one holds trainer_state.pt)")
+    flops = dict(_run_curve(run_dir, "train_flops"))
+    prefix = "" if label == RUN_LABEL else f"{label} "  # the RPT run's steps keep their short labels
+    names = [f"{prefix}step {step}" for step, _ in steps[:-1]] + [label]
+    return [
+        ModelEntry(name, path, step, flops.get(step), run=label)
+        for name, (step, path) in zip(names, steps, strict=True)
+    ]
 
 
 def discover_models(cfg: EvalConfig) -> list[ModelEntry]:
-    """The base, the compute-matched baseline, each run checkpoint (the last as ``rpt``), and extras."""
+    """The base, the compute-matched baseline, each run checkpoint (the last as ``rpt``), the checkpoints of
+    every ``--run-as`` run, and extras."""
     found: list[ModelEntry] = []
     if cfg.base:
         found.append(ModelEntry("base", Path(cfg.base), 0, 0.0))
     if cfg.cpt:
         found.append(ModelEntry("cpt", Path(cfg.cpt), None, _pretrain_flops(Path(cfg.cpt))))
     if cfg.run:
-        steps = checkpoint_steps(Path(cfg.run))
-        if not steps:
-            where = Path(cfg.run) / "checkpoints"
-            raise RptError(f"{cfg.run}: no checkpoints under {where} (a complete one holds trainer_state.pt)")
-        flops = dict(_run_curve(cfg.run, "train_flops"))
-        for i, (step, path) in enumerate(steps):
-            label = "rpt" if i == len(steps) - 1 else f"step {step}"
-            found.append(ModelEntry(label, path, step, flops.get(step)))
+        found += run_entries(cfg.run, RUN_LABEL)
+    for label, run_dir in parse_run_as(cfg.run_as):
+        found += run_entries(run_dir, label)
     found += [ModelEntry(Path(m).name, Path(m)) for m in cfg.models]
     if not found:
-        raise RptError("nothing to evaluate: give --base, --run, --cpt or --model")
+        raise RptError("nothing to evaluate: give --base, --run, --run-as, --cpt or --model")
+    labels = [e.label for e in found]
+    twice = sorted({x for x in labels if labels.count(x) > 1})
+    if twice:
+        raise RptError(f"two models are labelled {twice[0]!r}: give them distinct names")
     return found
 
 
@@ -153,12 +198,19 @@ def rows_fingerprint(rows: list[dict[str, Any]]) -> str:
 
 
 def run_eval(cfg: EvalConfig) -> list[dict[str, Any]]:
-    """Evaluate every model on the same positions; write and return the rows of eval.json."""
+    """Evaluate every model on the same positions; write and return the rows of eval.json.
+
+    OUT is locked meanwhile (``rpt_train.lock``): one that cannot be written fails before any work."""
+    with output_lock(cfg.out, "rpt-train eval"):
+        return _run_eval(cfg)
+
+
+def _run_eval(cfg: EvalConfig) -> list[dict[str, Any]]:
     rows = load_rows(cfg)
     if not rows:
         raise RptError(f"{cfg.shards}: no {cfg.split} positions with entropy >= {min(BUCKETS.values())}")
-    manifest = Manifest.read(cfg.shards)
-    settings = cfg.settings()
+    manifest = checked_manifest(cfg.shards, shard_paths(cfg.shards, cfg.split), warn, cfg.quiet)
+    cfg.settings()  # a bad template option fails here, before any model is loaded
     out = Path(cfg.out)
     key = {"config": _cache_key(cfg), "data_fingerprint": rows_fingerprint(rows)}
     cache = _load_cache(out / CACHE, key)
@@ -171,19 +223,19 @@ def run_eval(cfg: EvalConfig) -> list[dict[str, Any]]:
             t0 = time.perf_counter()
             tok = Tokenizer.load(entry.path)
             check_tokenizer(manifest, tok, f"{entry.path}'s tokenizer")
+            check_pair(tok, read_config(entry.path), str(entry.path))
             model = Qwen3ForCausalLM.from_pretrained(entry.path, dtype=cfg.dtype, device=cfg.device)
             progress = Progress(
                 len(rows) * len(missing), unit="positions", desc=f"eval {entry.label}", quiet=cfg.quiet
             )
-            cached.update(evaluate_model(model, tok, rows, settings, missing, progress))
+            cached.update(evaluate_model(model, tok, rows, cfg.settings(tok.chat), missing, progress))
             progress.close()
             del model
             # Saved after every model: an interrupted evaluation keeps what it finished.
             write_json_atomic(out / CACHE, {**key, "models": cache})
             if not cfg.quiet:
-                print(
-                    f"evaluated {entry.label} ({entry.path}) in {time.perf_counter() - t0:.1f} s", flush=True
-                )
+                seconds = time.perf_counter() - t0
+                print(f"evaluated {entry.label} ({entry.path}) in {seconds:.1f} s", flush=True)
         entry.verdicts = {m: cached[m] for m in cfg.modes}
     table = result_rows(rows, entries)
     summary = _summary(cfg, rows, key, table)
@@ -210,7 +262,7 @@ def result_rows(rows: list[dict[str, Any]], entries: list[ModelEntry]) -> list[d
                 row: dict[str, Any] = {
                     "model": e.label, "mode": mode, "bucket": bucket, "n": n, "correct": _number(sum(values)),
                     "accuracy": sum(values) / n if n else None, "ci_low": lo, "ci_high": hi,
-                    "step": e.step, "flops": e.flops, "path": str(e.path),
+                    "step": e.step, "flops": e.flops, "path": str(e.path), "run": e.run,
                 }  # fmt: skip
                 if e.label != "base":
                     for name, ref_mode in (("diff_vs_base_ntp", "ntp"), ("diff_vs_base_same_mode", mode)):
@@ -238,15 +290,20 @@ def _finite(v: Any) -> Any:
 
 
 def _summary(cfg: EvalConfig, rows: list[dict[str, Any]], key: dict, table: list[dict]) -> dict[str, Any]:
+    """Config, positions, fits per run (``mode/bucket`` for the RPT run, ``LABEL mode/bucket`` for the
+    others) and the training reward curves."""
     fits = {}
-    for mode in cfg.modes:
-        for bucket in BUCKETS:
-            pts = [(r["flops"], r["accuracy"]) for r in table
-                   if r["mode"] == mode and r["bucket"] == bucket and r["model"] not in ("base", "cpt")
-                   and r["flops"] and r["accuracy"] is not None]  # fmt: skip
-            fit = stats.power_law([c for c, _ in pts], [a for _, a in pts])
-            if fit is not None:
-                fits[f"{mode}/{bucket}"] = fit
+    runs = list(dict.fromkeys(r["run"] for r in table if r["run"] is not None))
+    for run in runs:
+        prefix = "" if run == RUN_LABEL else f"{run} "
+        for mode in cfg.modes:
+            for bucket in BUCKETS:
+                pts = [(r["flops"], r["accuracy"]) for r in table
+                       if r["run"] == run and r["mode"] == mode and r["bucket"] == bucket
+                       and r["flops"] and r["accuracy"] is not None]  # fmt: skip
+                fit = stats.power_law([c for c, _ in pts], [a for _, a in pts])
+                if fit is not None:
+                    fits[f"{prefix}{mode}/{bucket}"] = fit
     return {
         "config": config_to_dict(cfg),
         "positions": {b: sum(1 for r in rows if b in row_buckets(r)) for b in BUCKETS},
@@ -254,6 +311,7 @@ def _summary(cfg: EvalConfig, rows: list[dict[str, Any]], key: dict, table: list
         "buckets": BUCKETS,
         "power_law": fits,
         "train_reward": _run_curve(cfg.run, "reward"),
+        "run_rewards": {label: _run_curve(d, "reward") for label, d in parse_run_as(cfg.run_as)},
     }
 
 

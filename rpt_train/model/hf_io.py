@@ -14,11 +14,11 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from rpt_train.errors import RptError
-from rpt_train.hub import fetch_error, is_hub_id
+from rpt_train.hub import fetch_error, first_line, is_hub_id
 from rpt_train.io import atomic_path, sha256_bytes, sha256_file, write_json_atomic
 from rpt_train.model.config import Qwen3Config
 
@@ -43,7 +43,7 @@ def default_device() -> torch.device:
 
 
 def resolve_model_dir(
-    path_or_id: str | Path, allow_patterns: tuple[str, ...] = ("*.json", "*.safetensors")
+    path_or_id: str | Path, allow_patterns: tuple[str, ...] = ("*.json", "*.safetensors", "*.jinja")
 ) -> Path:
     """A local directory as is, else a hub snapshot (downloaded once, then read from the cache)."""
     local = Path(path_or_id)
@@ -66,8 +66,11 @@ def _weight_files(model_dir: Path) -> list[Path]:
     if (model_dir / WEIGHTS_NAME).is_file():
         return [model_dir / WEIGHTS_NAME]
     if (model_dir / INDEX_NAME).is_file():
-        index = json.loads((model_dir / INDEX_NAME).read_text())
-        return [model_dir / f for f in sorted(set(index["weight_map"].values()))]
+        try:
+            index = json.loads((model_dir / INDEX_NAME).read_text())
+            return [model_dir / f for f in sorted(set(index["weight_map"].values()))]
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise RptError(f"{model_dir / INDEX_NAME}: not a safetensors index ({first_line(e)})") from None
     raise RptError(f"{model_dir}: no {WEIGHTS_NAME} or {INDEX_NAME}")
 
 
@@ -90,9 +93,13 @@ def load_state(
     """The checkpoint's tensors on ``device`` in ``dtype`` (None: as stored), tied LM head dropped."""
     state: dict[str, torch.Tensor] = {}
     for file in _weight_files(model_dir):
-        with safe_open(str(file), framework="pt", device=str(device)) as f:
-            for key in f.keys():
-                state[key] = f.get_tensor(key)
+        try:
+            with safe_open(str(file), framework="pt", device=str(device)) as f:
+                for key in f.keys():
+                    state[key] = f.get_tensor(key)
+        except (SafetensorError, OSError) as e:  # truncated, overwritten, not safetensors at all
+            raise RptError(f"{file}: not a readable safetensors file ({first_line(e)}); the checkpoint is "
+                           "truncated or corrupt: re-download or re-save it") from None  # fmt: skip
     if config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
     elif "lm_head.weight" not in state:

@@ -6,7 +6,9 @@ position id) and ``length`` (slots used). ``prepare`` turns a step's padding mas
 the boolean attention mask every layer uses; the generator reads ``valid`` back as the completion mask.
 
 Prefill once per prompt, then ``repeat_interleave(G)`` to give each of G samples its own copy: the prompt
-is never recomputed G times.
+is never recomputed G times. Decoding then goes one slot per step through ``decode_inputs`` / ``advance``
+(the fixed-shape step of ``rpt_train.model.decode``), and ``keep_rows`` drops finished rows in place, so a
+batch's work follows the rows still generating.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class KVCache:
         self.valid = torch.zeros(batch, max_len, device=device, dtype=torch.bool)  # (B, max_len)
         self.seen = torch.zeros(batch, device=device, dtype=torch.long)  # (B,)
         self.length = 0
+        # ``length`` on the device: the slot a decode step writes, so a captured step needs no host value.
+        self.slot = torch.zeros(1, device=device, dtype=torch.long)  # (1,)
         self._window = (0, 0)
 
     @classmethod
@@ -102,6 +106,7 @@ class KVCache:
             mask = attention_mask_for(self.valid[:, :end], start, T)  # (B, 1, T, end)
         self.seen += new_valid.sum(-1)
         self.length = end
+        self.slot.fill_(end)
         self._window = (start, end)
         return positions, mask
 
@@ -119,22 +124,64 @@ class KVCache:
         """A new cache whose row i*n+j is a copy of row i (j < n): one prefill serves n samples.
 
         ``max_len`` lets the prefill cache be sized for the prompt alone and the copy for prompt + decode.
+        The copy goes straight from a broadcast view into the new arrays: no (n x) temporary.
         """
         new = KVCache.__new__(KVCache)
         used = self.length
         max_len = max_len or self.max_len
         if max_len < used:
             raise ValueError(f"max_len {max_len} < {used} slots already used")
-        shape = list(self.k.shape)
-        shape[1] *= n
-        shape[3] = max_len
-        new.k = torch.zeros(shape, device=self.k.device, dtype=self.k.dtype)
-        new.v = torch.zeros(shape, device=self.v.device, dtype=self.v.dtype)
-        new.k[:, :, :, :used] = self.k[:, :, :, :used].repeat_interleave(n, dim=1)
-        new.v[:, :, :, :used] = self.v[:, :, :, :used].repeat_interleave(n, dim=1)
-        new.valid = torch.zeros(shape[1], max_len, device=self.valid.device, dtype=torch.bool)
+        L, B, H, _, D = self.k.shape
+        new.k = torch.zeros((L, B * n, H, max_len, D), device=self.k.device, dtype=self.k.dtype)
+        new.v = torch.zeros_like(new.k)
+        for dst, src in ((new.k, self.k), (new.v, self.v)):
+            # (L, B, n, H, used, D) view of the destination <- (L, B, 1, H, used, D) broadcast source
+            dst[:, :, :, :used].unflatten(1, (B, n)).copy_(src[:, :, None, :, :used])
+        new.valid = torch.zeros(B * n, max_len, device=self.valid.device, dtype=torch.bool)
         new.valid[:, :used] = self.valid[:, :used].repeat_interleave(n, dim=0)
         new.seen = self.seen.repeat_interleave(n, dim=0)
         new.length = used
+        new.slot = torch.full((1,), used, device=self.k.device, dtype=torch.long)
         new._window = (used, used)
         return new
+
+    # ---- decoding one slot per step (rpt_train.model.decode) ----
+    def decode_inputs(
+        self, live: torch.Tensor, window: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One decode step's inputs: (positions (B,), slot (1,), key_valid (B, W), k, v (L, B, n_kv, W, hd)).
+
+        ``live`` (B,) bool marks rows whose token at this slot is real. The key window is the first
+        ``window`` slots (at least the ones used so far plus this one; more lets a captured step keep its
+        shape for several steps: slots past the current one are simply not valid yet).
+        """
+        slot = self.length
+        if slot >= self.max_len:
+            raise ValueError(f"KV cache overflow: slot {slot} of {self.max_len}")
+        W = min(max(window, slot + 1), self.max_len)
+        self.valid[:, slot] = live
+        return self.seen, self.slot, self.valid[:, :W], self.k[:, :, :, :W], self.v[:, :, :, :W]
+
+    def advance(self, live: torch.Tensor) -> None:
+        """After a decode step: live rows saw one more real token; the next step writes the next slot."""
+        self.seen += live
+        self.length += 1
+        self.slot += 1
+
+    def keep_rows(self, keep: torch.Tensor) -> None:
+        """Keep only rows ``keep`` ((n,) ascending indices), moved to the front in place.
+
+        The arrays keep their storage (the batch dimension becomes a view of the first n rows), so the
+        memory a captured decode step reads stays where it was; rows already in place are not copied, and
+        the gather goes one layer at a time, so the temporary is one layer's worth.
+        """
+        n, used = keep.numel(), self.length
+        in_place = keep == torch.arange(n, device=keep.device)  # (n,)
+        first = n if bool(in_place.all()) else int(in_place.logical_not().nonzero()[0])
+        src = keep[first:]
+        for cache in (self.k, self.v):
+            for layer in range(cache.shape[0]):
+                cache[layer, first:n, :, :used] = cache[layer, src, :, :used]
+        self.valid[first:n, :used] = self.valid[src, :used]
+        self.k, self.v, self.valid = self.k[:, :n], self.v[:, :n], self.valid[:n]
+        self.seen = self.seen[keep]

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rpt_train.errors import RptError
+
 DEFAULT_CHUNK = 1024  # tokens: a (1024, 151936) float32 logits chunk is 0.6 GB
 
 
@@ -81,8 +83,16 @@ class ChunkedTokenLogprob(torch.autograd.Function):
             if need_h:
                 grad_h[s : s + ctx.chunk] = (dz @ weight.to(h.dtype)) * ctx.inv_temp
             if need_w:
-                part = (dz.t().float(), h.float())
-                grad_w = torch.mm(*part) if grad_w is None else grad_w.addmm_(*part)
+                # float32 accumulator. Under autocast the chunk's product comes back in bfloat16 (like any
+                # autocast matmul's gradient) and is added in float32: an in-place addmm_ is not autocast
+                # and would mix dtypes.
+                a, b = dz.t().float(), h.float()
+                if grad_w is None:
+                    grad_w = torch.mm(a, b).float()
+                elif torch.is_autocast_enabled(h.device.type):
+                    grad_w.add_(torch.mm(a, b))
+                else:
+                    grad_w.addmm_(a, b)
         return grad_h, grad_w.to(weight.dtype) if need_w else None, None, None, None
 
 
@@ -98,8 +108,8 @@ def logprobs_from_hidden(
     logp = log_softmax(hidden @ W^T / temperature)[target] is differentiable (wrt hidden and W); the
     entropy of the same distribution is a detached metric.
     """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0 for log-probs, got {temperature}")
+    if not temperature > 0:  # T = 0 is greedy decoding: a point mass, with no log-probs to differentiate
+        raise RptError(f"log-probs need a temperature > 0 (0 means greedy decoding), got {temperature}")
     shape = targets.shape
     flat_h = hidden.reshape(-1, hidden.shape[-1])  # (N, H)
     flat_t = targets.reshape(-1)  # (N,)

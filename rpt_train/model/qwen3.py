@@ -17,6 +17,7 @@ from torch.utils.checkpoint import checkpoint
 from rpt_train.model import gguf, hf_io
 from rpt_train.model.config import Qwen3Config
 from rpt_train.model.kv_cache import KVCache, attention_mask_for, positions_from_mask
+from rpt_train.model.rope import RotaryEmbedding, apply_rope
 from rpt_train.progress import Progress
 
 
@@ -28,32 +29,9 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Normalise in float32 and cast back before the weight, exactly as the reference does, so bf16
-        # checkpoints give the same numbers here and in transformers.
-        dtype = x.dtype
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(dtype)
-
-
-def rope_cos_sin(
-    position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin of shape (B, T, head_dim) for integer positions (B, T), computed in float32."""
-    inv_freq = 1.0 / (
-        theta
-        ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device=position_ids.device).float() / head_dim)
-    )  # (hd/2,)
-    freqs = position_ids.float()[..., None] * inv_freq  # (B, T, hd/2)
-    emb = torch.cat((freqs, freqs), dim=-1)  # (B, T, hd)
-    return emb.cos().to(dtype), emb.sin().to(dtype)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x (B, H, T, hd) by cos/sin (B, T, hd) with the half-split (rotate_half) convention."""
-    cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, hd)
-    x1, x2 = x.chunk(2, dim=-1)
-    rotated = torch.cat((-x2, x1), dim=-1)
-    return x * cos + rotated * sin
+        # checkpoints give the same numbers here and in transformers. F.rms_norm is one fused op where
+        # the reference's pow / mean / add / rsqrt / mul are five (decoding is launch-bound on a GPU).
+        return self.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
 
 
 class Attention(nn.Module):
@@ -89,10 +67,16 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)  # (B, n_kv, K, hd)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=self.n_kv != self.n_heads
-        )  # (B, H, T, hd)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.hd))
+        if T == 1 and self.n_kv != self.n_heads:
+            # Decoding: fold each KV head's query group into the query length, (B, n_kv, group, hd), so
+            # attention is plain multi-head over n_kv heads: no repeated K/V and no GQA-specific kernel
+            # (a masked GQA call can fall back to the slow math path on CUDA). One query sees every key.
+            y = F.scaled_dot_product_attention(q.reshape(B, self.n_kv, -1, self.hd), k, v, attn_mask=mask)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=self.n_kv != self.n_heads
+            )  # (B, H, T, hd)
+        return self.o_proj(y.reshape(B, self.n_heads, T, self.hd).transpose(1, 2).reshape(B, T, -1))
 
 
 class MLP(nn.Module):
@@ -140,6 +124,9 @@ class Qwen3ForCausalLM(nn.Module):
         self.config = config
         self.model = Qwen3Model(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.rotary = RotaryEmbedding(
+            config.head_dim, config.rope_theta, config.rope_scaling, config.max_position_embeddings
+        )
         self.gradient_checkpointing = False
         if self.lm_head.weight.is_meta:  # from_pretrained builds on meta and assigns the checkpoint's tensors
             self.tie_weights()
@@ -193,7 +180,7 @@ class Qwen3ForCausalLM(nn.Module):
             mask = None  # plain causal: lets SDPA pick its fastest kernel
         if position_ids is not None:
             positions = position_ids
-        cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta, x.dtype)
+        cos, sin = self.rotary(positions, x.dtype)  # (B, T, hd) each
         for layer in self.model.layers:
             if self.gradient_checkpointing and self.training and kv_cache is None:
                 x = checkpoint(layer, x, cos, sin, mask, None, use_reentrant=False)
@@ -214,8 +201,9 @@ class Qwen3ForCausalLM(nn.Module):
     ) -> torch.Tensor:
         return self.logits(self.hidden_states(input_ids, attention_mask, position_ids, kv_cache))
 
-    def new_kv_cache(self, batch: int, max_len: int) -> KVCache:
-        return KVCache.for_model(self.config, batch, max_len, self.device, self.dtype)
+    def new_kv_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> KVCache:
+        """A cache for ``batch`` rows of ``max_len`` slots, in ``dtype`` (default: the weights' dtype)."""
+        return KVCache.for_model(self.config, batch, max_len, self.device, dtype or self.dtype)
 
     # ---- checkpoints (Hugging Face format, or a GGUF file) ----
     @classmethod

@@ -7,7 +7,8 @@ Hugging Face model directory (``rpt_train.model.hf_io``), everything else ``trai
 
     RUN/checkpoints/step-000123/config.json         model config (Hugging Face format)
                                model.safetensors     weights
-                               tokenizer.json        copied from the run's tokenizer (+ tokenizer_config.json)
+                               tokenizer.json        copied from the run's tokenizer (+ tokenizer_config.json,
+                                                     chat_template.jinja, special_tokens_map.json if present)
                                run_config.json       the resolved run configuration
                                trainer_state.pt      the state dict less its model
     RUN/checkpoints/latest                          text: name of the newest complete step directory
@@ -28,6 +29,7 @@ from typing import Any
 
 import torch
 
+from rpt_train.chat_template import SIDECAR_FILES
 from rpt_train.errors import RptError
 from rpt_train.io import atomic_dir, write_json_atomic, write_text_atomic
 from rpt_train.model import hf_io
@@ -69,9 +71,12 @@ def save_checkpoint(
             if not tokenizer_file.is_file():
                 raise RptError(f"tokenizer file not found: {tokenizer_file}")
             shutil.copyfile(tokenizer_file, tmp / "tokenizer.json")
-            sidecar = tokenizer_file.with_name("tokenizer_config.json")
-            if sidecar.is_file():  # lets transformers' AutoTokenizer open the checkpoint directly
-                shutil.copyfile(sidecar, tmp / "tokenizer_config.json")
+            # The chat template and special tokens travel with the weights (the evaluator renders the
+            # checkpoint's own template), and transformers' AutoTokenizer opens the checkpoint directly.
+            for sidecar_name in SIDECAR_FILES:
+                sidecar = tokenizer_file.with_name(sidecar_name)
+                if sidecar.is_file():
+                    shutil.copyfile(sidecar, tmp / sidecar_name)
         write_json_atomic(tmp / RUN_CONFIG, run_config)
         torch.save(rest, tmp / TRAINER_STATE)
     write_text_atomic(root / LATEST, name + "\n")
@@ -120,6 +125,17 @@ def load_trainer_state(ckpt_dir: Path, map_location: Any = "cpu") -> dict:
     except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise RptError(f"{path}: cannot read the trainer state ({first_line})") from None
+
+
+def run_flops(run_dir: str | Path) -> float:
+    """The training compute an ``rpt-train run`` recorded in its latest checkpoint (``--match-flops``)."""
+    ckpt = latest_checkpoint(Path(run_dir))
+    if ckpt is None:
+        raise RptError(f"--match-flops {run_dir}: no checkpoint to read the run's compute from")
+    flops = load_trainer_state(ckpt).get("train_flops")
+    if not flops:
+        raise RptError(f"--match-flops {run_dir}: {ckpt} records no training compute (train_flops)")
+    return float(flops)
 
 
 def load_checkpoint(ckpt_dir: Path, dtype: torch.dtype | None = None, device: Any = "cpu") -> dict:

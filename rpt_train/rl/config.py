@@ -5,26 +5,45 @@ mechanism is ``rpt_train.config``). Each field's help, choices and bounds are al
 ``rpt_train.cli.run`` builds its options from these fields, so a new setting is added here only.
 Defaults follow the RPT paper where it says (G = 8, temperature 0.8, lr 1e-6 constant after warmup, no
 KL) and verl / TRL elsewhere. The builders (``rollout_spec``, ``loss_config``, ...) turn the flat config
-into the small objects the trainer's parts take.
+into the small objects the trainer's parts take. ``RESUMABLE`` and ``resume_differences`` decide what a
+resumed run may change (applied and recorded) and what it may not (refused).
 """
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from rpt_train.config import check
+from rpt_train.config import check, config_to_dict
 from rpt_train.config import option as _opt
+from rpt_train.errors import RptError
 from rpt_train.generate import SamplingParams
+from rpt_train.model.decode import DecodeOptions
 from rpt_train.prompts import TEMPLATES, PromptTemplate, load_template
-from rpt_train.rl.grpo import ADVANTAGES, LOSS_AGG, GrpoLossConfig
+from rpt_train.rl.grpo import ADVANTAGES, LOSS_AGG, GrpoLossConfig, silent_with_one_completion
 from rpt_train.rl.reward import REWARDS
 from rpt_train.rl.rollout import RolloutSpec, sampling_params
 
 if TYPE_CHECKING:
+    from rpt_train.chat_template import Chat
     from rpt_train.tokenizer import Tokenizer
 
-OBJECTIVE_NAMES = ("rpt",)  # rpt_train.rl.objective.OBJECTIVES (a test keeps the two equal)
+# What ``rpt-train run --resume`` may change from the saved run: how long the run goes on, what it logs and
+# keeps, where it runs and how it splits work to fit in memory. None of them changes what a step computes
+# from the saved state (micro-batching and chunking change floating-point summation order only;
+# rollout_batch_size changes which random numbers each sample draws, not their distribution; a resume on
+# another kind of device is refused when the checkpoint's sampler state does not fit it). Any other
+# difference from the saved run is refused: it would be recorded but not in force for the steps before.
+RESUMABLE = frozenset({
+    "resume", "out", "max_steps", "epochs", "max_bad_steps", "save_every", "keep_last", "val_every",
+    "val_samples", "sample_every", "num_samples", "tensorboard", "quiet", "device", "fsdp", "compile",
+    "gradient_checkpointing", "micro_batch_size", "rollout_batch_size", "logprob_chunk", "max_flops",
+    "match_flops",
+})  # fmt: skip
+OBJECTIVE_NAMES = ("rpt", "rlp")  # rpt_train.rl.objective.OBJECTIVES (a test keeps the two equal)
 DTYPES = ("float32", "bfloat16")
 
 
@@ -39,7 +58,13 @@ class TrainConfig:
     out: str = _opt("runs/rpt", "Run directory: checkpoints, metrics.jsonl, run_config.json.")
     resume: bool = _opt(False, "Continue from the latest checkpoint in --out.")
     # ---- prompts and rewards
-    objective: str = _opt("rpt", "Training objective: rpt (prefix reward, GRPO).", choices=OBJECTIVE_NAMES)
+    objective: str = _opt(
+        "rpt",
+        "Training objective: rpt (prefix reward of the prediction, GRPO) or rlp (information gain of the "
+        "thought over an EMA no-think baseline; needs a thinking template; --reward and --advantage apply "
+        "to rpt only).",
+        choices=OBJECTIVE_NAMES,
+    )
     template: str = _opt("qwen3-think", "Prompt template.", choices=TEMPLATES)
     instruction_file: str | None = _opt(None, "Text file replacing the template's instruction.")
     answer_tokens: int = _opt(
@@ -51,15 +76,24 @@ class TrainConfig:
     max_new_tokens: int = _opt(1024, "Completion length cap; a cut-off completion has no prediction.", ge=1)
     reward: str = _opt("prefix", "Reward of an extracted prediction.", choices=REWARDS)
     format_penalty: float = _opt(0.0, "Reward for a completion with no extractable prediction.")
+    rlp_tokens: int = _opt(
+        1, "rlp: ground-truth tokens after the thought whose log-likelihood gains are summed (k).", ge=1
+    )
+    ema_decay: float = _opt(
+        0.999, "rlp: decay of the no-think baseline's EMA of the policy weights, per optimizer step.",
+        ge=0, le=1,
+    )  # fmt: skip
     # ---- sampling
     num_generations: int = _opt(8, "G: completions sampled per context.", ge=1)
     temperature: float = _opt(
-        0.8, "Sampling temperature (log-probs are taken at the same temperature).", gt=0
+        0.8, "Sampling temperature, > 0 (log-probs are taken at the same temperature).", ge=0
     )
     top_p: float = _opt(1.0, "Nucleus sampling threshold (1 = off).", gt=0, le=1)
     top_k: int = _opt(0, "Top-k sampling (0 = off).", ge=0)
     batch_size: int = _opt(8, "Contexts (groups) per step and rank.", ge=1)
-    rollout_batch_size: int = _opt(0, "Contexts per generate() call (0 = the whole batch at once).", ge=0)
+    rollout_batch_size: int = _opt(
+        0, "Contexts per generate() call (0 = the whole batch at once; on CUDA, as many as fit).", ge=0
+    )
     micro_batch_size: int = _opt(8, "Sequences per forward/backward; gradients are accumulated.", ge=1)
     # ---- GRPO
     advantage: str = _opt("group", "Advantage estimator.", choices=ADVANTAGES)
@@ -80,6 +114,12 @@ class TrainConfig:
     adam_eps: float = _opt(1e-8, "AdamW epsilon.")
     max_grad_norm: float = _opt(1.0, "Gradient clipping by global norm (0 = off).", ge=0)
     max_steps: int = _opt(1000, "Training steps (rollout batches).", ge=1)
+    max_flops: float = _opt(
+        0.0, "Also stop after the step that brings train_flops to at least this (0 = off).", ge=0
+    )
+    match_flops: str | None = _opt(
+        None, "An `rpt-train run` directory: stop at the training compute it recorded (sets --max-flops)."
+    )
     seed: int = _opt(0, "Seed of data order, sampling and initialisation.")
     max_bad_steps: int = _opt(5, "Stop after this many non-finite losses in a row.", ge=1)
     # ---- machinery
@@ -90,6 +130,9 @@ class TrainConfig:
     bf16: bool = _opt(True, "bfloat16 autocast for forward passes (CUDA only; ignored on CPU).")
     gradient_checkpointing: bool = _opt(False, "Recompute decoder layers in backward to save memory.")
     compile: bool = _opt(False, "torch.compile the decoder layers.")
+    compile_decode: bool = _opt(
+        False, "Rollouts: torch.compile a fixed-shape decode step (replayed from CUDA graphs on CUDA)."
+    )
     fsdp: bool = _opt(False, "Shard parameters with FSDP2 instead of replicating with DDP (torchrun).")
     logprob_chunk: int = _opt(1024, "Completion tokens per LM-head chunk when computing log-probs.", ge=1)
     # ---- data
@@ -107,10 +150,25 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check(self)
+        if self.temperature == 0:  # 0 means greedy everywhere else (eval, SamplingParams)
+            raise RptError(
+                "temperature 0 (greedy decoding) cannot train: GRPO needs the log-probs of the distribution "
+                "the rollouts are sampled from, and greedy decoding samples from none; use a temperature > 0"
+            )
+        if self.num_generations == 1 and silent_with_one_completion(self.advantage):
+            raise RptError(
+                f"--num-generations 1 with --advantage {self.advantage}: one completion per context has no "
+                "group to compare with, so every advantage is 0 and nothing is learned; use "
+                "--num-generations >= 2 (or --advantage anchor)"
+            )
+        if self.num_generations == 1 and self.dynamic_sampling:
+            raise RptError("--dynamic-sampling keeps groups whose rewards differ, which needs "
+                           "--num-generations >= 2")  # fmt: skip
 
     # ---- builders: the small objects the trainer's parts take
-    def template_obj(self) -> PromptTemplate:
-        return load_template(self.template, self.instruction_file, self.answer_tokens)
+    def template_obj(self, chat: Chat | None = None) -> PromptTemplate:
+        """The prompt template; ``chat`` is the policy's own chat format (``Tokenizer.chat``)."""
+        return load_template(self.template, self.instruction_file, self.answer_tokens, chat)
 
     def sampling_params(
         self, template: PromptTemplate, tokenizer: Tokenizer, greedy: bool = False
@@ -130,9 +188,36 @@ class TrainConfig:
             max_prompt_tokens=self.max_prompt_tokens,
             rollout_batch_size=0 if greedy else self.rollout_batch_size,
             pad_id=tokenizer.pad_id or 0,
+            decode=DecodeOptions(compile=self.compile_decode),
         )
 
     def loss_config(self) -> GrpoLossConfig:
         """Clip range and aggregation; ``max_len`` (Dr. GRPO's constant) is the run's completion cap."""
         max_len = self.template_obj().max_new_tokens or self.max_new_tokens
         return GrpoLossConfig(self.epsilon, self.epsilon_high, self.loss_agg, max_len)
+
+
+_PATHS = ("shards", "model", "tokenizer", "instruction_file", "out")
+
+
+def _same(name: str, a: Any, b: Any) -> bool:
+    """Equal settings; paths compare as the files they name (``shards/`` is ``./shards``)."""
+    if name in _PATHS and isinstance(a, str) and isinstance(b, str):
+        canon = lambda p: str(Path(p).resolve()) if Path(p).exists() else os.path.normpath(p)  # noqa: E731
+        return canon(a) == canon(b)
+    return a == b
+
+
+def resume_differences(saved: dict[str, Any], cfg: TrainConfig) -> tuple[dict, dict]:
+    """``(applied, refused)``: ``{name: (saved value, new value)}`` for every setting of ``cfg`` that differs
+    from the ``saved`` run's (``run_config.json``), split by ``RESUMABLE``. Keys the saved run does not have
+    (written by an older rpt) are not compared."""
+    now = json.loads(json.dumps(config_to_dict(cfg)))  # the same JSON types as the saved file
+    diff = {k: (saved[k], v) for k, v in now.items() if k in saved and not _same(k, saved[k], v)}
+    applied = {k: d for k, d in diff.items() if k in RESUMABLE}
+    return applied, {k: d for k, d in diff.items() if k not in RESUMABLE}
+
+
+def format_differences(diff: dict[str, tuple[Any, Any]]) -> str:
+    """``lr: 0.0001 -> 0.005, seed: 0 -> 1`` (option names as typed on the command line)."""
+    return ", ".join(f"{k.replace('_', '-')}: {old!r} -> {new!r}" for k, (old, new) in diff.items())

@@ -8,7 +8,8 @@ count (not prompt, not padding) and 0.0 elsewhere.
 Variants are functions selected from small registries:
 
 - ``ADVANTAGES``: ``group`` (GRPO z-score within the group), ``anchor`` (z-score with a 0 reward appended
-  to each group, so an all-correct group still gets a positive push), ``mean`` (Dr. GRPO: no std division);
+  to each group, so an all-correct group still gets a positive push), ``mean`` (Dr. GRPO: no std division),
+  ``leave-one-out`` (each reward against the mean of the others: RLP's form);
 - ``LOSS_AGG``: verl's ``token-mean``, ``seq-mean-token-mean`` and ``seq-mean-token-sum-norm`` (Dr. GRPO),
   each a ``LossAgg`` holding its reduction and its normaliser.
 """
@@ -79,17 +80,42 @@ def mean_advantages(rewards: torch.Tensor, eps: float = DEFAULT_EPS) -> torch.Te
     return torch.where(_all_equal(rewards), torch.zeros_like(adv), adv)
 
 
+def leave_one_out_advantages(rewards: torch.Tensor, eps: float = DEFAULT_EPS) -> torch.Tensor:
+    """r_i minus the mean of the group's other rewards = G/(G-1) (r_i - group mean); no std division.
+
+    rewards: (N, G) -> (N, G) (RLP's advantage, arXiv 2510.01265). ``eps`` is unused (uniform signature).
+    G = 1 has no other reward to compare with and, like an all-equal group, gets exactly 0.
+    """
+    del eps
+    _check_rewards(rewards)
+    rewards = rewards.float()  # (N, G)
+    G = rewards.shape[1]
+    if G == 1:
+        return torch.zeros_like(rewards)
+    adv = G / (G - 1) * (rewards - rewards.mean(dim=1, keepdim=True))  # (N, G)
+    return torch.where(_all_equal(rewards), torch.zeros_like(adv), adv)
+
+
 AdvantageFn = Callable[[torch.Tensor, float], torch.Tensor]
 ADVANTAGES: dict[str, AdvantageFn] = {
     "group": group_advantages,
     "anchor": anchor_advantages,
     "mean": mean_advantages,
+    "leave-one-out": leave_one_out_advantages,
 }
 
 
 def compute_advantages(rewards: torch.Tensor, kind: str = "group", eps: float = DEFAULT_EPS) -> torch.Tensor:
     """rewards: (N, G) -> advantages (N, G) with the estimator registered as ``kind``."""
     return _lookup(ADVANTAGES, kind, "advantage estimator")(rewards, eps)
+
+
+def silent_with_one_completion(kind: str) -> bool:
+    """True when estimator ``kind`` gives every advantage exactly 0 for groups of one completion (G = 1),
+    whatever the rewards: training with it would change nothing. Asked of the estimator itself (on
+    rewards -1, 0, 0.5, 1), so a new registry entry is covered too."""
+    rewards = torch.tensor([[-1.0], [0.0], [0.5], [1.0]])  # (N, 1)
+    return bool((compute_advantages(rewards, kind) == 0).all())
 
 
 def frac_zero_std(rewards: torch.Tensor) -> float:
@@ -284,12 +310,13 @@ def grpo_loss(
     cfg: GrpoLossConfig | None = None,
     ref_logp: torch.Tensor | None = None,
     beta: float = 0.0,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """The GRPO objective to minimise: aggregate(surrogate + beta * k3 KL), plus float metrics.
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The GRPO objective to minimise: aggregate(surrogate + beta * k3 KL), plus metrics.
 
     logp (with grad), old_logp, ref_logp, mask: (B, T); advantages: (B,) per sequence. With beta > 0 the
     KL to the reference is added per token before aggregation (as in TRL), so it shares the surrogate's
-    token weighting. Metrics: loss, pg_loss, clip_frac, ratio_mean, ppo_kl (masked mean of
+    token weighting. Metrics are detached 0-d tensors on logp's device (the caller converts them once per
+    step: no host sync per micro-batch): loss, pg_loss, clip_frac, ratio_mean, ppo_kl (masked mean of
     old_logp - logp) and, when a reference is given, kl.
     """
     cfg = cfg or GrpoLossConfig()
@@ -300,10 +327,10 @@ def grpo_loss(
         logp, old_logp, advantages, mask, cfg.epsilon, cfg.epsilon_high
     )  # (B, T), ()
     per_token = pg_tokens  # (B, T)
-    metrics: dict[str, float] = {}
+    metrics: dict[str, torch.Tensor] = {}
     if ref_logp is not None:
         kl_tokens = k3_kl(logp, ref_logp)  # (B, T)
-        metrics["kl"] = masked_mean(kl_tokens.detach(), mask).item()
+        metrics["kl"] = masked_mean(kl_tokens.detach(), mask)
         if beta != 0.0:
             per_token = per_token + beta * kl_tokens  # (B, T)
     loss = aggregate_loss(per_token, mask, cfg.loss_agg, cfg.max_len)  # ()
@@ -311,11 +338,11 @@ def grpo_loss(
         log_ratio = (logp - old_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)  # (B, T)
         pg_loss = aggregate_loss(pg_tokens.detach(), mask, cfg.loss_agg, cfg.max_len)  # ()
         metrics.update(
-            loss=loss.item(),
-            pg_loss=pg_loss.item(),
-            clip_frac=clip_frac.item(),
-            ratio_mean=masked_mean(torch.exp(log_ratio), mask).item(),
-            ppo_kl=masked_mean(-log_ratio, mask).item(),
+            loss=loss.detach(),
+            pg_loss=pg_loss,
+            clip_frac=clip_frac,
+            ratio_mean=masked_mean(torch.exp(log_ratio), mask),
+            ppo_kl=masked_mean(-log_ratio, mask),
         )
     return loss, metrics
 

@@ -3,7 +3,8 @@
 ``score`` rewards each extracted prediction against the row's ground-truth bytes with the configured
 reward (``rpt_train.rl.reward``, the same code the evaluator and validation use) and turns each group's
 rewards into advantages (``rpt_train.rl.grpo``). ``loss`` is ``grpo_loss``: the clipped surrogate, plus
-a k3 KL to a frozen reference when ``beta > 0``, aggregated as configured. RPT keeps no state of its own.
+a k3 KL to a frozen reference when ``beta > 0``, aggregated as configured. RPT keeps no state of its own
+and needs none of the trainer's hooks (``attach``, ``rollout_spec``, ``after_step`` do nothing).
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import torch
 
 from rpt_train.rl.grpo import GrpoLossConfig, LossAgg, compute_advantages, get_loss_agg, grpo_loss
 from rpt_train.rl.reward import score_rows
-from rpt_train.rl.rollout import RolloutBatch
+from rpt_train.rl.rollout import RolloutBatch, RolloutSpec
 
 if TYPE_CHECKING:
     from rpt_train.rl.config import TrainConfig
+    from rpt_train.rl.objective import ObjectiveContext
+    from rpt_train.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class RptObjective:
     grpo: GrpoLossConfig = dataclasses.field(default_factory=GrpoLossConfig)
     beta: float = 0.0
     name: str = "rpt"
+    columns: tuple[str, ...] = ()  # the trainer's columns (context, label, boundaries) are all it reads
 
     @classmethod
     def from_config(cls, cfg: TrainConfig) -> RptObjective:
@@ -39,6 +43,16 @@ class RptObjective:
     @property
     def loss_agg(self) -> LossAgg:
         return get_loss_agg(self.grpo.loss_agg)
+
+    def attach(self, ctx: ObjectiveContext) -> None:
+        del ctx  # scores extracted predictions: needs no model
+
+    def rollout_spec(self, spec: RolloutSpec, tokenizer: Tokenizer) -> RolloutSpec:
+        del tokenizer
+        return spec  # the template's own stopping rule
+
+    def after_step(self, model: torch.nn.Module) -> None:
+        del model
 
     def score(self, batch: RolloutBatch) -> RolloutBatch:
         t0 = time.perf_counter()
@@ -52,7 +66,7 @@ class RptObjective:
             batch, rewards=rewards.to(device), advantages=advantages.to(device), seconds=seconds
         )
 
-    def loss(self, logp, old_logp, advantages, mask, ref_logp=None) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, logp, old_logp, advantages, mask, ref_logp=None) -> tuple[torch.Tensor, dict]:
         return grpo_loss(logp, old_logp, advantages, mask, self.grpo, ref_logp=ref_logp, beta=self.beta)
 
     def metrics(self, batch: RolloutBatch) -> dict[str, float]:

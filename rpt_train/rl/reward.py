@@ -14,16 +14,20 @@ Variants are plain functions selected from ``REWARDS``:
   on one of the token boundaries;
 - ``first-token`` (the paper's Appendix A variant): 1 only when the prediction is exactly the first
   ground-truth token.
+
+Only ``score_rows`` needs torch, and it imports it itself, so the registry and ``compute_rewards`` load
+without it (``rpt-data export`` reads ``REWARDS`` for its options).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from rpt_train.errors import RptError
+
+if TYPE_CHECKING:
+    import torch
 
 RewardFn = Callable[[str | None, bytes, Sequence[int]], float]
 
@@ -108,8 +112,11 @@ def score_rows(
     """Rewards (n, G) float32 of ``n * G`` predictions, prompt-major, against each shard row's label.
 
     The one reward path: the RPT objective (training and validation) and the evaluator's reasoning
-    mode call this, so they can never disagree on what earns a reward.
+    mode call this, so they can never disagree on what earns a reward (verl's ``compute_score`` in
+    ``rpt_train.verl_reward`` calls ``compute_rewards`` below it, one completion at a time).
     """
+    import torch  # here, not at the top: verl's reward workers and rpt-data import this module without it
+
     labels = [bytes(r["label"]) for r in rows for _ in range(group_size)]
     bounds = [list(r["boundaries"]) for r in rows for _ in range(group_size)]
     rewards = compute_rewards(predictions, labels, bounds, kind, format_penalty)

@@ -19,21 +19,23 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from rpt_train.generate import SamplingParams, generate, left_pad
+from rpt_train.generate import SamplingParams, generate, left_pad, rows_that_fit
+from rpt_train.model.decode import DecodeOptions
 from rpt_train.prompts import PromptTemplate
 from rpt_train.rl.grpo import frac_zero_std
-from rpt_train.tokenizer import EOS_CANDIDATES, Tokenizer
+from rpt_train.tokenizer import Tokenizer, keep_last_tokens
 
 
 @dataclass(frozen=True)
 class RolloutSpec:
-    """How to roll out: sampling, group size, prompt length and generate() batching."""
+    """How to roll out: sampling, group size, prompt length, generate() batching and its decode loop."""
 
     sampling: SamplingParams
     num_generations: int = 8
     max_prompt_tokens: int = 1024
-    rollout_batch_size: int = 0  # contexts per generate() call; 0 = all at once
+    rollout_batch_size: int = 0  # contexts per generate() call; 0 = all at once (CUDA: as many as fit)
     pad_id: int = 0
+    decode: DecodeOptions = DecodeOptions()
 
 
 @dataclass
@@ -51,6 +53,11 @@ class RolloutBatch:
     rewards: torch.Tensor | None = None  # (n, G) float32, set by the objective
     advantages: torch.Tensor | None = None  # (n*G,) float32, set by the objective
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of "generate" and "reward"
+    # Set by an objective that needs them: its own per-context numbers (every tensor (n, ...), one row per
+    # group, so selecting and concatenating groups keeps them aligned) and the tokens its scoring forwards
+    # ran over (counted as training compute, rpt_train.compute).
+    details: dict[str, torch.Tensor] = field(default_factory=dict)
+    score_tokens: int = 0
 
     @property
     def num_groups(self) -> int:
@@ -78,12 +85,8 @@ class RolloutBatch:
 
 
 def truncate_context(tokenizer: Tokenizer, context: str, max_tokens: int) -> str:
-    """The last ``max_tokens`` tokens of ``context`` as text (the end is what the next token depends on)."""
-    ids = tokenizer.encode(context)
-    if len(ids) <= max_tokens:
-        return context
-    # A cut inside a multi-byte character decodes to U+FFFD; drop those orphans rather than show them.
-    return tokenizer.decode(ids[-max_tokens:]).lstrip("\ufffd")
+    """The last ``max_tokens`` tokens of ``context`` as text (``rpt_train.tokenizer.keep_last_tokens``)."""
+    return keep_last_tokens(tokenizer, [context], max_tokens)[0]
 
 
 def encode_prompts(
@@ -96,9 +99,8 @@ def encode_prompts(
 
 
 def stop_token_ids(tokenizer: Tokenizer) -> tuple[int, ...]:
-    """End-of-turn and end-of-text ids the tokenizer has: generation stops at either."""
-    ids = (tokenizer.token_to_id(t) for t in EOS_CANDIDATES)
-    return tuple(i for i in ids if i is not None)
+    """End-of-turn and end-of-text ids the tokenizer has (and its declared EOS): generation stops at any."""
+    return tokenizer.stop_ids
 
 
 def sampling_params(
@@ -111,7 +113,10 @@ def sampling_params(
     greedy: bool = False,
 ) -> SamplingParams:
     """Sampling settings; a template with its own cap (``plain``) replaces ``max_new_tokens``, and one
-    with a stopping rule (``think``: n tokens after ``</think>``) adds it."""
+    with a stopping rule (``think``: n tokens after ``</think>``) adds it.
+
+    ``temperature`` 0 means greedy, as ``greedy=True`` does.
+    """
     cap = template.max_new_tokens or max_new_tokens
     return SamplingParams(
         max_new_tokens=cap,
@@ -159,7 +164,7 @@ def rollout(
 ) -> RolloutBatch:
     """Sample G completions for each row's context and extract each completion's prediction (unscored)."""
     prompts = encode_prompts(tokenizer, template, [r["context"] for r in rows], spec.max_prompt_tokens)
-    step = spec.rollout_batch_size or len(prompts)
+    step = spec.rollout_batch_size or contexts_per_call(model, prompts, spec)
     parts = [
         _rollout_chunk(model, tokenizer, template, rows[i : i + step], prompts[i : i + step], spec, generator)
         for i in range(0, len(prompts), step)
@@ -167,10 +172,20 @@ def rollout(
     return concat_rollouts(parts, spec.pad_id)
 
 
+def contexts_per_call(model, prompts: Sequence[Sequence[int]], spec: RolloutSpec) -> int:
+    """Contexts per generate() call when ``rollout_batch_size`` is 0: all of them on a CPU; on CUDA as
+    many as fit in half the free memory (each generate() call allocates its whole KV cache up front)."""
+    if model.device.type != "cuda":
+        return len(prompts)
+    free, _ = torch.cuda.mem_get_info(model.device)
+    slots = max(len(p) for p in prompts) + spec.sampling.max_new_tokens
+    return max(1, rows_that_fit(model, slots, free) // spec.num_generations)
+
+
 def _rollout_chunk(model, tokenizer, template, rows, prompts, spec: RolloutSpec, generator) -> RolloutBatch:
     G = spec.num_generations
     t0 = time.perf_counter()
-    gen = generate(model, prompts, spec.sampling, num_samples=G, generator=generator, pad_id=spec.pad_id)
+    gen = generate(model, prompts, spec.sampling, G, generator, spec.pad_id, spec.decode)
     t1 = time.perf_counter()
     capped = template.max_new_tokens is not None
     truncated = torch.zeros_like(gen.finished) if capped else ~gen.finished  # (N,)
@@ -216,6 +231,7 @@ def select_groups(batch: RolloutBatch, groups: Sequence[int]) -> RolloutBatch:
         advantages=None if batch.advantages is None else batch.advantages[seq],
         predictions=[batch.predictions[i] for i in seq_list],
         rows=[batch.rows[i] for i in g.tolist()],
+        details={k: v[g] for k, v in batch.details.items()},
     )
 
 
@@ -247,6 +263,8 @@ def concat_rollouts(batches: Sequence[RolloutBatch], pad_id: int = 0) -> Rollout
         rewards=_cat_scored([b.rewards for b in batches]),
         advantages=_cat_scored([b.advantages for b in batches]),
         seconds={k: sum(b.seconds.get(k, 0.0) for b in batches) for k in batches[0].seconds},
+        details={k: torch.cat([b.details[k] for b in batches]) for k in batches[0].details},
+        score_tokens=sum(b.score_tokens for b in batches),
     )
 
 

@@ -2,24 +2,31 @@
 checkpoints, exact resume, validation, logging and data parallelism.
 
 One step: draw B contexts from this rank's shard stream, roll out G completions each
-(``rpt_train.rl.rollout``), let the objective score them (``rpt_train.rl.objective``), compute old /
-reference log-probs when they are needed, then run ``num_iterations`` optimizer updates over
-micro-batches (``rpt_train.rl.update``). Ranks may hold different numbers of sequences (dynamic
+(``rpt_train.rl.rollout``, with the objective's rollout settings), let the objective score them
+(``rpt_train.rl.objective``), compute old / reference log-probs when they are needed, then run
+``num_iterations`` optimizer updates over micro-batches (``rpt_train.rl.update``), telling the objective
+after each (RLP moves its EMA baseline there). Ranks may hold different numbers of sequences (dynamic
 sampling): the short ones run zero-weight micro-batches so every rank calls backward equally often.
 Every rank draws its own contexts; metrics are all-reduced.
 
 The trainer's whole resumable state is ``state_dict()`` / ``load_state_dict()`` (model, optimizer,
 scheduler, step, every rank's data position and RNGs, the objective's own state); a checkpoint is that
-dict on disk (``rpt_train.rl.checkpoint``).
+dict on disk (``rpt_train.rl.checkpoint``). A resume compares this run's settings with the checkpoint's
+``run_config.json``: those in ``RESUMABLE`` are applied (and recorded), any other difference is refused.
+Before any step the shards are checked against their manifest (sha256, tokenizer) and the tokenizer
+against the policy's own.
 
-``train(stop=...)`` ends after the step in which ``stop()`` turned true (the CLI's Ctrl-C flag) and
-writes a checkpoint. A KeyboardInterrupt mid-step saves the state from the start of that step (data
+The run ends at ``max_steps``, once ``train_flops`` has reached ``max_flops`` (``--match-flops RUN``:
+another run's recorded compute; the last step may pass it by less than one step's compute), or after
+the step in which ``train(stop=...)``'s ``stop()`` turned true (the CLI's Ctrl-C flag), and writes a
+checkpoint. A KeyboardInterrupt mid-step saves the state from the start of that step (data
 position, RNGs), unless the optimizer had already stepped in it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from collections.abc import Callable
@@ -33,20 +40,24 @@ import torch
 from rpt_train import distributed as D
 from rpt_train.compute import rl_step_flops
 from rpt_train.config import config_to_dict
-from rpt_train.errors import RptError
+from rpt_train.errors import RptError, warn
 from rpt_train.io import write_json_atomic
 from rpt_train.metrics import MetricsLogger
 from rpt_train.model import Qwen3ForCausalLM, resolve_model_dir
+from rpt_train.model.hf_io import read_config
 from rpt_train.model.logprobs import LogprobModule
+from rpt_train.pairing import check_pair, own_tokenizer
 from rpt_train.rl.checkpoint import (
+    RUN_CONFIG,
     latest_checkpoint,
     load_checkpoint,
     rng_state,
+    run_flops,
     save_checkpoint,
     set_rng_state,
 )
-from rpt_train.rl.config import TrainConfig
-from rpt_train.rl.objective import build_objective
+from rpt_train.rl.config import TrainConfig, format_differences, resume_differences
+from rpt_train.rl.objective import ObjectiveContext, build_objective
 from rpt_train.rl.rollout import (
     RolloutBatch,
     RolloutSpec,
@@ -54,13 +65,14 @@ from rpt_train.rl.rollout import (
     rollout,
     rollout_metrics,
     sample_records,
+    stop_token_ids,
 )
 from rpt_train.rl.update import MicroBatchSettings, backward_micro_batches, batched_logprobs
-from rpt_train.shards import Manifest, check_tokenizer, iter_rows, shard_paths
+from rpt_train.shards import check_tokenizer, checked_manifest, iter_rows, shard_paths
 from rpt_train.stream import ShardStream
 from rpt_train.tokenizer import Tokenizer, resolve_tokenizer_file
 
-COLUMNS = ("doc_id", "position", "context", "label", "boundaries")
+COLUMNS = ("doc_id", "position", "context", "label", "boundaries")  # and the objective's own ``columns``
 
 
 def lr_factor(step: int, warmup_steps: int) -> float:
@@ -72,7 +84,7 @@ def lr_factor(step: int, warmup_steps: int) -> float:
 class TrainResult:
     step: int
     checkpoint: Path | None
-    stopped: str  # "max_steps" | "interrupted" | "data_exhausted"
+    stopped: str  # "max_steps" | "max_flops" | "interrupted" | "data_exhausted"
 
 
 # ------------------------------------------------------------------------------------------ the loop
@@ -91,12 +103,20 @@ class Trainer:
             raise RptError("no shard directory given (SHARDS)")
         self.tokenizer_file = resolve_tokenizer_file(cfg.tokenizer or resolve_model_dir(cfg.model))
         self.tokenizer = Tokenizer.load(self.tokenizer_file)
-        self.template = cfg.template_obj()
+        self.template = cfg.template_obj(self.tokenizer.chat)
         self.objective = build_objective(cfg)
-        check_tokenizer(Manifest.read(cfg.shards), self.tokenizer, "the policy's tokenizer")
         ckpt = latest_checkpoint(self.run_dir)
         if ckpt is not None and not cfg.resume:
             raise RptError(f"{self.run_dir} already holds checkpoints; pass --resume or choose another --out")
+        resumed_changes = self._resume_changes(ckpt) if ckpt is not None else {}
+        self._check_model_fits(resolve_model_dir(ckpt or cfg.model))
+        train_paths = shard_paths(cfg.shards, "train")
+        has_val = cfg.val_every and (Path(cfg.shards) / "val").is_dir()  # not a flat dir's train shards
+        val_paths = shard_paths(cfg.shards, "val", required=False) if has_val else []
+        manifest = D.on_main_rank(
+            lambda: checked_manifest(cfg.shards, train_paths + val_paths, self._warn, cfg.quiet)
+        )
+        check_tokenizer(manifest, self.tokenizer, "the policy's tokenizer")
         # On resume the architecture comes from the checkpoint (no hub fetch); load_state_dict sets it all.
         self.model = self._load_model(ckpt or cfg.model)
         self.ref = self._reference() if cfg.beta > 0 else None
@@ -109,28 +129,59 @@ class Trainer:
             self.model.set_reshard_after_forward(False, recurse=False)
         self.policy = self.logprob_module if fsdp else D.wrap_ddp(self.logprob_module, self.info)
         self.sync_module = self.model if fsdp else self.policy  # what no_sync acts on
+        self.objective.attach(ObjectiveContext(
+            self.model, self.tokenizer, cfg.micro_batch_size, cfg.logprob_chunk, self._autocast,
+            stop_token_ids(self.tokenizer), self.tokenizer.pad_id or 0, fsdp,
+        ))  # fmt: skip
+        self.columns = (*COLUMNS, *self.objective.columns)
         self.optimizer = self._optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, cfg.warmup_steps)
         )
-        self.stream = ShardStream(shard_paths(cfg.shards, "train"), cfg.seed, cfg.shuffle_buffer,
-                                  self.rank, self.world, cfg.epochs or None, COLUMNS)  # fmt: skip
+        self.stream = ShardStream(train_paths, cfg.seed, cfg.shuffle_buffer,
+                                  self.rank, self.world, cfg.epochs or None, self.columns)  # fmt: skip
         self._rows = iter(self.stream)
-        self.validating = bool(cfg.val_every) and (Path(cfg.shards) / "val").is_dir()
-        self.val_rows = self._val_rows() if self.validating else []
+        self.validating = bool(val_paths)
+        if cfg.val_every and not val_paths:
+            self._warn(f"--val-every {cfg.val_every}: {cfg.shards} has no val/ shards; validation is off")
+        self.val_rows = self._val_rows(val_paths) if self.validating else []
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed * 1_000_003 + self.rank)
-        self.spec = cfg.rollout_spec(self.template, self.tokenizer)
+        self.spec = self._spec()
         self.mb = MicroBatchSettings(self.objective, cfg.temperature, cfg.micro_batch_size)
         self.logger = MetricsLogger(self.run_dir, cfg.quiet, cfg.tensorboard, self.rank, cfg.max_steps)
         self.step, self.bad_steps, self.skipped_rows = 0, 0, 0
         self.n_params, self.train_flops = self.model.num_parameters(), 0.0  # rpt_train.compute
+        self.max_flops = run_flops(cfg.match_flops) if cfg.match_flops else cfg.max_flops
         self._snapshot: dict | None = None  # this rank's state at the start of the step in progress
         self._stepped, self._saved_step, self._last_ckpt = False, -1, ckpt
         if ckpt is not None:
             self.load_state_dict(load_checkpoint(ckpt, self.model.dtype))
             self.logger.truncate_after(self.step)
             self.logger.message(f"resumed from {ckpt} at step {self.step}")
+            if resumed_changes:
+                self.logger.message(f"resume: applying {format_differences(resumed_changes)}")
             self._saved_step = self.step
+
+    def _warn(self, text: str) -> None:
+        """A warning on the main rank's stderr, also under --quiet (it is not progress)."""
+        if self.info.is_main:
+            warn(text)
+
+    def _resume_changes(self, ckpt: Path) -> dict:
+        """The settings that differ from the saved run's and may change (see ``RESUMABLE``); refuse others."""
+        try:
+            saved = json.loads((ckpt / RUN_CONFIG).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            self._warn(f"{ckpt / RUN_CONFIG} is missing or unreadable: cannot compare this run's settings "
+                       "with the saved run's")  # fmt: skip
+            return {}
+        applied, refused = resume_differences(saved, self.cfg)
+        if refused:
+            raise RptError(
+                f"--resume: settings that cannot change mid-run differ from the saved run ({ckpt}): "
+                f"{format_differences(refused)}; resume with the saved values, or train into another --out"
+            )
+        return applied
 
     # ---- setup ----
     @property
@@ -142,12 +193,22 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def _check_model_fits(self, model_dir: Path) -> None:
+        """The tokenizer must belong to the policy (``rpt_train.pairing``, the check build and eval make
+        too; a --tokenizer other than the model's own must have its base vocabulary), and --top-k fit it."""
+        config = read_config(model_dir)
+        check_pair(
+            self.tokenizer, config, f"the policy {model_dir}", own_tokenizer(model_dir, self.tokenizer)
+        )
+        if self.cfg.top_k > config.vocab_size:
+            raise RptError(
+                f"--top-k {self.cfg.top_k} is larger than the policy's vocabulary ({config.vocab_size})"
+            )
+
     def _load_model(self, source) -> Qwen3ForCausalLM:
+        model_dir = resolve_model_dir(source)
         torch.manual_seed(self.cfg.seed)
-        model = Qwen3ForCausalLM.from_pretrained(source, dtype=self.cfg.dtype, device=self.device)
-        if self.tokenizer.vocab_size > model.config.vocab_size:
-            raise RptError(f"tokenizer has {self.tokenizer.vocab_size} tokens, the model only "
-                           f"{model.config.vocab_size}: they do not belong together")  # fmt: skip
+        model = Qwen3ForCausalLM.from_pretrained(model_dir, dtype=self.cfg.dtype, device=self.device)
         model.gradient_checkpointing = self.cfg.gradient_checkpointing
         if self.cfg.compile:
             for layer in model.model.layers:
@@ -167,9 +228,13 @@ class Trainer:
         return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(self.cfg.adam_beta1, self.cfg.adam_beta2),
                                  eps=self.cfg.adam_eps, fused=True)  # fmt: skip
 
-    def _val_rows(self) -> list[dict]:
-        paths = shard_paths(self.cfg.shards, "val")
-        return list(islice(iter_rows(paths, COLUMNS), self.cfg.val_samples))[self.rank :: self.world]
+    def _val_rows(self, paths: list[Path]) -> list[dict]:
+        return list(islice(iter_rows(paths, self.columns), self.cfg.val_samples))[self.rank :: self.world]
+
+    def _spec(self, greedy: bool = False) -> RolloutSpec:
+        """The run's rollout settings as the objective needs them (RLP: thoughts stop at ``</think>``)."""
+        spec = self.cfg.rollout_spec(self.template, self.tokenizer, greedy)
+        return self.objective.rollout_spec(spec, self.tokenizer)
 
     # ---- state ----
     def _rank_state(self) -> dict:
@@ -203,7 +268,13 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         mine = state["ranks"][self.rank]
         self.stream.load_state_dict(mine["stream"])
-        self.generator.set_state(mine["sampler"])
+        try:
+            self.generator.set_state(mine["sampler"])
+        except RuntimeError:  # a CPU generator's state does not fit a CUDA one, and vice versa
+            raise RptError(
+                f"the checkpoint's sampler state was saved on another kind of device than {self.device}; "
+                "resume on the device type the run was started on"
+            ) from None
         set_rng_state(mine["rng"])
         self.objective.load_state_dict(state.get("objective", {}))
         self.step, self.bad_steps = state["step"], state["bad_steps"]
@@ -277,6 +348,7 @@ class Trainer:
             self._stepped = True
             self.optimizer.step()
             self.scheduler.step()
+            self.objective.after_step(self.model)
         return out
 
     def train_step(self) -> dict | None:
@@ -303,6 +375,7 @@ class Trainer:
             update_tokens=G * int(batch.prompt_mask.sum()) + int(batch.completion_mask.sum()),
             updates=iters,
             extra_forwards=int(iters > 1) + int(self.ref is not None),
+            score_tokens=drawn.score_tokens,
         )
         m.update(tokens_per_s=float(drawn.completion_mask.sum()) / max(t3 - t0, 1e-9), time_generate=gen_s,
                  time_score=t2 - t0 - gen_s, time_update=t3 - t2)  # fmt: skip
@@ -324,22 +397,29 @@ class Trainer:
         return m
 
     def validate(self) -> dict[str, float]:
-        """Greedy mean reward, accuracy and format failures on the fixed val contexts (all ranks)."""
-        spec = self.cfg.rollout_spec(self.template, self.tokenizer, greedy=True)
+        """Greedy mean reward, format failures and the objective's metrics (RPT: ``acc``) on the fixed
+        val contexts, each a mean over every rank's completions."""
+        spec = self._spec(greedy=True)
         batches = [self._rollout(self.val_rows[i : i + self.cfg.batch_size], spec)
                    for i in range(0, len(self.val_rows), self.cfg.batch_size)]  # fmt: skip
-        r = torch.cat([b.rewards.flatten().double().cpu() for b in batches] or [torch.zeros(0)])
-        fails = sum(float(b.format_failed.sum()) for b in batches)
-        sums = D.all_reduce_sum(torch.tensor([float(r.sum()), float((r == 1).sum()), fails, float(len(r))]))
-        n = max(float(sums[3]), 1.0)
-        return {
-            f"val_{k}": v / n
-            for k, v in zip(("reward", "acc", "format_fail"), sums[:3].tolist(), strict=True)
-        }
+        per_batch = [(b.num_sequences, self.objective.metrics(b)) for b in batches]
+        names = sorted(set().union(*D.all_gather_objects(sorted(per_batch[0][1]) if per_batch else [])))
+        sums = [
+            sum(float(b.rewards.double().sum()) for b in batches),
+            sum(float(b.format_failed.sum()) for b in batches),
+            *(sum(n * m.get(k, 0.0) for n, m in per_batch) for k in names),
+            float(sum(n for n, _ in per_batch)),
+        ]
+        totals = D.all_reduce_sum(torch.tensor(sums, dtype=torch.float64)).tolist()
+        n = max(totals[-1], 1.0)
+        keys = ("reward", "format_fail", *names)
+        return {f"val_{k}": v / n for k, v in zip(keys, totals[:-1], strict=True)}
 
     # ---- the loop ----
     def _loop(self, stop: Callable[[], bool]) -> str:
         while self.step < self.cfg.max_steps:
+            if self.max_flops and self.train_flops >= self.max_flops:
+                return "max_flops"
             m = self.train_step()
             if m is None:
                 return "data_exhausted"

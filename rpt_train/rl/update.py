@@ -62,12 +62,14 @@ def backward_micro_batches(
 
     loss_mask, old_logp, ref_logp: (S, T) (old None = on-policy: ratio 1 against logp.detach()). The
     returned "loss" is this rank's share of the global objective times ``world_size``. Gradient
-    reduction is deferred to the last micro-batch via ``no_sync(sync_module or policy)``.
+    reduction is deferred to the last micro-batch via ``no_sync(sync_module or policy)``. Metrics stay on
+    the device until the end: one host transfer per call, not one per micro-batch and metric.
     """
     ids, attn, P = batch.sequences()  # (S, P+T)
     S, mbs = ids.shape[0], s.micro_batch_size
     denom = s.objective.loss_agg.normaliser
-    sums = dict.fromkeys(("loss", "tokens", "clip_frac", "kl", "ppo_kl", "entropy", "entropy_tokens"), 0.0)
+    names = ("loss", "tokens", "clip_frac", "kl", "ppo_kl", "entropy", "entropy_tokens")
+    sums: dict[str, torch.Tensor | float] = dict.fromkeys(names, 0.0)
     for k in range(n_micro):
         dummy = k * mbs >= S  # padding micro-batch so all ranks call backward equally often
         sl = slice(0, 1) if dummy else slice(k * mbs, (k + 1) * mbs)
@@ -80,19 +82,20 @@ def backward_micro_batches(
             old = logp.detach() if old_logp is None else old_logp[sl, :kept]
             ref = None if ref_logp is None else ref_logp[sl, :kept]
             loss, m = s.objective.loss(logp, old, batch.advantages[sl], mask, ref_logp=ref)
-            weight = 0.0 if dummy else float(denom(mask)) * world_size / max(global_denom, 1.0)
+            weight = 0.0 if dummy else denom(mask).float() * (world_size / max(global_denom, 1.0))  # ()
             (loss * weight).backward()
         if dummy:
             continue
-        n_tok = float(mask.sum())
+        n_tok = mask.sum().float()
         gen_mask = batch.completion_mask[sl, :kept]  # entropy over every generated token
         sums["loss"] += m["loss"] * weight
         sums["tokens"] += n_tok
         for key in ("clip_frac", "kl", "ppo_kl"):
             sums[key] += m.get(key, 0.0) * n_tok
-        sums["entropy"] += float(entropy[gen_mask].sum())
-        sums["entropy_tokens"] += float(gen_mask.sum())
-    return sums
+        sums["entropy"] += torch.where(gen_mask, entropy, 0.0).sum()
+        sums["entropy_tokens"] += gen_mask.sum().float()
+    values = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=ids.device) for v in sums.values()])
+    return dict(zip(names, values.tolist(), strict=True))  # the one host transfer
 
 
 @torch.no_grad()

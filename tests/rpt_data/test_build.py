@@ -17,6 +17,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import tokenizers
 import torch
@@ -44,11 +45,13 @@ N_DOCS = 24
 TEMPLATE = "{problem}"
 
 
-def tiny_proxy(path: Path, vocab_size: int = 151936, tokenizer: Path | None = QWEN3_TOKENIZER) -> Path:
+def tiny_proxy(
+    path: Path, vocab_size: int = 151936, tokenizer: Path | None = QWEN3_TOKENIZER, **config
+) -> Path:
     torch.manual_seed(0)
     cfg = Qwen3Config.preset(
         "tiny", vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=1024,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=1024, **config,
     )  # fmt: skip
     model = Qwen3ForCausalLM(cfg)
     model.init_weights(std=1.0)
@@ -123,6 +126,30 @@ def shard_bytes(out: Path) -> dict[str, bytes]:
         for p in shard_paths(out, s, required=False)
     }
     return {**files, "manifest.json": (out / "manifest.json").read_bytes()}
+
+
+def build_differences(out: Path, ref: Path) -> list[str]:
+    """How OUT's shards and manifest differ from REF's, file by file (empty when byte-identical)."""
+    got, want = shard_bytes(out), shard_bytes(ref)
+    notes = []
+    for name in sorted(n for n in got.keys() | want.keys() if got.get(n) != want.get(n)):
+        if name not in got or name not in want:
+            notes.append(f"{name}: only in {'the reference' if name in want else 'the resumed build'}")
+        elif name == "manifest.json":
+            a, b = json.loads(got[name]), json.loads(want[name])
+            notes.append(f"{name}: {sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))} differ")
+        else:
+            a, b = list(iter_rows([out / name])), list(iter_rows([ref / name]))
+            bad = [i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y]
+            if len(a) != len(b):
+                notes.append(f"{name}: {len(a)} rows, reference {len(b)}")
+            elif bad:
+                cols = sorted(k for k in a[bad[0]] if a[bad[0]][k] != b[bad[0]][k])
+                notes.append(f"{name}: rows {bad[:5]}... ({len(bad)}) differ, first in {cols}")
+            else:  # same rows, other bytes: another writer (code or pyarrow version), not other numbers
+                meta = [pq.ParquetFile(d / name).metadata.created_by for d in (out, ref)]
+                notes.append(f"{name}: same rows, other bytes (created_by {meta[0]!r} vs {meta[1]!r})")
+    return notes
 
 
 def documents(corpus: Path) -> dict[str, Document]:
@@ -303,7 +330,57 @@ def test_resume_after_sigkill(base, work, make_cfg):
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL and not (out / "manifest.json").exists()
     build(cfg)
-    assert shard_bytes(out) == shard_bytes(base)
+    assert not (diff := build_differences(out, base)), diff
+
+
+# Every file a build writes is committed by one os.replace (rpt_train.io.atomic_path): dying right before
+# or right after the n-th commit of a file visits each state a SIGKILL can leave on disk.
+KILLED_AT = textwrap.dedent("""
+    import json, os, signal, sys
+    from pathlib import Path
+    when, name, nth = sys.argv[2], sys.argv[3], int(sys.argv[4])
+    real, seen = os.replace, 0
+    def replace(src, dst, *args, **kwargs):
+        global seen
+        hit = Path(dst).name == name and (seen := seen + 1) == nth
+        if hit and when == "before":
+            os.kill(os.getpid(), signal.SIGKILL)
+        real(src, dst, *args, **kwargs)
+        if hit and when == "after":
+            os.kill(os.getpid(), signal.SIGKILL)
+    os.replace = replace
+    from rpt_data.build import BuildConfig, build
+    build(BuildConfig(**json.loads(sys.argv[1])))
+""")
+
+
+def all_files(out: Path) -> set[str]:
+    return {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("when", "name", "nth"),
+    [
+        ("before", "config.json", 1),  # the very first write: .state holds only its temp file
+        ("before", "train-00000-00002.parquet", 1),  # a shard's temp file is written, not yet renamed
+        ("after", "train-00000-00002.parquet", 1),  # a shard the state does not list yet
+        ("before", "rank-00000.json", 2),  # the 2nd checkpoint's spills are written, its state is not
+        ("after", "rank-00000.json", 2),  # its state is written, the 1st checkpoint's spills not removed
+        ("after", "rank-00000.json", 6),  # the final state (done); the same, then no checkpoint follows
+        ("before", "manifest.json", 1),
+    ],
+)
+def test_sigkill_at_each_commit_resumes_to_the_same_files(base, work, make_cfg, when, name, nth):
+    out = work / f"killed-{when}-{name}-{nth}"
+    cfg = make_cfg(out)
+    proc = subprocess.run([sys.executable, "-c", KILLED_AT, json.dumps(cfg.__dict__), when, name, str(nth)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-4000:]
+    assert not (out / "manifest.json").exists()
+    build(cfg)
+    assert not (diff := build_differences(out, base)), diff
+    # Nothing left over: no temp file of a write cut short, no spill the final state does not name.
+    assert all_files(out) == all_files(base)
 
 
 # ---- reruns and config ------------------------------------------------------------------------------
@@ -378,6 +455,9 @@ def test_tokenizer_must_be_the_proxys(work, make_cfg, corpus):
         build(make_cfg(work / "t1", proxy_model=str(small)))
     with pytest.raises(RptError, match="embeds only 2048"):
         build(make_cfg(work / "t2", proxy_model=str(small), tokenizer=str(QWEN3_TOKENIZER)))
+    llama_ids = tiny_proxy(work / "llama-ids", tokenizer=None, bos_token_id=128000, eos_token_id=128001)
+    with pytest.raises(RptError, match="bos_token_id 128000, .*different model families"):
+        build(make_cfg(work / "t4", proxy_model=str(llama_ids), tokenizer=str(QWEN3_TOKENIZER)))
     bpe = tokenizers.Tokenizer(tokenizers.models.BPE())
     bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = tokenizers.trainers.BpeTrainer(

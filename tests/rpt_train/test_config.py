@@ -7,13 +7,18 @@ from dataclasses import dataclass
 
 import click
 import pytest
+import torch
 from click.testing import CliRunner
 
 from rpt_train.cli.common import config_command
 from rpt_train.config import build_config, check, option
 from rpt_train.errors import RptError
+from rpt_train.eval.run import EvalConfig
+from rpt_train.model.logprobs import logprobs_from_hidden
 from rpt_train.rl.config import OBJECTIVE_NAMES, TrainConfig
 from rpt_train.rl.objective import OBJECTIVES
+from rpt_train.tokenizer import Tokenizer
+from tests.rpt_train.test_chat import QWEN_DIR
 
 
 @dataclass
@@ -102,3 +107,15 @@ def test_train_config_builders():
     cfg = TrainConfig(template="plain", answer_tokens=2, max_new_tokens=64, num_generations=4)
     assert cfg.loss_config().max_len == 2  # the plain template caps completions at answer_tokens
     assert TrainConfig(max_new_tokens=64).loss_config().max_len == 64
+
+
+def test_temperature_zero_is_greedy_for_eval_but_refused_for_training():
+    with pytest.raises(RptError, match="greedy decoding\\) cannot train: GRPO needs") as info:
+        TrainConfig(temperature=0)
+    assert "\n" not in str(info.value)
+    with pytest.raises(RptError, match="temperature must be >= 0"):
+        TrainConfig(temperature=-1)
+    settings = EvalConfig(shards="s", temperature=0).settings()
+    assert settings.rollout_spec(Tokenizer.load(QWEN_DIR)).sampling.greedy
+    with pytest.raises(RptError, match="log-probs need a temperature > 0"):
+        logprobs_from_hidden(torch.zeros(2, 4), torch.zeros(3, 4), torch.zeros(2, dtype=torch.long), 0.0)

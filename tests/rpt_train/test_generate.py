@@ -1,5 +1,6 @@
 """Batched generation: samplers, log-prob definition, stop tokens, padding independence, replication of
-the prompt cache, determinism, and the two-level exponential race's distribution.
+the prompt cache, determinism, the two-level exponential race's distribution, and the decode loop's
+machinery (finished rows leaving the batch, sparse host checks, bucketed shapes) changing no token.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from rpt_train.generate import (
     race_sample,
 )
 from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
+from rpt_train.model.decode import DecodeOptions
 
 VOCAB = 600  # > 2 * 128 and not a multiple of 128: the two-level race pads its last block
 PROMPTS = [[5, 17, 3], [9, 8, 7, 6, 5, 4, 3], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], [42]]
@@ -88,7 +90,7 @@ def test_filter_candidates_by_hand():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(temperature=0), dict(top_k=-1), dict(top_p=0.0), dict(top_p=1.5), dict(max_new_tokens=0)],
+    [dict(temperature=-0.5), dict(top_k=-1), dict(top_p=0.0), dict(top_p=1.5), dict(max_new_tokens=0)],
 )
 def test_bad_params_are_clear_errors(kwargs):
     with pytest.raises(RptError):
@@ -190,6 +192,13 @@ def test_stops_early_when_every_row_is_done(model):
     assert gen.tokens.shape == (1, end) and gen.mask.all() and gen.finished.all()
 
 
+def test_temperature_zero_is_greedy(model):
+    assert SamplingParams(temperature=0).greedy
+    greedy = run(model, SamplingParams(max_new_tokens=10, greedy=True))
+    zero = run(model, SamplingParams(max_new_tokens=10, temperature=0.0), seed=7)
+    assert torch.equal(zero.tokens, greedy.tokens) and torch.equal(zero.logprobs, greedy.logprobs)
+
+
 def test_top_k_one_equals_greedy(model):
     greedy = run(model, SamplingParams(max_new_tokens=10, greedy=True))
     top1 = run(model, SamplingParams(max_new_tokens=10, temperature=0.8, top_k=1), seed=5)
@@ -216,7 +225,8 @@ def test_num_samples_rows_are_prompt_major(model):
 def test_prompt_is_prefilled_once_and_cache_is_replicated(model, monkeypatch):
     calls, widths = [], []
     original = model.new_kv_cache
-    monkeypatch.setattr(model, "new_kv_cache", lambda b, n: calls.append((b, n)) or original(b, n))
+    spy_cache = lambda b, n, **kw: calls.append((b, n)) or original(b, n, **kw)  # noqa: E731
+    monkeypatch.setattr(model, "new_kv_cache", spy_cache)
     real_hidden = model.hidden_states
 
     def spy(ids, *args, **kwargs):
@@ -269,3 +279,99 @@ def _successor_model():
         for src in range(1, 16):
             model.lm_head.weight[src + 1 if src < 15 else 8, src] = 10.0
     return model.eval()
+
+
+# ------------------------------------------------------------------------------ variable lengths, the loop
+
+MANY = [[3 + i, 40 + 7 * i, 9, 100 + i][: 1 + i % 4] for i in range(10)]  # 10 prompts of 1-4 tokens
+
+
+def variable_lengths(model, **params) -> SamplingParams:
+    """Greedy (unless ``params`` say otherwise) with stop ids taken from a free greedy run, so rows of MANY
+    stop after very different numbers of tokens."""
+    base = run(model, SamplingParams(max_new_tokens=16, greedy=True), prompts=MANY)
+    stops = tuple(sorted({int(base.tokens[0, 2]), int(base.tokens[3, 6]), int(base.tokens[5, 11])}))
+    return SamplingParams(**{"max_new_tokens": 16, "greedy": True, "stop_token_ids": stops, **params})
+
+
+def batch_widths(model, monkeypatch) -> list[int]:
+    """Spy: the batch size of every decode step (the model sees (B, 1) token batches)."""
+    widths = []
+    real_hidden = model.hidden_states
+
+    def spy(ids, *args, **kwargs):
+        if ids.shape[1] == 1:
+            widths.append(ids.shape[0])
+        return real_hidden(ids, *args, **kwargs)
+
+    monkeypatch.setattr(model, "hidden_states", spy)
+    return widths
+
+
+def assert_same_generation(a: Generation, b: Generation) -> None:
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.mask, b.mask)
+    assert torch.equal(a.finished, b.finished)
+    torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-5, rtol=0)
+
+
+def test_finished_rows_leave_the_batch_without_changing_any_row(model, monkeypatch):
+    params = variable_lengths(model)
+    fixed = run(model, params, prompts=MANY, num_samples=2, decode=DecodeOptions(compact=False))
+    lengths = fixed.lengths()
+    assert lengths.unique().numel() >= 3 and fixed.finished.any() and not fixed.finished.all()
+    widths = batch_widths(model, monkeypatch)
+    compacted = run(model, params, prompts=MANY, num_samples=2)
+    assert_same_generation(compacted, fixed)
+    # Each decode step runs exactly the rows still generating (checked every step on CPU).
+    expected = [int((lengths > t).sum()) for t in range(1, len(widths) + 1)]
+    assert widths == expected and widths[-1] < 20
+
+
+def test_host_checks_every_few_steps_change_nothing(model, monkeypatch):
+    params = variable_lengths(model)
+    every = run(model, params, prompts=MANY)
+    widths = batch_widths(model, monkeypatch)
+    sparse = run(model, params, prompts=MANY, decode=DecodeOptions(check_every=5))
+    assert_same_generation(sparse, every)
+    assert len(set(widths[:4])) == 1 and len(set(widths[4:9])) == 1 and widths[4] < widths[0]  # at checks
+
+
+def test_static_shapes_give_the_same_tokens(model, monkeypatch):
+    """Bucketed rows and key windows (the shapes a compiled / CUDA-graph step is captured at), eagerly."""
+    params = variable_lengths(model)
+    exact = run(model, params, prompts=MANY, num_samples=2)
+    widths = batch_widths(model, monkeypatch)
+    static = run(model, params, prompts=MANY, num_samples=2, decode=DecodeOptions(static_shapes=True))
+    assert_same_generation(static, exact)
+    assert set(widths) <= {20, 16, 14, 12, 10, 8} and widths[-1] < 20  # row buckets, shrinking
+
+
+def test_logprobs_match_a_fresh_forward_with_rows_leaving(model):
+    params = variable_lengths(model, max_new_tokens=14, greedy=False, temperature=0.9)
+    options = DecodeOptions(check_every=3, static_shapes=True)
+    gen = run(model, params, prompts=MANY, num_samples=3, decode=options)
+    assert gen.lengths().unique().numel() > 1
+    for row, logits in enumerate(recompute_logits(model, MANY, gen)):
+        n = logits.shape[0]
+        tok = gen.tokens[row, :n]
+        expected = (logits / 0.9).log_softmax(-1).gather(-1, tok[:, None])[:, 0]
+        torch.testing.assert_close(gen.logprobs[row, :n], expected, atol=1e-4, rtol=0)
+        assert (gen.tokens[row, n:] == 0).all() and not gen.mask[row, n:].any()
+
+
+def test_in_place_softmax_equals_softmax():
+    from rpt_train.generate import softmax_
+
+    z = 5 * torch.randn(3, 1000, generator=torch.Generator().manual_seed(0))
+    expected = torch.softmax(z, -1)
+    assert softmax_(z) is z
+    torch.testing.assert_close(z, expected, atol=0, rtol=1e-6)
+
+
+def test_rows_that_fit_counts_the_cache_and_the_sampler_scratch(model):
+    from rpt_train.generate import rows_that_fit
+
+    cfg = model.config  # 2 layers, 2 KV heads of 16 dims, float32: 512 bytes of K and V per slot
+    per_row = 100 * 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * 4 + 12 * VOCAB
+    assert rows_that_fit(model, 100, free_bytes=2 * 10 * per_row) == 10  # half the free memory
+    assert rows_that_fit(model, 100, free_bytes=10) == 1  # never zero

@@ -1,10 +1,12 @@
-"""Prompt templates: rendering through the Qwen3 chat format, and prediction extraction."""
+"""Prompt templates: rendering through the Qwen3 chat format or the model's own template, and prediction
+extraction."""
 
 from __future__ import annotations
 
 import pytest
 
 from rpt_train.chat import render_chat
+from rpt_train.chat_template import JinjaChat
 from rpt_train.errors import RptError
 from rpt_train.prompts import (
     ANSWER_TAGS_INSTRUCTION,
@@ -15,6 +17,8 @@ from rpt_train.prompts import (
     last_boxed,
     load_template,
 )
+from rpt_train.tokenizer import Tokenizer
+from tests.rpt_train.test_chat import QWEN_DIR
 
 IM_START, THINK_END = 151644, 151668
 
@@ -25,8 +29,8 @@ def tok(qwen3_raw_tokenizer):
 
 
 def test_registry_and_flags():
-    assert set(TEMPLATES) == {"qwen3-think", "answer-tags", "plain", "think"}
-    assert TEMPLATES["qwen3-think"].thinks and TEMPLATES["answer-tags"].thinks and TEMPLATES["think"].thinks
+    assert set(TEMPLATES) == {"qwen3-think", "answer-tags", "chat-think", "plain", "think"}
+    assert all(TEMPLATES[name].thinks for name in ("qwen3-think", "answer-tags", "chat-think", "think"))
     assert not TEMPLATES["plain"].thinks
     assert "\\boxed{}" in BOXED_INSTRUCTION and "<answer>" in ANSWER_TAGS_INSTRUCTION
     for text in (BOXED_INSTRUCTION, ANSWER_TAGS_INSTRUCTION):
@@ -69,7 +73,7 @@ def test_instruction_file_with_and_without_placeholder(tmp_path):
 
 
 def test_load_template_errors(tmp_path):
-    with pytest.raises(RptError, match="answer-tags, plain, qwen3-think"):
+    with pytest.raises(RptError, match="answer-tags, chat-think, plain, qwen3-think"):
         load_template("chatml")
     with pytest.raises(RptError, match="plain"):
         load_template("plain", instruction_file=tmp_path / "x.txt")
@@ -156,6 +160,7 @@ def test_plain_template_on_ids(tok):
     assert three.extract_ids(ids[:2], decode) == " Paris."  # fewer tokens than asked: use them all
     assert three.extract_ids([], decode) is None
     assert three.extract(" Paris") == " Paris"
+    assert three.extract("") is None  # nothing generated (a text decoded without its stop token), as with ids
     assert TEMPLATES["plain"].answer_tokens == 1  # load_template did not mutate the registry
 
 
@@ -174,3 +179,64 @@ def test_think_template_on_ids(tok):
     assert one.extract("a</think>b") == "b" and one.extract("ab") is None
     with pytest.raises(RptError, match="no instruction"):
         load_template("think", instruction_file="x.txt")
+
+
+# ------------------------------------------------------------------------------------------ chat-think
+
+# An R1-Distill-style template (written for this test): the generation prompt opens the reasoning itself.
+OPENS_THINK = JinjaChat(
+    "{{ bos_token }}{% for m in messages %}<|User|>{{ m['content'] }}{% endfor %}"
+    "{% if add_generation_prompt %}<|Assistant|><think>\n{% endif %}",
+    {"bos_token": "<|begin|>"},
+)
+# A ChatML template without any thinking (SmolLM2-like).
+NO_THINK = JinjaChat(
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_chat_think_renders_the_instruction_in_the_models_template():
+    template = load_template("chat-think", chat=NO_THINK)
+    user = BOXED_INSTRUCTION.replace("{context}", "The capital of France is")
+    prompt = template.render("The capital of France is")
+    assert prompt == f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+    assert not template.prompt_opens_think
+    opened = load_template("chat-think", chat=OPENS_THINK)
+    assert opened.prompt_opens_think
+    assert (
+        opened.render("abc")
+        == f"<|begin|><|User|>{BOXED_INSTRUCTION.replace('{context}', 'abc')}<|Assistant|><think>\n"
+    )
+
+
+def test_chat_think_with_qwen3s_own_template_is_qwen3_think(tmp_path):
+    qwen = Tokenizer.load(QWEN_DIR)
+    template = load_template("chat-think", chat=qwen.chat)
+    assert isinstance(qwen.chat, JinjaChat) and not template.prompt_opens_think  # Qwen3: the model opens it
+    assert template.render("x = ") == load_template("qwen3-think").render("x = ")
+    # without a chat format: Qwen3's built-in one; an instruction file works as for the other templates
+    instruction = tmp_path / "i.txt"
+    instruction.write_text("Next words of {context} in \\boxed{}.", encoding="utf-8")
+    default = load_template("chat-think", instruction_file=instruction)
+    assert default.render("x") == load_template("qwen3-think", instruction_file=instruction).render("x")
+
+
+def test_chat_think_extraction_when_the_prompt_opened_think():
+    t = load_template("chat-think", chat=OPENS_THINK)
+    assert t.extract("reasoning \\boxed{ no}\n</think>\n\n\\boxed{ Paris}") == " Paris"
+    assert t.extract("still reasoning \\boxed{ Paris}") is None  # never closed: no answer yet
+    assert t.extract("</think>no box") is None
+
+
+def test_chat_think_extraction_when_the_model_writes_think_or_not():
+    t = load_template("chat-think", chat=NO_THINK)
+    assert t.extract("<think>\nmaybe \\boxed{ Lyon}\n</think>\n\n\\boxed{ Paris}") == " Paris"
+    assert t.extract("<think>still \\boxed{ Lyon}") is None  # opened, never closed
+    assert t.extract("It is \\boxed{ Paris}.") == " Paris"  # no reasoning at all: the whole answer
+
+
+def test_chat_think_on_ids_keeps_think_tags(tok):
+    t = load_template("chat-think", chat=Tokenizer.load(QWEN_DIR).chat)
+    ids = tok.encode("<think>\nhmm\n</think>\n\n\\boxed{ Paris}<|im_end|>").ids
+    assert t.extract_ids(ids, lambda x: tok.decode(x, skip_special_tokens=True)) == " Paris"

@@ -293,6 +293,46 @@ def test_compute_comes_from_the_run_and_the_baseline(setup, tok, no_plot):
     assert flops == {"base": 0.0, "cpt": 2e9, "step 10": 1e9, "rpt": 2e9}
 
 
+def test_run_as_adds_another_run_beside_the_rpt_run(setup, tok):
+    """``--run-as rlp=DIR``: an RLP run's checkpoints are evaluated on the same positions, labelled rlp."""
+    other = setup["root"] / "rlp-run"
+    save_step(tok, {"q": "z"}, other / "checkpoints" / "step-000005")
+    save_step(tok, FULL, other / "checkpoints" / "step-000009")
+    lines = [
+        {"step": 5, "reward": -0.5, "train_flops": 1.5e9},
+        {"step": 9, "reward": 0.25, "train_flops": 3e9},
+    ]
+    (other / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    table = run_eval(config(setup, run_as=[f"rlp={other}"]))
+    assert models_of(table) == [("base", 0), ("step 10", 10), ("rpt", 20), ("rlp step 5", 5), ("rlp", 9)]
+    assert scores_of(table)["rlp"] == EXPECTED["rpt"]  # the same weights score the same
+    assert {r["model"]: r["run"] for r in table} == {
+        "base": None,
+        "step 10": "rpt",
+        "rpt": "rpt",
+        "rlp step 5": "rlp",
+        "rlp": "rlp",
+    }
+    rlp = next(r for r in table if (r["model"], r["mode"], r["bucket"]) == ("rlp", "ntp", "hard"))
+    assert (rlp["flops"], rlp["diff_vs_base_ntp"]) == (3e9, 2 / 3)  # paired with the base like rpt's rows
+    summary = json.loads((setup["out"] / "eval_summary.json").read_text())
+    assert summary["run_rewards"] == {"rlp": [[5, -0.5], [9, 0.25]]}
+    assert (setup["out"] / "eval.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("run_as", "message"),
+    [
+        (["rlp"], "--run-as takes LABEL=RUN_DIR"),
+        (["rpt=x"], "label 'rpt' is taken"),
+        (["rlp=x", "rlp=y"], "label 'rlp' is taken"),
+    ],
+)
+def test_run_as_user_errors(setup, run_as, message):
+    with pytest.raises(RptError, match=message):
+        run_eval(config(setup, run_as=run_as))
+
+
 # ------------------------------------------------------------------------------------------------ errors
 
 
@@ -315,7 +355,7 @@ def test_user_errors(setup, change, message):
     [
         ({"batch_size": 0}, "batch-size must be >= 1, got 0"),
         ({"max_samples": 0}, "max-samples must be >= 1, got 0"),
-        ({"temperature": 0.0}, "temperature must be > 0"),
+        ({"temperature": -0.5}, "temperature must be >= 0"),
         ({"max_new_tokens": 0}, "max-new-tokens must be >= 1"),
     ],
 )
@@ -385,7 +425,7 @@ def test_cli_eval_reads_the_recipe(setup):
             "--out", str(out), "--quiet"]  # fmt: skip
     result = CliRunner().invoke(cli_main(), args)
     assert result.exit_code == 0, result.output
-    assert result.output == ""
+    assert result.stdout == ""  # (stderr warns: these hand-made shards have no manifest to check)
     cfg = json.loads((out / "eval_summary.json").read_text())["config"]
     assert (cfg["answer_tokens"], cfg["max_samples"], cfg["template"]) == (2, 3, "plain")
     result = CliRunner().invoke(cli_main(), [*args, "--max-samples", "4"])  # the command line wins
@@ -403,3 +443,30 @@ def test_cli_eval_missing_shards_is_one_line(setup, tmp_path):
 def test_cli_eval_rejects_unknown_mode(setup):
     result = CliRunner().invoke(cli_main(), ["eval", str(setup["shards"]), "--mode", "vibes"])
     assert result.exit_code == 2 and "vibes" in result.output
+
+
+def test_each_model_is_prompted_in_its_own_chat_template(setup, no_plot, monkeypatch):
+    """chat-think renders through the evaluated model's template (step 10's differs from the base's)."""
+    template = "{% for m in messages %}<{{ name }}>{{ m['content'][-3:] }}{% endfor %}"
+    for path, name in ((setup["base"], "base"), (setup["run"] / "checkpoints" / "step-000010", "ten")):
+        config_file = {"chat_template": template.replace("{{ name }}", name)}
+        (Path(path) / "tokenizer_config.json").write_text(json.dumps(config_file))
+    prompts: dict[str, str] = {}
+    real = eval_run.evaluate_model
+
+    def recording(model, tok, rows, settings, modes, progress):
+        prompts[str(tok.source)] = settings.template.render("ctx")
+        return real(model, tok, rows, settings, modes, progress)
+
+    monkeypatch.setattr(eval_run, "evaluate_model", recording)
+    run_eval(config(setup, template="chat-think", modes=["reasoning"], max_new_tokens=2))
+    by_dir = {Path(source).parent.name: prompt for source, prompt in prompts.items()}
+    assert by_dir["base"] == "<base>ctx" and by_dir["step-000010"] == "<ten>ctx"
+    assert by_dir["step-000020"].startswith("<|im_start|>user\n")  # no template: Qwen3's format
+
+
+def test_a_model_whose_tokenizer_is_from_another_family_is_refused(setup):
+    config_file = Path(setup["base"]) / "config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "bos_token_id": 128000}))
+    with pytest.raises(RptError, match="bos_token_id 128000 but tokenizer .* different model families"):
+        run_eval(config(setup, run=None))

@@ -155,10 +155,9 @@ def test_bad_config_values_are_clear_errors():
         Qwen3Config.preset("tiny", num_attention_heads=4, num_key_value_heads=3)
     with pytest.raises(RptError, match="preset"):
         Qwen3Config.preset("huge")
-    yarn = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}
-    with pytest.raises(RptError, match="rope_scaling"):  # transformers 4 layout
-        Qwen3Config.from_hf_dict({"model_type": "qwen3", "rope_scaling": yarn})
-    with pytest.raises(RptError, match="rope_parameters"):  # transformers 5 layout
-        Qwen3Config.from_hf_dict({"model_type": "qwen3", "rope_parameters": {**yarn, "rope_theta": 1e6}})
+    with pytest.raises(RptError, match="RoPE type 'longrope'"):  # transformers 4 layout
+        Qwen3Config.from_hf_dict({"model_type": "qwen3", "rope_scaling": {"rope_type": "longrope"}})
+    with pytest.raises(RptError, match="RoPE type 'linear'"):  # transformers 5 layout
+        Qwen3Config.from_hf_dict({"model_type": "qwen3", "rope_parameters": {"rope_type": "linear"}})
     plain = Qwen3Config.from_hf_dict({"rope_parameters": {"rope_type": "default", "rope_theta": 5e5}})
     assert plain.rope_theta == 5e5

@@ -1,10 +1,13 @@
 """Parity with transformers: same random weights give the same float32 logits (with and without left
 padding), and checkpoints move both ways (we save -> transformers loads; transformers saves -> we load),
-including a sharded save. The reference models are built from transformers' own config classes.
+including a sharded save. The reference models are built from transformers' own config classes. RoPE
+scaling (llama3, yarn) is compared at positions well past the original context it was scaled from.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 
 import pytest
@@ -28,12 +31,27 @@ CASES = {
     "llama-untied": ("LlamaConfig", dict(tie_word_embeddings=False)),
     "llama-tied-bias": ("LlamaConfig", dict(tie_word_embeddings=True, attention_bias=True)),
 }
+# Scaled RoPE from an original context of 32 positions; the inputs below run to position 99.
+LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+          "original_max_position_embeddings": 32}  # fmt: skip
+YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32}
+ROPE_CASES = {
+    "llama-llama3": ("LlamaConfig", dict(tie_word_embeddings=False, rope_theta=5e5, rope_scaling=LLAMA3)),
+    "qwen3-yarn": ("Qwen3Config", dict(tie_word_embeddings=True, rope_scaling=YARN)),
+    "qwen3-yarn-v5": ("Qwen3Config", dict(rope_parameters={**YARN, "rope_theta": 50_000.0})),
+    # transformers-4 style key "type", and every optional YaRN knob away from its default.
+    "qwen2-yarn-knobs": ("Qwen2Config", dict(rope_scaling={"type": "yarn", "factor": 3.0, "beta_fast": 16,
+        "beta_slow": 2, "mscale": 0.8, "mscale_all_dim": 0.5, "truncate": False,
+        "original_max_position_embeddings": 32})),
+}  # fmt: skip
+CASES.update(ROPE_CASES)
 
 
 def make_reference(case: str):
     """A transformers model with random weights large enough that a wrong formula moves logits by >> ATOL."""
     cls_name, overrides = CASES[case]
-    hf_config = getattr(transformers, cls_name)(**{**BASE, **overrides})
+    # transformers fills defaults into the RoPE dict it is given: hand it a copy.
+    hf_config = getattr(transformers, cls_name)(**copy.deepcopy({**BASE, **overrides}))
     torch.manual_seed(0)
     hf = transformers.AutoModelForCausalLM.from_config(
         hf_config, attn_implementation="eager", dtype=torch.float32
@@ -56,12 +74,12 @@ def ours_from(hf) -> Qwen3ForCausalLM:
     return model.eval()
 
 
-def inputs() -> tuple[torch.Tensor, torch.Tensor]:
+def inputs(length: int = 11) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
-    ids = torch.randint(0, BASE["vocab_size"], (3, 11), generator=g)  # (B, T)
+    ids = torch.randint(0, BASE["vocab_size"], (3, length), generator=g)  # (B, T)
     mask = torch.ones_like(ids)
     mask[1, :4] = 0  # left padding of different lengths
-    mask[2, :9] = 0
+    mask[2, : length - 2] = 0
     return ids, mask
 
 
@@ -86,7 +104,7 @@ def max_diff(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None)
     return (a - b).abs().max().item()
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", [c for c in CASES if c not in ROPE_CASES])
 def test_logits_match_transformers(case):
     hf = make_reference(case)
     ours = ours_from(hf)
@@ -116,6 +134,39 @@ def test_checkpoints_exchange_both_ways(case, tmp_path):
     assert max_diff(hf_logits(back, ids, mask), ref, mask) < ATOL
     if hf.config.tie_word_embeddings:
         assert ours.lm_head.weight is ours.model.embed_tokens.weight
+
+
+@pytest.mark.parametrize("case", list(ROPE_CASES))
+def test_scaled_rope_matches_transformers_past_the_original_context(case):
+    hf = make_reference(case)
+    ours = ours_from(hf)
+    assert ours.config.rope_scaling["rope_type"] == hf.config.rope_parameters["rope_type"]
+    ids, mask = inputs(100)
+    ref = hf_logits(hf, ids, mask)
+    assert max_diff(ours_logits(ours, ids, mask), ref, mask) < ATOL
+    # The scaling is not a no-op at these positions: plain RoPE with the same weights is far off.
+    plain = Qwen3ForCausalLM(dataclasses.replace(ours.config, rope_scaling=None))
+    plain.load_state_dict(ours.state_dict())
+    assert max_diff(ours_logits(plain.eval(), ids, mask), ref, mask) > 100 * ATOL
+
+
+@pytest.mark.parametrize("case", ["llama-llama3", "qwen3-yarn"])
+def test_scaled_rope_checkpoints_exchange_both_ways(case, tmp_path):
+    hf = make_reference(case)
+    ids, mask = inputs(100)
+    ref = hf_logits(hf, ids, mask)
+    hf.save_pretrained(tmp_path / "from_hf")  # transformers saves -> we load
+    ours = Qwen3ForCausalLM.from_pretrained(tmp_path / "from_hf", device="cpu")
+    assert ours.config.rope_scaling == Qwen3Config.from_hf_dict(hf.config.to_dict()).rope_scaling
+    assert max_diff(ours_logits(ours, ids, mask), ref, mask) < ATOL
+    ours.save_pretrained(tmp_path / "from_ours")  # we save -> transformers loads
+    written = json.loads((tmp_path / "from_ours" / "config.json").read_text())
+    assert written["rope_scaling"]["rope_type"] == written["rope_parameters"]["rope_type"] != "default"
+    back = transformers.AutoModelForCausalLM.from_pretrained(
+        tmp_path / "from_ours", dtype=torch.float32, attn_implementation="eager"
+    )
+    assert back.config.rope_parameters == hf.config.rope_parameters
+    assert max_diff(hf_logits(back, ids, mask), ref, mask) < ATOL
 
 
 def test_sharded_save_reloads(tmp_path):

@@ -65,10 +65,10 @@ def test_mean_advantages_dr_grpo():
 
 
 def test_advantage_registry():
-    assert set(ADVANTAGES) == {"group", "anchor", "mean"}
+    assert set(ADVANTAGES) == {"group", "anchor", "mean", "leave-one-out"}
     r = t([[2.0, 0.0]])
     torch.testing.assert_close(compute_advantages(r, "anchor"), anchor_advantages(r))
-    with pytest.raises(RptError, match="anchor, group, mean"):
+    with pytest.raises(RptError, match="anchor, group, leave-one-out, mean"):
         compute_advantages(r, "ppo")
     with pytest.raises(ValueError):
         group_advantages(t([1.0, 0.0]))  # not (N, G)
@@ -175,7 +175,7 @@ def test_grpo_loss_on_policy_gradient():
     torch.testing.assert_close(logp.grad, t([[-1 / 3, -1 / 3], [0.5 / 3, 0.0]]))
     assert metrics["clip_frac"] == 0.0 and metrics["ratio_mean"] == pytest.approx(1.0)
     assert metrics["ppo_kl"] == 0.0 and metrics["loss"] == metrics["pg_loss"]
-    assert all(isinstance(v, float) for v in metrics.values())
+    assert all(v.dim() == 0 and not v.requires_grad for v in metrics.values())  # converted once per step
 
 
 def test_grpo_loss_with_kl_and_aggregation():

@@ -88,7 +88,7 @@ def test_rewards_follow_the_generated_tokens(tok, monkeypatch):
         [[right[0]], [wrong[0]], [eos], [right[0]], [right[1]], [right[1]], [wrong[1]], [eos]]
     )
 
-    def fake_generate(model, prompts, params, num_samples, generator, pad_id):
+    def fake_generate(model, prompts, params, num_samples, generator, pad_id, decode=None):
         assert len(prompts) == 2 and num_samples == 4
         return Generation(
             tokens=tokens,
@@ -100,7 +100,8 @@ def test_rewards_follow_the_generated_tokens(tok, monkeypatch):
 
     monkeypatch.setattr(rollout_mod, "generate", fake_generate)
     objective = RptObjective(format_penalty=-0.5)
-    batch = objective.score(rollout(None, tok, load_template("plain"), rows, plain_spec(tok, G=4), None))
+    model = tiny_model(tok)  # only asked where it lives
+    batch = objective.score(rollout(model, tok, load_template("plain"), rows, plain_spec(tok, G=4), None))
     assert batch.rewards.tolist() == [[1.0, 0.0, -0.5, 1.0], [1.0, 1.0, 0.0, -0.5]]
     assert batch.format_failed.tolist() == [False, False, True, False, False, False, False, True]
     torch.testing.assert_close(batch.advantages, group_advantages(batch.rewards).flatten())
@@ -209,3 +210,23 @@ def test_dynamic_batch_draws_until_enough_informative_groups(tok):
     pool = iter(range(1, 100, 3))
     batch, _, tries = dynamic_batch(roll, next_rows(2), next_rows, batch_size=2, max_resample_batches=2)
     assert tries == 2 and batch.num_groups == 2 and informative_groups(batch) == []
+
+
+def test_contexts_per_generate_call_follow_free_memory_on_cuda(monkeypatch):
+    """rollout_batch_size 0: every context in one call on a CPU; on CUDA, as many as half the free memory
+    holds (a stand-in model says it lives on CUDA; the free memory is faked)."""
+    from types import SimpleNamespace
+
+    from rpt_train.rl import rollout as rollout_mod
+
+    tok = tiny_tokenizer()
+    model = tiny_model(tok)
+    spec = RolloutSpec(SamplingParams(max_new_tokens=90), num_generations=4)
+    prompts = [[1] * 10, [2] * 6, [3] * 3]
+    assert rollout_mod.contexts_per_call(model, prompts, spec) == 3
+    cfg = model.config
+    on_cuda = SimpleNamespace(device=torch.device("cuda"), config=cfg, dtype=torch.float32)
+    per_slot = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * 4  # K, V in float32
+    per_row = 100 * per_slot + 12 * cfg.vocab_size  # 10 + 90 slots, and the sampler's scratch
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (2 * 8 * per_row, 10**12))
+    assert rollout_mod.contexts_per_call(on_cuda, prompts, spec) == 2  # 8 rows = 2 contexts of G = 4

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from rpt_train.rl import trainer as trainer_mod
 from rpt_train.rl.checkpoint import latest_checkpoint
 from rpt_train.rl.config import TrainConfig
 from rpt_train.rl.trainer import Trainer, lr_factor
+from rpt_train.tokenizer import Tokenizer
 from tests.rpt_train.taskkit import save_model_dir, tiny_tokenizer, write_task_shards
 
 REPO = Path(__file__).resolve().parents[3]
@@ -279,7 +281,8 @@ def test_cli_run_smoke(task, tmp_path):
         "0",
     ]
     bad = CliRunner().invoke(run, bad_args)
-    assert (bad.exit_code, bad.output) == (1, "error: temperature must be > 0, got 0.0\n")
+    assert bad.exit_code == 1 and bad.output.startswith("error: temperature 0 (greedy decoding) cannot train")
+    assert bad.output.count("\n") == 1
     assert "--max-new-tokens" in CliRunner().invoke(run, ["--help"]).output
 
 
@@ -310,3 +313,27 @@ def test_empty_contexts_are_skipped_and_counted(task, tmp_path):
     tr = Trainer(config(task, tmp_path / "run", shards=str(out), shuffle_buffer=1, batch_size=4))
     m = tr.train_step()
     assert m["skipped_rows"] == 3 and tr.stream.rows_yielded == 7
+
+
+def test_chat_think_uses_the_policys_own_template_and_checkpoints_keep_it(task, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(task["model"], model)
+    template = (
+        "{% for m in messages %}[{{ m['content'][-2:] }}]{% endfor %}{{ '=>' if add_generation_prompt }}"
+    )
+    (model / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))
+    tr = Trainer(config(task, tmp_path / "run", model=str(model), template="chat-think", max_steps=1,
+                        max_new_tokens=3))  # fmt: skip
+    assert tr.template.render(" a b") == "[ b]=>"
+    result = tr.train()
+    saved = Tokenizer.load(result.checkpoint)
+    assert saved.chat.render([{"role": "user", "content": "xyz"}]) == "[yz]=>"
+
+
+def test_a_policy_from_another_family_is_refused(task, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(task["model"], model)
+    model_config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**model_config, "eos_token_id": 151645}))  # Qwen's
+    with pytest.raises(RptError, match="eos_token_id 151645 but tokenizer .* different model families"):
+        Trainer(config(task, tmp_path / "run", model=str(model)))

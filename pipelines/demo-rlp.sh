@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# RLP beside RPT (`make demo-rlp`): reuses a finished `make demo` run directory ($RUN: base, shards, rpt),
+# trains RLP (`rpt-train run --objective rlp`) from the same base on the same shards until it has spent
+# the RPT run's training compute (--match-flops), then evaluates base, rpt and rlp on the same held-out
+# positions. The RLP run takes every [train] setting of the recipe (its own stopping rule aside: thoughts
+# end at </think>), so the recipe's template must think (`make demo`'s does); RLP_ARGS and EVAL_ARGS add
+# options to the two commands. Reruns resume the RLP run and reuse the cached evaluation.
+set -euo pipefail
+RUN=${RUN:-runs/demo}
+RECIPE=${RECIPE:-pipelines/tiny-cpu.toml}
+BIN=${BIN:-.venv/bin}
+t0=$(date +%s)
+step() { printf '\n== [%s] %s  (%ss elapsed)\n' "$1" "$2" "$(( $(date +%s) - t0 ))"; }
+
+for need in base/model.safetensors shards/manifest.json rpt/run_config.json rpt/checkpoints/latest; do
+  if [ ! -e "$RUN/$need" ]; then
+    echo "error: $RUN/$need is missing: run 'make demo' first (RLP reuses its base, shards and RPT run)" >&2
+    exit 1
+  fi
+done
+
+step 1/2 "rpt-train run --objective rlp: thoughts rewarded by their information gain over an EMA no-think baseline, from $RUN/base, until the compute of $RUN/rpt"
+"$BIN/rpt-train" run "$RUN/shards" --config "$RECIPE" --model "$RUN/base" --out "$RUN/rlp" --resume \
+  --objective rlp --max-steps 100000 --match-flops "$RUN/rpt" ${RLP_ARGS:-}
+
+step 2/2 "evaluation on the held-out documents: base, the compute-matched baseline (if any), every RPT and RLP checkpoint"
+CPT=()
+[ -s "$RUN/cpt/model.safetensors" ] && CPT=(--cpt "$RUN/cpt")
+# `make demo`'s verdicts for base, cpt and rpt are reused when the settings match (the cache checks them).
+if [ ! -e "$RUN/eval-rlp/eval_cache.json" ] && [ -s "$RUN/eval/eval_cache.json" ]; then
+  mkdir -p "$RUN/eval-rlp" && cp "$RUN/eval/eval_cache.json" "$RUN/eval-rlp/eval_cache.json"
+fi
+"$BIN/rpt-train" eval "$RUN/shards" --config "$RECIPE" --base "$RUN/base" "${CPT[@]}" --run "$RUN/rpt" \
+  --run-as rlp="$RUN/rlp" --out "$RUN/eval-rlp" ${EVAL_ARGS:-}
+
+printf '\nRLP demo finished in %ss; table: %s/eval-rlp/eval.json, plot: %s/eval-rlp/eval.png\n' \
+  "$(( $(date +%s) - t0 ))" "$RUN" "$RUN"
