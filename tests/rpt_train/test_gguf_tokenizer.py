@@ -1,7 +1,8 @@
 """Tokenizers built from GGUF metadata (rpt_train.gguf_tokenizer), on GGUFs written like llama.cpp writes
 them (tests/rpt_train/ggufkit.py): a Qwen GGUF tokenizes the shared corpora exactly as Qwen3's own
-tokenizer.json does, SmolLM's rule isolates digits as llama.cpp's does, and what cannot be built exactly is
-refused in one line. The real SmolLM2 file is checked against transformers in test_convert_smollm2.py.
+tokenizer.json does, SmolLM's rule isolates digits as llama.cpp's does, the Llama-3 rule agrees with
+transformers, and what cannot be built exactly is refused in one line. The real SmolLM2 file is checked
+against transformers in test_convert.py.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import transformers
 
 from rpt_train.errors import RptError
 from rpt_train.gguf_tokenizer import tokenizer_config_from_gguf, tokenizer_from_gguf
@@ -77,6 +79,16 @@ def test_smollm_rule_isolates_digits_first_like_llama_cpp(qwen3_raw_tokenizer, t
     f = GgufFile(write_gguf(tmp_path / "g.gguf", tokenizer=truncated(qwen3_raw_tokenizer, KEEP), pre="gpt2"))
     gpt2 = tokenizer_from_gguf(f)
     assert gpt2.encode("so?\n\n15 of", add_special_tokens=False).tokens[2:4] == ["Ċ", "Ċ"]
+
+
+def test_llama3_rule_tokenizes_like_transformers_gguf_loading(qwen3_raw_tokenizer, tmp_path):
+    """No Llama-3 vocabulary here: Qwen's (truncated) under Llama-3's pre-tokenizer name, against
+    transformers' tokenizer for the same GGUF, on every fourth corpus document (1,936)."""
+    path = write_gguf(tmp_path / "t.gguf", tokenizer=truncated(qwen3_raw_tokenizer, KEEP), pre="llama-bpe")
+    ours = Tokenizer(tokenizer_from_gguf(GgufFile(path)))
+    theirs = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file=path.name).backend_tokenizer
+    texts = corpus_texts()[::4]
+    assert ours.encode_batch(texts) == [e.ids for e in theirs.encode_batch(texts, add_special_tokens=False)]
 
 
 def test_tokenizer_config_carries_the_chat_template_and_specials(qwen_pair):

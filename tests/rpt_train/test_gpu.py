@@ -4,7 +4,9 @@ Parity with transformers in float32 (1e-4) and bfloat16 (the max difference is r
 against a full forward, a mixed-length greedy batch against each prompt alone, generated log-probs
 against a fresh forward and the trainer's log-prob op, two trainer steps under bfloat16 autocast with
 fused AdamW (LM-head chunks smaller than a micro-batch, a reference model, two iterations), the compiled
-and CUDA-graph decode paths against the eager one, and the decode loop's host syncs.
+and CUDA-graph decode paths against the eager one, the decode loop's host syncs, and the real SmolLM2-135M
+(converted from its GGUF) in bfloat16 on the GPU against its float32 logits on the CPU, with its generation
+throughput.
 
 Figures worth reading (max differences, sync counts) are printed and, when ``RPT_GPU_REPORT`` names a
 file, appended to it as JSON lines for the check's summary table. Nothing here imports polars or datasets.
@@ -210,3 +212,47 @@ def test_two_trainer_steps_with_bf16_autocast_and_fused_adamw(tmp_path):
     report("trainer: parameters that moved in 2 bf16-autocast steps", f"{moved} / {len(before)}")
     assert moved == len(before)
     assert trainer.model.model.embed_tokens.weight.dtype == torch.float32  # fp32 master weights
+
+
+# ------------------------------------------------------------------------------------------ real model
+
+SENTENCES = [
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May.",
+    "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting.",
+    "Let a string consist of digit 1, 2, 3. How many such strings of length 6 have adjacent digits?",
+]
+
+
+def test_converted_smollm2_in_bf16_on_cuda_against_cpu_float32(smollm2_gguf, tmp_path):
+    import time
+
+    from rpt_train.convert import ConvertGgufConfig, convert_gguf
+    from rpt_train.tokenizer import Tokenizer
+
+    out = tmp_path / "smollm2"
+    convert_gguf(ConvertGgufConfig(gguf=str(smollm2_gguf), out=str(out), quiet=True))
+    tok = Tokenizer.load(out)
+    reference = Qwen3ForCausalLM.from_pretrained(out, dtype="float32", device="cpu")
+    fast = Qwen3ForCausalLM.from_pretrained(out, dtype="bfloat16", device=CUDA)
+    worst, agree, total = 0.0, 0, 0
+    with torch.no_grad():
+        for text in SENTENCES:
+            ids = torch.tensor([tok.encode(text)])
+            ref, got = reference(ids), fast(ids.to(CUDA)).float().cpu()
+            worst = max(worst, (got - ref).abs().max().item())
+            agree += int((got.argmax(-1) == ref.argmax(-1)).sum())
+            total += ids.numel()
+    report("SmolLM2 bf16 (cuda) vs fp32 (cpu), max |logit diff|", round(worst, 4))
+    report("SmolLM2 bf16 (cuda) vs fp32 (cpu), greedy agreement", f"{agree} / {total}")
+    assert agree >= 0.9 * total  # bf16 rounding over 30 layers moves logits, not the predictions
+    prompts = torch.randint(17, 49_000, (64, 128), generator=torch.Generator().manual_seed(0)).tolist()
+    params = SamplingParams(max_new_tokens=128, temperature=0.8)
+    generate(fast, prompts[:2], SamplingParams(max_new_tokens=8, temperature=0.8), generator=cuda_generator())
+    for batch in (1, 64):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        gen = generate(fast, prompts[:batch], params, generator=cuda_generator())
+        torch.cuda.synchronize()
+        rate = int(gen.mask.sum()) / (time.perf_counter() - start)
+        report(f"SmolLM2 bf16 generate, batch {batch} x 128 new tokens (new tok/s)", round(rate))
+        assert gen.mask.sum() == batch * 128  # no stop ids: every row runs to the cap
