@@ -2,9 +2,10 @@
 
 ``rpt-data build``, ``rpt-train run``, ``rpt-train pretrain`` and ``rpt-train eval`` hold
 ``OUT/.rpt.lock`` while they work, so a second command on the same OUT stops with one line instead of
-interleaving its files with the first one's. The lock file is created atomically (``O_CREAT | O_EXCL``)
-and holds its holder as JSON: pid, host, start time and command, plus the boot id and the process start
-time so a recycled pid is not mistaken for the holder. It is removed on exit (also after an error or
+interleaving its files with the first one's. The lock file appears atomically with its content (a hard
+link to a private file; ``O_CREAT | O_EXCL`` where links are unsupported) and holds its holder as JSON:
+pid, host, start time and command, plus the boot id and the process start time so a recycled pid is not
+mistaken for the holder. It is removed on exit (also after an error or
 Ctrl-C). A lock left behind by a process that was killed is *stale*:
 
 - same host, holder no longer running: taken over, with a note;
@@ -32,6 +33,7 @@ from rpt_train.errors import RptError
 
 LOCK_NAME = ".rpt.lock"
 UNREADABLE_GRACE_S = 10.0  # a lock file this young may still be being written by its creator
+SETTLE_S = 2.0  # how long to re-read a young unreadable lock before refusing as "being locked right now"
 
 
 def _boot_id() -> str | None:
@@ -108,7 +110,7 @@ class OutputLock:
         for _ in range(3):  # a stale lock taken over is one more try
             if _create(path, me):
                 return cls(path, me, created)
-            text = _read(path)
+            text = _read_settled(path)
             if text is None:
                 continue  # released meanwhile
             holder = Holder.parse(text)
@@ -158,7 +160,32 @@ def _make_dir(out: Path) -> bool:
 
 
 def _create(path: Path, holder: Holder) -> bool:
-    """Create the lock file with ``holder`` in it; False when it already exists."""
+    """Create the lock file with ``holder`` in it, atomically; False when it already exists.
+
+    The holder is written to a private file first and then hard-linked to the lock's name (``link`` fails
+    when the name exists), so no other command ever sees a lock file without its holder. A filesystem
+    without hard links falls back to ``O_CREAT | O_EXCL`` and a write, where a reader may briefly find
+    the file empty (``acquire`` waits a moment for that).
+    """
+    text = json.dumps(asdict(holder)) + "\n"
+    tmp = path.with_name(f"{LOCK_NAME}.new-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise RptError(f"--out {path.parent}: not writable ({e.strerror})") from None
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # no hard links here (some network or FUSE filesystems)
+        return _create_exclusive(path, text)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _create_exclusive(path: Path, text: str) -> bool:
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
@@ -167,11 +194,23 @@ def _create(path: Path, holder: Holder) -> bool:
         raise RptError(f"--out {path.parent}: not writable ({e.strerror})") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(asdict(holder)) + "\n")
+            f.write(text)
     except OSError as e:  # e.g. a full disk
         path.unlink(missing_ok=True)
         raise RptError(f"--out {path.parent}: cannot write {path.name} ({e.strerror})") from None
     return True
+
+
+def _read_settled(path: Path) -> str | None:
+    """The lock file's text; a young unreadable one is re-read for a moment, as its creator may be writing it."""
+    deadline = time.monotonic() + SETTLE_S
+    while True:
+        text = _read(path)
+        if text is None or Holder.parse(text) is not None or time.monotonic() > deadline:
+            return text
+        if time.time() - _mtime(path) >= UNREADABLE_GRACE_S:
+            return text  # old and unreadable: left by a crash, no point waiting
+        time.sleep(0.02)
 
 
 def _read(path: Path) -> str | None:
