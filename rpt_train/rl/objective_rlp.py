@@ -225,7 +225,7 @@ class RlpObjective:
         return out, tokens
 
     # ---- loss and metrics ----
-    def loss(self, logp, old_logp, advantages, mask, ref_logp=None) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, logp, old_logp, advantages, mask, ref_logp=None) -> tuple[torch.Tensor, dict]:
         """The clipped surrogate over the thought tokens (the whole completion: it stops at ``</think>``)."""
         return grpo_loss(logp, old_logp, advantages, mask, self.grpo, ref_logp=ref_logp, beta=self.beta)
 
