@@ -101,7 +101,7 @@ def test_cuda_graphs_need_cuda(model):
         DecodeOptions(check_every=-1)
 
 
-@pytest.mark.parametrize("rows", [1, 2, 3, 16])
+@pytest.mark.parametrize("rows", [1, 2, 3, 9, 16])
 def test_lm_head_rows_equals_the_lm_head(model, rows):
     from rpt_train.model.decode import lm_head_rows
 
