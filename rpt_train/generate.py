@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from rpt_train.errors import RptError
-from rpt_train.model.decode import CUDA_CHECK_EVERY, DecodeOptions, Decoder
+from rpt_train.model.decode import CUDA_CHECK_EVERY, DecodeOptions, Decoder, lm_head_rows
 
 RACE_BLOCK = 128  # vocabulary block of the two-level race; 151,936 = 128 * 1187, so no padding is needed
 NUCLEUS_FIRST_K = 64  # top-p without top-k: candidates start at the top 64 logits and grow 8x as needed
@@ -320,7 +320,7 @@ def _generate(model, prompts, params, G, T_max, generator, pad_id, options, samp
     last_hidden = model.hidden_states(ids, attention_mask=attn, kv_cache=prefill_cache)[:, -1]  # (P, H)
     # logits / T = (h / T) W^T: the temperature scales the (N, H) hidden state, not the (N, V) logits.
     scale = 1.0 if params.greedy else 1.0 / params.temperature
-    logits = model.lm_head(last_hidden * scale).repeat_interleave(G, dim=0)  # (N, V), model dtype
+    logits = lm_head_rows(model.lm_head, last_hidden * scale).repeat_interleave(G, dim=0)  # (N, V)
     cache = prefill_cache.repeat_interleave(G, max_len=L + T_max)  # row i*G + j <- prompt i
     del prefill_cache
     decoder = Decoder(model, cache, options, scale)

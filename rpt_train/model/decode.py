@@ -96,6 +96,29 @@ class DecodeWindow:
         return k_all, v_all
 
 
+LM_HEAD_CHUNK = 8  # rows per W h^T product on a CPU (see lm_head_rows)
+
+
+def lm_head_rows(lm_head: torch.nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
+    """Logits (B, V) of hidden states (B, H): ``lm_head(hidden)``, as (W h^T)^T for float32 on a CPU.
+
+    Asked for h W^T (what F.linear asks), MKL's float32 GEMM re-reads the (V, H) weight for small or odd
+    B; asked for W h^T, a few rows at a time, it streams it once per product. Measured on the development
+    machine (V = 151,936, H = 256), F.linear vs this: B = 2 22 vs 3.5 ms, B = 12 23 vs 12 ms, B = 16 24 vs
+    16.5 ms. A single row is a matrix-vector product either way (12 ms), so it goes in twice. bfloat16
+    (oneDNN) and CUDA keep F.linear, which is already the fast form there.
+    """
+    if hidden.device.type != "cpu" or hidden.dtype != torch.float32 or lm_head.bias is not None:
+        return lm_head(hidden)
+    weight = lm_head.weight  # (V, H)
+    out = torch.empty(hidden.shape[0], weight.shape[0], dtype=hidden.dtype)  # (B, V)
+    for lo in range(0, hidden.shape[0], LM_HEAD_CHUNK):
+        h = hidden[lo : lo + LM_HEAD_CHUNK]  # (c, H)
+        n = h.shape[0]
+        out[lo : lo + n] = torch.mm(weight, (h.expand(2, -1) if n == 1 else h).t()).t()[:n]
+    return out
+
+
 def decode_step(
     model,
     tokens: torch.Tensor,  # (B,) long: each row's newest token
@@ -110,7 +133,7 @@ def decode_step(
     (B, W). ``scale`` (1 / temperature) multiplies the hidden state before the LM head."""
     window = DecodeWindow(positions, slot, key_valid, k, v)
     hidden = model.hidden_states(tokens[:, None], kv_cache=window)  # (B, 1, H)
-    return model.lm_head(hidden[:, 0] * scale)
+    return lm_head_rows(model.lm_head, hidden[:, 0] * scale)
 
 
 class Decoder:

@@ -65,7 +65,10 @@ def variable_stops(model, prompts, n: int = 16, params: SamplingParams | None = 
 # ------------------------------------------------------------------------------------------ model
 
 
-@pytest.mark.parametrize("case", ["qwen3-tied", "qwen3-untied-bias", "qwen2-untied", "llama-untied"])
+PARITY_CASES = ["qwen3-tied", "qwen3-untied-bias", "qwen2-untied", "llama-untied", "qwen3-yarn"]
+
+
+@pytest.mark.parametrize("case", PARITY_CASES)
 def test_parity_with_transformers_on_cuda(case):
     hf = parity.make_reference(case)
     ours = parity.ours_from(hf).to(CUDA)

@@ -99,3 +99,15 @@ def test_cuda_graphs_need_cuda(model):
         Decoder(model, model.new_kv_cache(1, 4), DecodeOptions(cuda_graphs=True))
     with pytest.raises(RptError):
         DecodeOptions(check_every=-1)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 9, 16])
+def test_lm_head_rows_equals_the_lm_head(model, rows):
+    from rpt_train.model.decode import lm_head_rows
+
+    hidden = torch.randn(rows, 64, generator=torch.Generator().manual_seed(rows))
+    with torch.no_grad():
+        got = lm_head_rows(model.lm_head, hidden)
+        expected = model.lm_head(hidden)
+    assert got.shape == (rows, 300) and got.is_contiguous()
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

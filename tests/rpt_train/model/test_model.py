@@ -121,6 +121,14 @@ def test_config_json_round_trip(tmp_path):
         assert torch.equal(loaded(ids, attention_mask=mask), model(ids, attention_mask=mask))
 
 
+def test_loaded_weights_are_64_byte_aligned(tmp_path):
+    """safetensors packs tensors right after its header; a CPU view at such an offset is copied."""
+    tiny_model(tie_word_embeddings=False).save_pretrained(tmp_path)
+    model = Qwen3ForCausalLM.from_pretrained(tmp_path, device="cpu")
+    misaligned = [n for n, p in model.named_parameters() if p.data_ptr() % 64]
+    assert not misaligned
+
+
 def test_load_as_bfloat16(tmp_path):
     tiny_model().save_pretrained(tmp_path)
     model = Qwen3ForCausalLM.from_pretrained(tmp_path, dtype="bfloat16", device="cpu")
