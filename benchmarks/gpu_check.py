@@ -5,9 +5,10 @@ prompts, temperature 0.8, each row stops when it samples one of a fixed random 1
 most 1,024 new tokens), our ``generate`` (eager, then compiled with CUDA graphs) against transformers
 ``generate`` with the same stop ids, counting new tokens up to each row's stop; one GRPO update (float32
 master weights, bfloat16 autocast, fused AdamW) over those rollouts: tokens/s and model FLOPs utilisation
-against the GPU's dense bf16 peak; peak GPU memory of each part; and the copy bandwidth and bf16 matmul
-rate of the card as measured ceilings. Every part writes its result into OUT/throughput.json as soon as
-it ends, so a part that times out leaves the others.
+against the GPU's dense bf16 peak; seconds per trainer step of each objective (RPT and RLP, same weights,
+the ``think`` template, 8 contexts x G = 8, <= 128 thought tokens); peak GPU memory of each part; and the
+copy bandwidth and bf16 matmul rate of the card as measured ceilings. Every part writes its result into
+OUT/throughput.json as soon as it ends, so a part that times out leaves the others.
 
     python benchmarks/gpu_check.py --out DIR              # the measurements (CUDA)
     python benchmarks/gpu_check.py --summary DIR          # the table from DIR's files (any machine)
@@ -247,6 +248,69 @@ def run_update(model, prompts, gen, shape: Shape, device, peak_tflops: float) ->
     }  # fmt: skip
 
 
+# ------------------------------------------------------------------------------------------ objectives
+
+
+@dataclass
+class StepShape:
+    contexts: int = 8
+    group: int = 8
+    new_tokens: int = 128
+    steps: int = 3  # the first is a warm-up
+
+
+QUICK_STEPS = StepShape(contexts=2, group=4, new_tokens=8, steps=2)
+
+
+def run_objective_steps(model, device, quick: bool) -> dict:
+    """Seconds per trainer step of each objective (RPT, then RLP with its EMA baseline) from the same
+    random weights: the ``think`` template, ``contexts`` x G rollouts of up to ``new_tokens`` thought
+    tokens, float32 master weights with bfloat16 autocast and fused AdamW on CUDA. The data are the test
+    kit's tiny task and tokenizer (the model samples ids past that tokenizer's 20 tokens, which decode to
+    nothing, so no thought closes itself: every rollout runs to the cap and RPT's rewards are 0; the step
+    still does all its work). Median of the steps after the warm-up."""
+    import statistics
+    import tempfile
+
+    from rpt_train.rl.config import TrainConfig
+    from rpt_train.rl.trainer import Trainer
+    from tests.rpt_train.taskkit import tiny_tokenizer, write_task_shards
+
+    shape = QUICK_STEPS if quick else StepShape()
+    tok = tiny_tokenizer(think=True)
+    results = {"shape": shape.__dict__}
+    with tempfile.TemporaryDirectory() as tmp:
+        shards = write_task_shards(Path(tmp) / "shards", tok, n_train=64, n_val=4, repeat=True)
+        model_dir = Path(tmp) / "model"
+        model.save_pretrained(model_dir)
+        tok.save(model_dir)
+        for objective in ("rpt", "rlp"):
+            cfg = TrainConfig(shards=str(shards), model=str(model_dir), out=str(Path(tmp) / objective),
+                              objective=objective, template="think", max_new_tokens=shape.new_tokens,
+                              batch_size=shape.contexts, num_generations=shape.group, micro_batch_size=16,
+                              max_steps=shape.steps, lr=1e-6, warmup_steps=0, save_every=0, sample_every=0,
+                              quiet=True, device=device.type, bf16=device.type == "cuda")  # fmt: skip
+            trainer = Trainer(cfg)
+            reset_peak(device)
+            seconds, metrics = [], {}
+            for _ in range(shape.steps):
+                sync(device)
+                t0 = time.perf_counter()
+                metrics = trainer.train_step() or {}
+                sync(device)
+                seconds.append(time.perf_counter() - t0)
+            timed = seconds[1:] or seconds
+            results[objective] = {
+                "seconds_per_step": round(statistics.median(timed), 3),
+                **{k: round(float(metrics[k]), 3) for k in ("time_generate", "time_score", "time_update")
+                   if k in metrics},
+                "completion_len_mean": round(float(metrics.get("completion_len_mean", 0.0)), 1),
+                "peak_GiB": peak_gib(device),
+            }  # fmt: skip
+            del trainer
+    return results
+
+
 # ------------------------------------------------------------------------------------------ main
 
 
@@ -271,6 +335,7 @@ def measure(out: Path, quick: bool) -> None:
     results.put("rollout_transformers", run_transformers(model, prompts, stops, shape, device))
     results.put("grpo_update", run_update(model, prompts, gen, shape, device, spec.bf16_tflops))
     del gen
+    results.put("objective_steps", run_objective_steps(model, device, quick))
     if device.type != "cuda":  # inductor on a CPU takes minutes to compile; the CPU tests check the shapes
         return
     compiled, _ = run_ours(model, prompts, params, shape, DecodeOptions(compile=True), device)
@@ -336,6 +401,15 @@ def summary(out: Path) -> str:
         add("GRPO update (fp32 weights, bf16 autocast, fused AdamW)",
             f"{up['tokens_per_s']:,} tok/s ({up['tokens']:,} tokens in {up['seconds']} s), MFU {mfu} "
             f"({up['model_TFLOP']} TFLOP); peak {up['peak_GiB']} GiB")  # fmt: skip
+    steps = data.get("objective_steps")
+    for objective in ("rpt", "rlp"):
+        r = (steps or {}).get(objective)
+        if r:
+            sh = steps["shape"]
+            label = f"trainer step, {objective} ({sh['contexts']} x G {sh['group']}, <= {sh['new_tokens']})"
+            split = f"generate {r.get('time_generate')} s, score {r.get('time_score')} s"
+            add(label, f"{r['seconds_per_step']} s/step ({split}, update {r.get('time_update')} s); "
+                       f"peak {r['peak_GiB']} GiB")  # fmt: skip
     table = "\n".join(lines)
     (out / "summary.md").write_text(table + "\n")
     return table

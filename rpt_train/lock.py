@@ -202,7 +202,7 @@ def _create_exclusive(path: Path, text: str) -> bool:
 
 
 def _read_settled(path: Path) -> str | None:
-    """The lock file's text; a young unreadable one is re-read for a moment, as its creator may be writing it."""
+    """The lock file's text; a young unreadable one is re-read a moment (its creator may be writing it)."""
     deadline = time.monotonic() + SETTLE_S
     while True:
         text = _read(path)
