@@ -179,6 +179,16 @@ def test_declared_eos_token_stops_generation(tmp_path):
     assert qwen.stop_ids == (151645, 151643)  # <|im_end|> (also the declared EOS), <|endoftext|>
 
 
+def test_eos_id_falls_back_to_the_declared_eos_token(tmp_path):
+    """A Llama-3 or R1-Distill tokenizer has neither Qwen end token; ``rpt-train pretrain`` needs its EOS."""
+    specials = ["<|begin_of_sentence|>", "<|end_of_sentence|>"]
+    config = {"bos_token": "<|begin_of_sentence|>", "eos_token": "<|end_of_sentence|>"}
+    assert Tokenizer.load(write_tokenizer_dir(tmp_path / "r1", config, specials)).eos_id == 1
+    bare = Tokenizer.load(write_tokenizer_dir(tmp_path / "bare", {}, specials))
+    with pytest.raises(RptError, match="no EOS token"):
+        bare.eos_id
+
+
 def test_saved_tokenizer_keeps_its_template_for_us_and_transformers(tmp_path):
     tok = Tokenizer.load(smollm2_dir(tmp_path))
     tok.save(tmp_path / "saved")
