@@ -54,6 +54,13 @@ def format_table(table: list[dict[str, Any]], summary: dict[str, Any]) -> str:
                     _cell(r["diff_vs_base_ntp"], r["diff_ci_low"], r["diff_ci_high"], True) for r in row
                 )
             )
+    for label, cells in summary.get("vs_rpt", {}).items():
+        lines += ["", f"difference {label} - rpt (last checkpoints, same mode), points [paired 95% interval]",
+                  header, "-" * len(header)]  # fmt: skip
+        for mode in dict.fromkeys(k.split("/")[0] for k in cells):
+            row = [cells[f"{mode}/{b}"] for b in names]
+            lines.append(f"{label:<12}{mode:<11}" + "".join(_cell(c["diff"], c["ci_low"], c["ci_high"], True)
+                                                            for c in row))  # fmt: skip
     counts = ", ".join(f"{n}={summary['positions'][n]}" for n in names)
     lines.append(f"positions per bucket: {counts} (the same positions for every model)")
     for name, fit in summary.get("power_law", {}).items():

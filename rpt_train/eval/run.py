@@ -239,6 +239,7 @@ def _run_eval(cfg: EvalConfig) -> list[dict[str, Any]]:
         entry.verdicts = {m: cached[m] for m in cfg.modes}
     table = result_rows(rows, entries)
     summary = _summary(cfg, rows, key, table)
+    summary["vs_rpt"] = run_differences(rows, entries)
     write_json_atomic(out / TABLE, table)
     write_json_atomic(out / SUMMARY, summary)
     if not cfg.quiet:
@@ -272,6 +273,25 @@ def result_rows(rows: list[dict[str, Any]], entries: list[ModelEntry]) -> list[d
                         row.update({name: diff[0], lo_key: diff[1], hi_key: diff[2]})
                 table.append({k: _finite(v) for k, v in row.items()})
     return table
+
+
+def run_differences(rows: list[dict[str, Any]], entries: list[ModelEntry]) -> dict[str, dict[str, Any]]:
+    """Each ``--run-as`` run's last checkpoint minus the RPT run's, paired on the same positions:
+    ``{LABEL: {"mode/bucket": {"diff", "ci_low", "ci_high"}}}`` (the RLP paper's RPT-vs-RLP comparison).
+    Empty without both runs."""
+    finals = {e.run: e for e in entries if e.run is not None and e.label == e.run}
+    ref = finals.pop(RUN_LABEL, None)
+    out: dict[str, dict[str, Any]] = {}
+    for label, entry in finals.items() if ref is not None else ():
+        cells = {}
+        for mode in [m for m in ref.verdicts if m in entry.verdicts]:
+            ours = bucket_verdicts(rows, entry.verdicts[mode])
+            theirs = bucket_verdicts(rows, ref.verdicts[mode])
+            for bucket in BUCKETS:
+                diff, lo, hi = map(_finite, stats.paired_difference(ours[bucket], theirs[bucket]))
+                cells[f"{mode}/{bucket}"] = {"diff": diff, "ci_low": lo, "ci_high": hi}
+        out[label] = cells
+    return out
 
 
 _DIFF_KEYS = {

@@ -186,7 +186,7 @@ def test_eos_id_falls_back_to_the_declared_eos_token(tmp_path):
     assert Tokenizer.load(write_tokenizer_dir(tmp_path / "r1", config, specials)).eos_id == 1
     bare = Tokenizer.load(write_tokenizer_dir(tmp_path / "bare", {}, specials))
     with pytest.raises(RptError, match="no EOS token"):
-        bare.eos_id
+        _ = bare.eos_id
 
 
 def test_saved_tokenizer_keeps_its_template_for_us_and_transformers(tmp_path):

@@ -317,6 +317,7 @@ def test_run_as_adds_another_run_beside_the_rpt_run(setup, tok):
     assert (rlp["flops"], rlp["diff_vs_base_ntp"]) == (3e9, 2 / 3)  # paired with the base like rpt's rows
     summary = json.loads((setup["out"] / "eval_summary.json").read_text())
     assert summary["run_rewards"] == {"rlp": [[5, -0.5], [9, 0.25]]}
+    assert summary["vs_rpt"]["rlp"]["ntp/hard"] == {"diff": 0.0, "ci_low": 0.0, "ci_high": 0.0}
     assert (setup["out"] / "eval.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -470,3 +471,19 @@ def test_a_model_whose_tokenizer_is_from_another_family_is_refused(setup):
     config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "bos_token_id": 128000}))
     with pytest.raises(RptError, match="bos_token_id 128000 but tokenizer .* different model families"):
         run_eval(config(setup, run=None))
+
+
+def test_run_differences_pair_each_run_as_runs_last_checkpoint_with_the_rpt_runs():
+    """Hand-checked: on 4 hard positions rlp is right on 3, rpt on 1, pairs (1,1) (1,0) (1,0) (0,0):
+    d = 0, 1, 1, 0, mean 0.5, sd 0.577, half-width 1.96 * 0.577 / 2 = 0.566."""
+    rows = [{"entropy": 2.0}] * 4
+    entries = [
+        eval_run.ModelEntry("base", Path("b"), verdicts={"ntp": [0, 0, 0, 0]}),
+        eval_run.ModelEntry("rpt", Path("r"), verdicts={"ntp": [1, 0, 0, 0]}, run="rpt"),
+        eval_run.ModelEntry("rlp step 5", Path("s"), verdicts={"ntp": [0, 0, 0, 0]}, run="rlp"),
+        eval_run.ModelEntry("rlp", Path("l"), verdicts={"ntp": [1, 1, 1, 0]}, run="rlp"),
+    ]
+    cell = eval_run.run_differences(rows, entries)["rlp"]["ntp/hard"]
+    assert cell["diff"] == 0.5
+    assert cell["ci_low"] == pytest.approx(0.5 - 0.5658, abs=1e-3) and cell["ci_high"] == 1.0  # clipped
+    assert eval_run.run_differences(rows, entries[:1] + entries[2:]) == {}  # no RPT run: nothing to pair
