@@ -1,8 +1,11 @@
 """The fixed-shape decode step and the cache operations under it: a step over a padded key window equals a
 full forward, compaction keeps exactly the chosen rows in place, replication copies without a temporary,
-and row buckets pad by at most 25%."""
+row buckets pad by at most 25%, and the compiled step gives the eager tokens on a CPU (the GPU check
+covers CUDA graphs)."""
 
 from __future__ import annotations
+
+import shutil
 
 import pytest
 import torch
@@ -111,3 +114,28 @@ def test_lm_head_rows_equals_the_lm_head(model, rows):
         expected = model.lm_head(hidden)
     assert got.shape == (rows, 300) and got.is_contiguous()
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")),
+                    reason="torch.compile needs a C++ compiler on a CPU")  # fmt: skip
+def test_compiled_decode_gives_the_eager_tokens_as_rows_leave():
+    """``DecodeOptions(compile=True)`` on a CPU (inductor, no CUDA graphs; about 15 s of compiling): greedy
+    rows of different prompt lengths that stop at different steps give the eager path's tokens, mask and
+    (to float rounding) log-probs, through every row bucket and key window the batch passes."""
+    from rpt_train.generate import SamplingParams, generate
+
+    torch.manual_seed(0)
+    cfg = Qwen3Config.preset("tiny", vocab_size=300, hidden_size=64, intermediate_size=128,
+                             num_hidden_layers=2, head_dim=16)  # fmt: skip
+    peaked = Qwen3ForCausalLM(cfg)
+    peaked.init_weights(std=0.2)  # peaked distributions: no greedy near-ties for rounding to flip
+    peaked = peaked.float().eval()
+    prompts = [[5, 17, 3], [9, 8, 7, 6, 5, 4, 3], list(range(1, 13)), [42]] * 3
+    free = generate(peaked, prompts, SamplingParams(max_new_tokens=24, greedy=True))
+    stops = tuple(sorted({int(free.tokens[0, 2]), int(free.tokens[1, 6]), int(free.tokens[2, 20])}))
+    params = SamplingParams(max_new_tokens=24, greedy=True, stop_token_ids=stops)
+    eager = generate(peaked, prompts, params, num_samples=2)
+    assert eager.lengths().unique().numel() > 2  # rows do leave the batch at different steps
+    compiled = generate(peaked, prompts, params, num_samples=2, decode=DecodeOptions(compile=True))
+    assert torch.equal(compiled.tokens, eager.tokens) and torch.equal(compiled.mask, eager.mask)
+    assert (compiled.logprobs - eager.logprobs).abs().max().item() < 1e-4
