@@ -3,7 +3,7 @@
 verl (Ray + FSDP + vLLM, the RPT paper's own stack) trains from Parquet rows with ``data_source``,
 ``prompt`` (chat messages), ``ability``, ``reward_model`` and ``extra_info`` columns, and scores
 completions with a custom ``compute_score`` (``rpt_train.verl_reward``). One shard row becomes one verl
-row (``verl_row``):
+row (``rpt_data.verl_format.verl_row``, beside the schema and the checks):
 
 - ``prompt``: for a chat template, one user message holding the template's instruction and the context
   (verl renders it with the model's own chat template; for Qwen3 that is exactly ``template.render``).
@@ -29,7 +29,6 @@ source build's identity.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
 import itertools
@@ -42,19 +41,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rpt_data import __version__
+from rpt_data.verl_format import (
+    EXPORT_VERSION,
+    FORMAT,
+    SCHEMA,
+    check_think_end,
+    check_verl_can_stop,
+    label_text,
+    verl_row,
+    verl_settings,
+)
 from rpt_train.config import check, config_to_dict, option
 from rpt_train.errors import RptError
 from rpt_train.io import atomic_path, sha256_file, write_json_atomic
 from rpt_train.lock import output_lock
 from rpt_train.progress import Progress
-from rpt_train.prompts import (
-    TEMPLATES,
-    THINK_END,
-    ChatTemplate,
-    PromptTemplate,
-    fill_instruction,
-    load_template,
-)
+from rpt_train.prompts import TEMPLATES, PromptTemplate, load_template
 from rpt_train.rl.reward import REWARDS
 from rpt_train.shards import (
     MANIFEST_NAME,
@@ -66,17 +68,10 @@ from rpt_train.shards import (
     iter_rows,
     shard_paths,
 )
-from rpt_train.verl_reward import DATA_SOURCE
 
 if TYPE_CHECKING:
     from rpt_train.tokenizer import Tokenizer
 
-FORMAT = "verl-rl-parquet"
-EXPORT_VERSION = 1
-ABILITY = "next-token-reasoning"
-REWARD_FUNCTION = {"path": "rpt_train/verl_reward.py", "name": "compute_score"}
-# verl's chat template for ``plain``: the prompt is the user content verbatim (jinja, as HF applies it).
-RAW_CHAT_TEMPLATE = "{% for message in messages %}{{ message.content }}{% endfor %}"
 SOURCE_COLUMNS = ("doc_id", "position", "context", "label", "boundaries", "entropy")
 # [train] settings of a recipe that decide the prompts and the reward: the export inherits them.
 TRAINING_KEYS = (
@@ -86,34 +81,6 @@ TRAINING_KEYS = (
     "max_prompt_tokens",
     "reward",
     "format_penalty",
-)
-
-MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
-SCHEMA = pa.schema(
-    [
-        pa.field("data_source", pa.string()),  # "rpt": verl picks the reward function by it
-        pa.field("prompt", pa.list_(MESSAGE)),  # chat messages; verl applies the chat template
-        pa.field("ability", pa.string()),
-        pa.field("reward_model", pa.struct([("style", pa.string()), ("ground_truth", pa.string())])),
-        pa.field(
-            "extra_info",
-            pa.struct(
-                [
-                    ("split", pa.string()),
-                    ("index", pa.int64()),  # row number within this file
-                    ("doc_id", pa.string()),
-                    ("position", pa.int32()),
-                    ("entropy", pa.float32()),
-                    ("label_b64", pa.string()),  # the exact label bytes
-                    ("boundaries", pa.list_(pa.int32())),  # valid prefix lengths of the label, in bytes
-                    ("template", pa.string()),  # how the prompt was rendered, so how to extract
-                    ("reward", pa.string()),
-                    ("format_penalty", pa.float64()),
-                ]
-            ),
-        ),
-    ],
-    metadata={b"rpt.export": f"{FORMAT}/{EXPORT_VERSION}".encode()},
 )
 
 
@@ -155,61 +122,6 @@ class SplitStats:
     source_shards: list[str] = field(default_factory=list)
 
 
-# ------------------------------------------------------------------------------------------- rows
-
-
-def prompt_messages(template: PromptTemplate, context: str) -> list[dict[str, str]]:
-    """verl's ``prompt`` column: the messages that verl renders with the model's chat template.
-
-    A chat template's user turn is exactly the one its ``render`` gives to ``render_chat``; any other
-    template (``plain``) sends its whole rendered prompt, which verl renders verbatim under
-    ``RAW_CHAT_TEMPLATE``.
-    """
-    if isinstance(template, ChatTemplate):
-        return [{"role": "user", "content": fill_instruction(template.instruction, context)}]
-    return [{"role": "user", "content": template.render(context)}]
-
-
-def label_text(label: bytes) -> tuple[str, bool]:
-    """(display text of a label, whether it is valid UTF-8); invalid bytes show as U+FFFD."""
-    try:
-        return label.decode("utf-8"), True
-    except UnicodeDecodeError:
-        return label.decode("utf-8", errors="replace"), False
-
-
-def verl_row(
-    row: dict[str, Any],
-    split: str,
-    index: int,
-    template: PromptTemplate,
-    reward: str = "prefix",
-    format_penalty: float = 0.0,
-    context: str | None = None,
-) -> dict[str, Any]:
-    """One verl row of one shard row; ``context`` replaces the row's own (e.g. truncated)."""
-    label = bytes(row["label"])
-    text, _ = label_text(label)
-    return {
-        "data_source": DATA_SOURCE,
-        "prompt": prompt_messages(template, row["context"] if context is None else context),
-        "ability": ABILITY,
-        "reward_model": {"style": "rule", "ground_truth": text},
-        "extra_info": {
-            "split": split,
-            "index": index,
-            "doc_id": row["doc_id"],
-            "position": row["position"],
-            "entropy": row["entropy"],
-            "label_b64": base64.b64encode(label).decode("ascii"),
-            "boundaries": [int(b) for b in row["boundaries"]],
-            "template": template.name,
-            "reward": reward,
-            "format_penalty": float(format_penalty),
-        },
-    }
-
-
 # ---------------------------------------------------------------------------------------- exporting
 
 
@@ -226,30 +138,6 @@ def _num_rows(paths: Iterable[Path]) -> int:
         check_schema(path)
         total += pq.ParquetFile(path).metadata.num_rows
     return total
-
-
-def check_verl_can_stop(template: PromptTemplate) -> None:
-    """Refuse a template that stops generation by a rule of its own (``think``: ``answer_tokens`` after
-    ``</think>``): verl's vLLM rollouts stop only at end-of-sequence tokens or the length cap, and the text
-    ``compute_score`` receives cannot be cut at a token count."""
-    if template.stop_after(lambda token: 0) is not None:
-        raise RptError(
-            f"the {template.name} template ends generation a fixed number of tokens after a marker token, "
-            "which verl's rollouts cannot do; export with qwen3-think, answer-tags or plain"
-        )
-
-
-def check_think_end(template: PromptTemplate, tokenizer: Tokenizer) -> None:
-    """Refuse a thinking template with a tokenizer whose ``</think>`` is special: verl decodes completions
-    with ``skip_special_tokens=True``, which would delete it, so no completion could ever be scored."""
-    tid = tokenizer.token_to_id(THINK_END)
-    if template.thinks and tid is not None and tid in tokenizer.special_ids:
-        raise RptError(
-            f"{tokenizer.source}: {THINK_END} (id {tid}) is a special token, and verl decodes completions "
-            f"with skip_special_tokens=True, so it would vanish and every {template.name} completion would "
-            f'score the format penalty; mark it "special": false in the model\'s tokenizer.json and '
-            "tokenizer_config.json (the ids do not change)"
-        )
 
 
 def _tokenizer(cfg: ExportConfig, manifest: Manifest | None) -> Tokenizer | None:
@@ -330,26 +218,6 @@ def _source_identity(shards: Path, manifest: Manifest | None) -> dict[str, Any]:
         "labels_length": manifest.labels_length,
         "entropy_threshold": manifest.entropy_threshold,
         "shard_sha256": {s["path"]: s.get("sha256") for s in manifest.shards if "path" in s},
-    }
-
-
-def verl_settings(template: PromptTemplate, longest_prompt: int | None) -> dict[str, Any]:
-    """How verl must be configured for these rows (``pipelines/verl-grpo.sh`` reads it from the manifest).
-
-    ``max_prompt_length`` is the longest rendered prompt in tokens (None without a tokenizer): verl
-    left-truncates longer prompts at the token level, which would cut the instruction, not the context.
-    """
-    chat = isinstance(template, ChatTemplate)
-    return {
-        "max_prompt_length": longest_prompt,
-        "data_source": DATA_SOURCE,
-        "reward_function": REWARD_FUNCTION,
-        "prompt_form": "chat" if chat else "raw",
-        # chat: the model's own chat template; raw: the content verbatim
-        "custom_chat_template": None if chat else RAW_CHAT_TEMPLATE,
-        "enable_thinking": template.thinks,
-        # plain's prediction is its first answer_tokens tokens: verl must generate no more
-        "max_response_length": template.max_new_tokens,
     }
 
 

@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from rpt_data.cli import main as rpt_data
-from rpt_data.export_verl import RAW_CHAT_TEMPLATE, REWARD_FUNCTION, prompt_messages
+from rpt_data.verl_format import RAW_CHAT_TEMPLATE, REWARD_FUNCTION, prompt_messages
 from rpt_train.prompts import load_template
 from tests.conftest import REPO
 from tests.rpt_train.taskkit import tiny_tokenizer, write_task_shards

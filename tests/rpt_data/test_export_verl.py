@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from rpt_data import export_verl as export_verl_module
 from rpt_data.cli import main
-from rpt_data.export_verl import (
+from rpt_data.verl_format import (
     ABILITY,
     RAW_CHAT_TEMPLATE,
     SCHEMA,

@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from rpt_data.export_verl import check_think_end, verl_row
+from rpt_data.verl_format import check_think_end, verl_row
 from rpt_train.errors import RptError
 from rpt_train.prompts import load_template
 from rpt_train.rl.reward import score_rows
