@@ -1,8 +1,11 @@
-"""The whole demo pipeline (pipelines/demo.sh) on a micro recipe: every step runs and the table appears.
+"""The whole demo pipeline (pipelines/demo.sh, then demo-rlp.sh) on a micro recipe: every step runs and
+the tables appear.
 
 This is `make demo` with smaller numbers (tests/pipelines/micro.toml), so CI checks that the README's main
 command works end to end: generate (with reasoning demonstrations) -> tokenizer -> pretrain -> build ->
-RPT with the think template -> compute-matched baseline -> eval.
+RPT with the think template -> compute-matched baseline -> eval; then `make demo-rlp` (RLP from the same
+base on the same shards at the RPT run's compute, evaluated beside it) and RLP on shards that keep every
+position (RLP needs no entropy filter and no verifier).
 """
 
 from __future__ import annotations
@@ -13,24 +16,32 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "tests" / "pipelines" / "micro.toml"
+BIN = Path(sys.executable).parent
 
 
-def test_demo_pipeline_end_to_end(tmp_path):
-    run = tmp_path / "run"
-    env = {
-        **os.environ,
-        "RUN": str(run),
-        "RECIPE": str(REPO / "tests" / "pipelines" / "micro.toml"),
-        "BIN": str(Path(sys.executable).parent),
-        "PRETRAIN_DOCS": "300",
-    }
-    proc = subprocess.run(
-        ["bash", str(REPO / "pipelines" / "demo.sh")], cwd=REPO, env=env, capture_output=True, text=True,
+def run_script(script: str, run: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RUN": str(run), "RECIPE": str(RECIPE), "BIN": str(BIN), "PRETRAIN_DOCS": "300"}
+    return subprocess.run(
+        ["bash", str(REPO / "pipelines" / script)], cwd=REPO, env=env, capture_output=True, text=True,
         timeout=600,
     )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> tuple[Path, str]:
+    run = tmp_path_factory.mktemp("demo") / "run"
+    proc = run_script("demo.sh", run)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
+    return run, out
+
+
+def test_demo_pipeline_end_to_end(demo):
+    run, out = demo
     for step in range(1, 8):
         assert f"== [{step}/7]" in out
     assert "easy >=0.5" in out and "medium >=1.0" in out and "hard >=1.5" in out
@@ -48,9 +59,40 @@ def test_demo_pipeline_end_to_end(tmp_path):
     assert manifest["counts"]["positions_kept"]["train"] > 0
 
     # A second run skips or resumes every step and leaves the results as they were.
-    again = subprocess.run(
-        ["bash", str(REPO / "pipelines" / "demo.sh")], cwd=REPO, env=env, capture_output=True, text=True,
-        timeout=600,
-    )  # fmt: skip
+    again = run_script("demo.sh", run)
     assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
     assert json.loads((run / "eval" / "eval.json").read_text()) == table
+
+
+def test_demo_rlp_trains_rlp_to_the_rpt_runs_compute_and_evaluates_it_beside_rpt(demo):
+    run, _ = demo
+    proc = run_script("demo-rlp.sh", run)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert "difference rlp - rpt" in proc.stdout
+    table = json.loads((run / "eval-rlp" / "eval.json").read_text())
+    flops = {r["model"]: r["flops"] for r in table}
+    assert {"base", "cpt", "rpt", "rlp"} <= flops.keys()
+    assert flops["rpt"] <= flops["rlp"] < 2 * flops["rpt"]  # stopped at the first step past RPT's compute
+    summary = json.loads((run / "eval-rlp" / "eval_summary.json").read_text())
+    cells = summary["vs_rpt"]["rlp"]
+    assert set(cells) == {f"{m}/{b}" for m in ("ntp", "reasoning") for b in ("easy", "medium", "hard")}
+
+
+def test_rlp_runs_on_shards_that_keep_every_position(demo, tmp_path):
+    """RLP's reward is dense: shards built with --entropy-threshold 0 (every position) train as well."""
+    run, _ = demo
+    shards, out = tmp_path / "all", tmp_path / "rlp"
+    build = [str(BIN / "rpt-data"), "build", "--config", str(RECIPE), "--dataset", "data/synthmath.jsonl",
+             "--proxy-model", str(run / "base"), "--out", str(shards), "--entropy-threshold", "0",
+             "--quiet"]  # fmt: skip
+    proc = subprocess.run(build, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = json.loads((shards / "manifest.json").read_text())["counts"]
+    assert counts["positions_kept"]["train"] == counts["positions_scored"]["train"] > 0
+    train = [str(BIN / "rpt-train"), "run", str(shards), "--config", str(RECIPE), "--model",
+             str(run / "base"), "--out", str(out), "--objective", "rlp", "--max-steps", "2",
+             "--quiet"]  # fmt: skip
+    proc = subprocess.run(train, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all("info_gain_mean" in r for r in rows)
