@@ -246,13 +246,11 @@ class Tokenizer:
     def eos_id(self) -> int:
         """``<|im_end|>`` (end of a chat turn) if present, else ``<|endoftext|>``, else the declared
         ``eos_token`` (a Llama 3 tokenizer has neither Qwen token: ``<|eot_id|>``)."""
-        declared = self.chat_spec.special_tokens.get("eos_token")
-        for token in (*EOS_CANDIDATES, declared):
-            i = self._tok.token_to_id(token) if token else None
-            if i is not None:
-                return i
-        names = ", ".join([*EOS_CANDIDATES, "a declared eos_token"])
-        raise RptError(f"tokenizer {self.source} has none of {names} (no EOS token)")
+        ids = self.stop_ids  # in that order
+        if not ids:
+            names = ", ".join([*EOS_CANDIDATES, "a declared eos_token"])
+            raise RptError(f"tokenizer {self.source} has none of {names} (no EOS token)")
+        return ids[0]
 
     @property
     def stop_ids(self) -> tuple[int, ...]:
