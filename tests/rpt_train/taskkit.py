@@ -29,11 +29,11 @@ from rpt_train.tokenizer import Tokenizer
 LETTERS = "abcdefgh"
 
 
-def tiny_tokenizer(think: bool = False) -> Tokenizer:
-    """Byte-level BPE over ' ' and a-h: tokens ' a'..' h' (and bare letters), plus <|endoftext|> (and with
-    ``think`` the non-special added tokens <think> and </think>, as in Qwen3)."""
+def letters_bpe(letters: str = LETTERS) -> tokenizers.Tokenizer:
+    """Byte-level BPE over ' ' and the letters: ids 0-8 for the characters, then one ' x' merge per letter
+    in the order of ``letters`` (another order, another base vocabulary), then <|endoftext|>."""
     chars = ["Ġ", *LETTERS]
-    merges = [("Ġ", c) for c in LETTERS]
+    merges = [("Ġ", c) for c in letters]
     vocab = {c: i for i, c in enumerate(chars)}
     for a, b in merges:
         vocab[a + b] = len(vocab)
@@ -42,6 +42,13 @@ def tiny_tokenizer(think: bool = False) -> Tokenizer:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(["<|endoftext|>"])
+    return tok
+
+
+def tiny_tokenizer(think: bool = False) -> Tokenizer:
+    """Byte-level BPE over ' ' and a-h: tokens ' a'..' h' (and bare letters), plus <|endoftext|> (and with
+    ``think`` the non-special added tokens <think> and </think>, as in Qwen3)."""
+    tok = letters_bpe()
     if think:
         tok.add_tokens([AddedToken("<think>", special=False), AddedToken("</think>", special=False)])
     return Tokenizer(tok)

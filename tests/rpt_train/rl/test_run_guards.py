@@ -15,10 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-import tokenizers
 import torch
 from click.testing import CliRunner
-from tokenizers import decoders, models, normalizers, pre_tokenizers
 
 from rpt_train.cli.run import run
 from rpt_train.errors import RptError
@@ -28,7 +26,7 @@ from rpt_train.rl.grpo import ADVANTAGES, silent_with_one_completion
 from rpt_train.rl.trainer import Trainer
 from rpt_train.tokenizer import Tokenizer
 from tests.rpt_train.faultkit import corrupt_data_pages
-from tests.rpt_train.taskkit import LETTERS, save_model_dir, tiny_tokenizer, write_task_shards
+from tests.rpt_train.taskkit import LETTERS, letters_bpe, save_model_dir, tiny_tokenizer, write_task_shards
 
 REPO = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -150,17 +148,7 @@ def test_shards_without_a_manifest_are_said_once(task, tmp_path, capsys):
 def other_vocab_tokenizer() -> Tokenizer:
     """The task tokenizer's characters and size with its merges' ids in another order: a different base
     vocabulary (labels on other ids) that the model's embedding table could still index."""
-    chars = ["Ġ", *LETTERS]
-    merges = [("Ġ", c) for c in reversed(LETTERS)]
-    vocab = {c: i for i, c in enumerate(chars)}
-    for a, b in merges:
-        vocab[a + b] = len(vocab)
-    tok = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=merges))
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens(["<|endoftext|>"])
-    return Tokenizer(tok)
+    return Tokenizer(letters_bpe(LETTERS[::-1]))
 
 
 def test_a_tokenizer_that_is_not_the_models_is_refused(task, tmp_path):
