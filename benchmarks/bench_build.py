@@ -1,9 +1,9 @@
 """Benchmark: ``rpt-data build`` end to end vs the proxy forward alone, and peak memory vs corpus size.
 
-Not a test. Documents are GSM8K train records (``problem\\n\\nsolution``) from ../shared, tokenized with the
-real Qwen3 tokenizer; the proxy is a small random Qwen3 (4 layers, hidden 256, 4 heads / 2 KV heads of 64,
-MLP 768, tied, vocab 151,936) saved to a temp dir. Every position is kept (no threshold), the worst case for
-the pipeline around the model: every scored token becomes a Parquet row.
+Not a test. Documents are GSM8K train records (``problem\\n\\nsolution``) from data/gsm8k_train.jsonl,
+tokenized with the real Qwen3 tokenizer; the proxy is a small random Qwen3 (4 layers, hidden 256, 4 heads / 2
+KV heads of 64, MLP 768, tied, vocab 151,936) saved to a temp dir. Every position is kept (no threshold), the
+worst case for the pipeline around the model: every scored token becomes a Parquet row.
 
 1. Build throughput: ``build()`` in a child process, tokens scored / wall seconds of the whole build (startup
    included) and of the block loop alone (the part that grows with the corpus).
@@ -31,9 +31,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-GSM8K = SHARED / "corpora" / "gsm8k_train.jsonl"
-QWEN3_TOKENIZER = SHARED / "tokenizers" / "qwen3" / "tokenizer.json"
+GSM8K = REPO / "data" / "gsm8k_train.jsonl"
+QWEN3_TOKENIZER = REPO / "tests" / "fixtures" / "qwen3" / "tokenizer.json"
 
 
 def make_proxy(path: Path) -> None:

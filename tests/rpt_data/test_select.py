@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,16 +23,11 @@ from rpt_data.select import (
 )
 from rpt_train.corpus.documents import Document
 from rpt_train.tokenizer import Tokenizer
-
-QWEN3_TOKENIZER = (
-    Path(__file__).resolve().parents[2].parent / "shared" / "tokenizers" / "qwen3" / "tokenizer.json"
-)
+from tests.conftest import QWEN3_TOKENIZER
 
 
 @pytest.fixture(scope="module")
 def qwen3() -> Tokenizer:
-    if not QWEN3_TOKENIZER.is_file():
-        pytest.fail(f"{QWEN3_TOKENIZER} not found: tests need ../shared beside the repository")
     return Tokenizer.load(QWEN3_TOKENIZER)
 
 

@@ -14,10 +14,9 @@ from rpt_data.cli.tokenizer import tokenizer_group
 from rpt_data.tokenizer_train import ADDED_TOKENS, train_tokenizer
 from rpt_train.errors import RptError
 from rpt_train.tokenizer import Tokenizer
+from tests.conftest import GSM8K, QWEN3_TOKENIZER
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-GSM8K = SHARED / "corpora" / "gsm8k_train.jsonl"
-QWEN_JSON = SHARED / "tokenizers" / "qwen3" / "tokenizer.json"
+QWEN_JSON = QWEN3_TOKENIZER
 
 UNSEEN = "Über 3.14159 cafés — 龘 🦜 naïve\ttabs\r\n  and  spaces 2024!"
 

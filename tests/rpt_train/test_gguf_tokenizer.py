@@ -1,9 +1,8 @@
-"""Tokenizers built from GGUF metadata (rpt_train.gguf_tokenizer), on GGUFs written like llama.cpp writes
-them (tests/rpt_train/ggufkit.py): a Qwen GGUF tokenizes the shared corpora exactly as Qwen3's own
+"""Tokenizers built from GGUF metadata (rpt_train.gguf_tokenizer), on GGUFs written like llama.cpp writes them
+(tests/rpt_train/ggufkit.py): a Qwen GGUF tokenizes the shipped corpora (GSM8K, CHAMP) exactly as Qwen3's own
 tokenizer.json does, SmolLM's rule isolates digits as llama.cpp's does, the Llama-3 rule agrees with
 transformers, and what cannot be built exactly is refused in one line. The real SmolLM2 file is checked
-against transformers in test_convert.py.
-"""
+against transformers in test_convert.py."""
 
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ from rpt_train.errors import RptError
 from rpt_train.gguf_tokenizer import tokenizer_config_from_gguf, tokenizer_from_gguf
 from rpt_train.model.gguf import GgufFile
 from rpt_train.tokenizer import Tokenizer
-from tests.conftest import CORPORA, QWEN3_TOKENIZER
+from tests.conftest import CHAMP, GSM8K, QWEN3_TOKENIZER
 from tests.rpt_train.ggufkit import truncated, write_gguf
 
 KEEP = 8000  # BPE tokens kept from Qwen3's 151,643: every byte and the common merges, fast to read back
@@ -24,8 +23,8 @@ KEEP = 8000  # BPE tokens kept from Qwen3's 151,643: every byte and the common m
 
 def corpus_texts() -> list[str]:
     texts = []
-    for name in ("gsm8k_train.jsonl", "champ.jsonl"):
-        for line in (CORPORA / name).read_text(encoding="utf-8").splitlines():
+    for path in (GSM8K, CHAMP):
+        for line in path.read_text(encoding="utf-8").splitlines():
             record = json.loads(line)
             texts.append(f"{record['problem']}\n\n{record['solution']}")
     return texts
@@ -47,7 +46,7 @@ def test_qwen_gguf_tokenizes_the_corpora_like_its_tokenizer_json(qwen_pair):
     reference, f = qwen_pair
     ours, theirs = Tokenizer(tokenizer_from_gguf(f)), Tokenizer(reference)
     texts = corpus_texts()
-    assert len(texts) == 7743  # every document of ../shared/corpora
+    assert len(texts) == 7743  # every document of the two shipped corpora
     assert ours.encode_batch(texts) == theirs.encode_batch(texts)
     # Qwen's NFC normalizer, chat specials matched whole, the non-special added <think>, digits one by one.
     for text in [

@@ -11,10 +11,9 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers
 
 from rpt_train.errors import RptError
 from rpt_train.tokenizer import Tokenizer, TokenSpanMismatch, bytes_to_unicode
+from tests.conftest import CHAMP, GSM8K, QWEN3_DIR
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-QWEN_DIR = SHARED / "tokenizers" / "qwen3"
-CORPORA = SHARED / "corpora"
+QWEN_DIR = QWEN3_DIR
 
 KNOWN_TEXT = "The capital of France is Paris. $x^2+1=5$"
 KNOWN_IDS = [785, 6722, 315, 9625, 374, 12095, 13, 400, 87, 61, 17, 10, 16, 28, 20, 3]
@@ -25,8 +24,8 @@ def qwen() -> Tokenizer:
     return Tokenizer.load(QWEN_DIR / "tokenizer.json")
 
 
-def _documents(name: str) -> list[str]:
-    with open(CORPORA / name, encoding="utf-8") as f:
+def _documents(path: Path) -> list[str]:
+    with open(path, encoding="utf-8") as f:
         return [r["problem"] + "\n\n" + r["solution"] for r in map(json.loads, f) if r]
 
 
@@ -84,8 +83,8 @@ def test_spans_round_trip_on_every_corpus_document(qwen):
     partial_ids = {i for i, piece in enumerate(table) if _is_partial_utf8(piece)}
     docs_with_split_char = 0
     n_docs = 0
-    for name in ("champ.jsonl", "gsm8k_train.jsonl"):
-        docs = _documents(name)
+    for path in (CHAMP, GSM8K):
+        docs = _documents(path)
         for start in range(0, len(docs), 2048):
             batch = docs[start : start + 2048]
             for doc, (ids, spans) in zip(batch, qwen.encode_batch_with_spans(batch), strict=True):

@@ -1,7 +1,7 @@
 """``make verl-check``: the verl export and reward checked against an installed verl, on CPU.
 
 Runs in ``.verl-venv`` (verl from PyPI + this package), never in ``make test``. On shards built here with
-the real Qwen3 tokenizer (``../shared/tokenizers/qwen3``), for the ``qwen3-think`` and ``plain`` templates:
+the real Qwen3 tokenizer (``tests/fixtures/qwen3``), for the ``qwen3-think`` and ``plain`` templates:
 
 1. ``rpt-data export verl`` writes the parquet files;
 2. ``pipelines/verl-grpo.sh``'s arguments compose against verl's own hydra config (an unknown key fails;
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-QWEN3 = REPO.parent / "shared" / "tokenizers" / "qwen3"
+QWEN3 = REPO / "tests" / "fixtures" / "qwen3"
 DOCS = [
     "Let x be a real number with x^2 - 5x + 6 = 0. Then (x - 2)(x - 3) = 0, so x = 2 or x = 3.",
     "The sum of the first n odd numbers is n^2. For n = 7 the sum is 49, which is 7 squared.",
@@ -223,7 +223,7 @@ def main() -> None:
 
     say(f"verl {verl.__version__} imported on CPU (python {sys.version.split()[0]})")
     if not (QWEN3 / "tokenizer.json").is_file():
-        fail(f"{QWEN3} not found: the check needs ../shared beside the repository")
+        fail(f"{QWEN3} not found: the check needs the repository's tests/fixtures/qwen3")
     rpt_tok = Tokenizer.load(QWEN3)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -23,9 +23,7 @@ from rpt_train.rl.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-
-SHARED = Path(__file__).resolve().parents[3].parent / "shared"
-TOKENIZER = SHARED / "tokenizers" / "qwen3" / "tokenizer.json"
+from tests.conftest import QWEN3_TOKENIZER as TOKENIZER
 
 
 def _model(seed: int = 0) -> Qwen3ForCausalLM:
@@ -64,12 +62,11 @@ def test_round_trip_resumes_identically(tmp_path):
     x = torch.randint(0, 96, (2, 9), generator=torch.Generator().manual_seed(1))
     model, opt, sched = _setup()
     _train_step(model, opt, sched, x)
-    path = _save(tmp_path, 1, model, opt, sched, tokenizer=TOKENIZER if TOKENIZER.is_file() else None)
+    path = _save(tmp_path, 1, model, opt, sched, tokenizer=TOKENIZER)
     assert path == tmp_path / "checkpoints" / "step-000001" and latest_checkpoint(tmp_path) == path
     assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "step-000001"
     assert json.loads((path / "run_config.json").read_text()) == {"lr": 1e-2, "step": 1}
-    if TOKENIZER.is_file():
-        assert (path / "tokenizer.json").read_bytes() == TOKENIZER.read_bytes()
+    assert (path / "tokenizer.json").read_bytes() == TOKENIZER.read_bytes()
     draws = (random.random(), torch.rand(3), np.random.rand())
 
     state = load_trainer_state(path)

@@ -1,7 +1,8 @@
 """Rewards checked by hand against real Qwen3 token boundaries.
 
 Labels and boundaries are built the way the shard builder builds them: the bytes of the ground-truth
-continuation tokens and their cumulative byte lengths, from the real tokenizer in ../shared.
+continuation tokens and their cumulative byte lengths, from the real Qwen3
+tokenizer shipped in tests/fixtures/qwen3.
 """
 
 from __future__ import annotations
