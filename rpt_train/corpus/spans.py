@@ -113,10 +113,11 @@ def token_class(start: int, end: int, spans: Sequence[Span]) -> str:
     return TEXT
 
 
-def class_counts(classes: Sequence[str | None]) -> dict[str, int]:
-    """{class: rows} in report order, rows without a class under ``none`` (only classes that occur)."""
-    keys = [*CLASSES, UNCLASSIFIED]
-    counts = {k: 0 for k in keys}
-    for c in classes:
-        counts[c if c in counts else UNCLASSIFIED] += 1
-    return {k: v for k, v in counts.items() if v}
+def class_key(cls: str | None) -> str:
+    """The count key of a row's class: the class, or ``none`` for a row without one."""
+    return cls if cls in CLASSES else UNCLASSIFIED
+
+
+def ordered_counts(counts: Mapping[str, int]) -> dict[str, int]:
+    """{class: count} in report order (``none`` last), only the classes that occur."""
+    return {k: int(counts[k]) for k in (*CLASSES, UNCLASSIFIED) if counts.get(k)}
