@@ -57,7 +57,7 @@ from rpt_train.corpus.documents import DEFAULT_TEMPLATE, Document
 from rpt_train.corpus.fingerprint import input_fingerprints
 from rpt_train.corpus.inputs import DEFAULT_DATASET, DEFAULT_SPLIT
 from rpt_train.corpus.readers import ReadStats, count_documents, iter_documents
-from rpt_train.corpus.spans import UNCLASSIFIED, class_key
+from rpt_train.corpus.spans import UNCLASSIFIED, class_key, ordered_counts
 from rpt_train.errors import RptError
 from rpt_train.lock import output_lock
 from rpt_train.progress import Progress
@@ -159,7 +159,7 @@ class Summary:
             f"  positions scored: {kv(c['positions_scored'])}; kept: {kv(c['positions_kept'])}",
             f"  positions skipped: {kv(c['positions_skipped'])}",
             *(
-                f"  {split} positions kept by class: {kv(by)}"
+                f"  {split} positions kept by class: {kv(ordered_counts(by))}"
                 for split, by in c.get("positions_kept_by_class", {}).items()
                 if set(by) - {UNCLASSIFIED}  # a corpus without spans: nothing to show
             ),
