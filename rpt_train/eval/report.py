@@ -88,7 +88,7 @@ def class_section(
     cell = {(r["model"], r["mode"], r[CLASS_KEY]): r for r in rows}
     keys = list(dict.fromkeys((r["model"], r["mode"]) for r in rows))
     n = (summary.get("positions_by_class") or {}).get(bucket, {})
-    header = f"{'model':<12}{'mode':<11}" + "".join(f"{c} (n={n.get(c, '?')})".rjust(20) for c in classes)
+    header = f"{'model':<12}{'mode':<11}" + "".join(f"{c} (n={n.get(c, 0)})".rjust(20) for c in classes)
     where = f"{bucket} bucket (entropy >= {BUCKETS[bucket]}) by where the position sits"
 
     def line(model: str, mode: str, keys: tuple[str, str, str], signed: bool = False) -> str:
