@@ -10,10 +10,11 @@ thinking can compute? The intervals and paired differences are the buckets' (``r
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from rpt_train.corpus.spans import CLASSES
+from rpt_train.corpus.spans import CLASSES, class_key, ordered_counts
 from rpt_train.eval.score import BUCKETS, row_buckets
 
 CLASS_KEY = "class"  # the eval.json key that marks a class row (bucket rows have none)
@@ -45,15 +46,11 @@ def group_verdicts(rows: Sequence[dict[str, Any]], verdicts: Sequence[float]) ->
 
 def positions_by_class(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:
     """{bucket: {class: positions}} (``none``: positions without a class), for eval_summary.json."""
-    out: dict[str, dict[str, int]] = {}
-    for bucket in BUCKETS:
-        counts: dict[str, int] = {}
-        for r in rows:
-            if bucket in row_buckets(r):
-                key = r.get("span_class") if r.get("span_class") in CLASSES else "none"
-                counts[key] = counts.get(key, 0) + 1
-        out[bucket] = {k: counts[k] for k in (*CLASSES, "none") if k in counts}
-    return out
+    counts = {bucket: Counter() for bucket in BUCKETS}
+    for r in rows:
+        for bucket in row_buckets(r):
+            counts[bucket][class_key(r.get("span_class"))] += 1
+    return {bucket: ordered_counts(c) for bucket, c in counts.items()}
 
 
 def bucket_rows(table: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
