@@ -18,7 +18,9 @@ vocabulary is Qwen3's).
 The manifest's counts add up: ``documents_read = documents_used + sum(documents_skipped)`` (reader
 reasons, plus ``too_short`` (< 2 tokens), ``untokenizable`` and ``no_positions`` (nothing survived the
 filters)); per document, its n - 1 positions are ``split_char + truncated + positions_scored`` and
-``positions_scored = positions_kept + short_context + below_threshold + over_cap``.
+``positions_scored = positions_kept + short_context + below_threshold + over_cap``; and
+``positions_kept[split] = sum(positions_kept_by_class[split])`` (classes of ``rpt_train.corpus.spans``,
+``none`` for rows of documents without spans).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from rpt_train.corpus.documents import DEFAULT_TEMPLATE, Document
 from rpt_train.corpus.fingerprint import input_fingerprints
 from rpt_train.corpus.inputs import DEFAULT_DATASET, DEFAULT_SPLIT
 from rpt_train.corpus.readers import ReadStats, count_documents, iter_documents
+from rpt_train.corpus.spans import UNCLASSIFIED, class_key, ordered_counts
 from rpt_train.errors import RptError
 from rpt_train.lock import output_lock
 from rpt_train.progress import Progress
@@ -155,6 +158,11 @@ class Summary:
             f"({c['documents_val']:,} held out for val); skipped: {kv(c['documents_skipped'])}",
             f"  positions scored: {kv(c['positions_scored'])}; kept: {kv(c['positions_kept'])}",
             f"  positions skipped: {kv(c['positions_skipped'])}",
+            *(
+                f"  {split} positions kept by class: {kv(ordered_counts(by))}"
+                for split, by in c.get("positions_kept_by_class", {}).items()
+                if set(by) - {UNCLASSIFIED}  # a corpus without spans: nothing to show
+            ),
             f"  shards: {kv(self.shards)}",
         ]
         if not self.already_complete:
@@ -233,7 +241,9 @@ def process_block(
         counts.documents_used += 1
         counts.positions_kept[split] += len(kept)
         for i in range(0, len(kept), ROW_CHUNK):
-            emit(split, make_rows(doc, data, ids, spans, ent, kept[i : i + ROW_CHUNK], labels_length))
+            rows = make_rows(doc, data, ids, spans, ent, kept[i : i + ROW_CHUNK], labels_length)
+            counts.kept_by_class.update((split, class_key(r["span_class"])) for r in rows)
+            emit(split, rows)
     return counts
 
 
@@ -321,6 +331,7 @@ def merge_counts(states: list[RankState], val_docs: int) -> dict[str, Any]:
         "positions_scored": c["positions_scored"],
         "positions_kept": c["positions_kept"],
         "positions_skipped": c["positions_skipped"],
+        "positions_kept_by_class": c["positions_kept_by_class"],
         "tokens_scored": c["tokens_scored"],
     }
 

@@ -3,7 +3,8 @@
 ``rpt-data generate --n 3000 --seed 0 --out data/synthmath.jsonl`` recreates the committed sample byte for
 byte (the families are in ``rpt_data.synth``). ``--think-fraction p`` turns a share p of the documents
 into reasoning demonstrations (``rpt_data.think``): the pretraining corpus of a base model that thinks
-before it predicts. The file is written atomically (temp file, then rename).
+before it predicts. Plain records carry ``spans`` (what each number is, ``rpt_train.corpus.spans``);
+demonstrations and drills do not. The file is written atomically (temp file, then rename).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from rpt_data.synth import dump_record, generate_records
 from rpt_data.think import add_thoughts, drill
 from rpt_train.config import check, option
+from rpt_train.corpus.spans import SPANS_FIELD
 from rpt_train.errors import RptError
 from rpt_train.io import atomic_path, sha256_file
 from rpt_train.progress import Progress
@@ -45,9 +47,13 @@ class GenerateConfig:
 
 def demonstration(record: dict, rng: random.Random, think_results: float) -> dict:
     """The record as a reasoning demonstration: worked and empty thoughts in its solution, empty ones in its
-    problem."""
+    problem.
+
+    Its ``spans`` are dropped: a thought may open inside a number, splitting a span, and a pretraining
+    corpus has no use for position classes (only RPT shards do, and their corpus stays plain).
+    """
     return {
-        **record,
+        **{k: v for k, v in record.items() if k != SPANS_FIELD},
         "problem": add_thoughts(record["problem"], rng, p_result=0.0, empty=EMPTY_IN_PROBLEM),
         "solution": add_thoughts(record["solution"], rng, p_result=think_results, empty=EMPTY_IN_SOLUTION),
     }

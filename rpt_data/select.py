@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from rpt_train.corpus.documents import Document
+from rpt_train.corpus.spans import byte_spans, token_class
 
 VAL_MIN_ENTROPY = 0.5
 Span = tuple[int, int]
@@ -171,14 +172,18 @@ def make_rows(
 
     ``context`` is the text before token t, ``label`` the bytes of tokens t..t+L-1 (fewer at the end of
     the document) and ``boundaries`` the byte length of every token-boundary prefix of ``label``.
+    ``span_class`` is the class of token t (``rpt_train.corpus.spans.token_class``), null when the
+    document has no spans.
     """
     n = len(ids)
     domain = list(doc.domain) if doc.domain is not None else None
+    classes = class_spans(doc, data)
     rows = []
     for t in positions:
         t = int(t)
         start = spans[t][0]
         stop = min(t + labels_length, n)
+        cls = token_class(start, spans[t][1], classes) if classes is not None else None
         rows.append(
             {
                 "doc_id": doc.doc_id,
@@ -193,6 +198,18 @@ def make_rows(
                 "domain": domain,
                 "difficulty": doc.difficulty,
                 "source": doc.source,
+                "span_class": cls,
             }
         )
     return rows
+
+
+def class_spans(doc: Document, data: bytes) -> list[tuple[int, int, str]] | None:
+    """The document's class spans in bytes of ``data`` (its text as tokenized), or None without spans.
+
+    A tokenizer whose normalizer changed the text (NFC, lowercasing...) moved the characters the spans
+    point at, so such a document's rows get no class rather than a wrong one.
+    """
+    if doc.spans is None or data != doc.text.encode("utf-8"):
+        return None
+    return byte_spans(doc.text, doc.spans)

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from rpt_train import distributed as D
 from rpt_train.corpus.fingerprint import input_changes
+from rpt_train.corpus.spans import ordered_counts
 from rpt_train.errors import RptError
 from rpt_train.io import sha256_file, write_json_atomic
 from rpt_train.shards import MANIFEST_NAME, SCHEMA, SPLITS, Manifest, rows_to_table, shard_name, write_shard
@@ -55,11 +56,14 @@ class Counts:
     positions_kept: Counter = field(default_factory=Counter)  # by split
     positions_skipped: Counter = field(default_factory=Counter)  # by reason
     tokens_scored: int = 0
+    kept_by_class: Counter = field(default_factory=Counter)  # by (split, span class or "none")
 
     def add(self, other: Counts) -> None:
         self.documents_used += other.documents_used
         self.tokens_scored += other.tokens_scored
-        for name in ("documents_skipped", "positions_scored", "positions_kept", "positions_skipped"):
+        for name in (
+            "documents_skipped", "positions_scored", "positions_kept", "positions_skipped", "kept_by_class"
+        ):  # fmt: skip
             getattr(self, name).update(getattr(other, name))
 
     def to_dict(self) -> dict[str, Any]:
@@ -71,6 +75,10 @@ class Counts:
             "positions_kept": splits(self.positions_kept),
             "positions_skipped": dict(sorted((k, v) for k, v in self.positions_skipped.items() if v)),
             "tokens_scored": self.tokens_scored,
+            "positions_kept_by_class": {
+                s: ordered_counts({c: n for (split, c), n in self.kept_by_class.items() if split == s})
+                for s in SPLITS
+            },
         }
 
     @classmethod
@@ -82,6 +90,10 @@ class Counts:
             positions_kept=Counter(d["positions_kept"]),
             positions_skipped=Counter(d["positions_skipped"]),
             tokens_scored=d["tokens_scored"],
+            # A state written before classes were counted has none (its rows are missing from them).
+            kept_by_class=Counter(
+                {(s, c): n for s, by in d.get("positions_kept_by_class", {}).items() for c, n in by.items()}
+            ),
         )
 
 

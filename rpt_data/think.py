@@ -97,14 +97,28 @@ def _value(a: int, op: str, b: int) -> int:
     return a + b if op == "+" else a - b if op == "-" else a * b
 
 
+def _worked(text: str):
+    """(match, thought) for every checked result in ``text`` that a thought can work out."""
+    for m in _RESULT.finditer(text):
+        a, op, b, c = int(m.group(1)), m.group(2), int(m.group(3)), m.group(4)
+        thought = scratch(a, op, b)
+        if thought is not None and _value(a, op, b) == int(c):
+            yield m, thought
+
+
+def demonstrable_results(text: str) -> set[tuple[int, int]]:
+    """(start, end) of every result in ``text`` that ``add_thoughts`` could precede with a worked thought:
+    the ``computed_op`` class of ``rpt_train.corpus.spans``."""
+    return {(m.start(4), m.end(4)) for m, _ in _worked(text)}
+
+
 def add_thoughts(text: str, rng: random.Random, p_result: float = 0.8, empty: int = 2) -> str:
     """``text`` with thoughts before checked results (each with probability ``p_result``) and ``empty``
     empty thoughts at random token boundaries elsewhere."""
     spans: list[tuple[int, str]] = []  # (insert position, inserted text)
-    for m in _RESULT.finditer(text):
-        a, op, b, c = int(m.group(1)), m.group(2), int(m.group(3)), m.group(4)
-        thought = scratch(a, op, b)
-        if thought is None or _value(a, op, b) != int(c) or rng.random() >= p_result:
+    for m, thought in _worked(text):
+        c = m.group(4)
+        if rng.random() >= p_result:
             continue
         # Mostly before the first digit; sometimes inside the number, after the digits already written.
         k = 0 if rng.random() < 0.6 or len(c) == 1 else rng.randrange(1, len(c))

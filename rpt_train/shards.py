@@ -52,10 +52,15 @@ SCHEMA = pa.schema(
         pa.field("domain", pa.list_(pa.string()), nullable=True),
         pa.field("difficulty", pa.float32(), nullable=True),
         pa.field("source", pa.string(), nullable=True),
+        # Where token t sits (rpt_train.corpus.spans: given, computed_op, computed, text); null when the
+        # corpus has no spans. Added after version 1 was released: older shards lack it (OPTIONAL_COLUMNS).
+        pa.field("span_class", pa.string(), nullable=True),
     ],
     metadata={b"rpt.schema_version": str(SCHEMA_VERSION).encode()},
 )
 COLUMNS = tuple(SCHEMA.names)
+# Columns a version-1 shard may lack (written before they existed): readers asking for one get nulls.
+OPTIONAL_COLUMNS = ("span_class",)
 
 # Row groups small enough that a streaming reader holds a few thousand rows at a time.
 ROW_GROUP_SIZE = 1024
@@ -141,11 +146,16 @@ def corrupt_shard(path: str | Path, e: BaseException, where: str = "") -> RptErr
 def iter_rows(
     paths: Iterable[str | Path], columns: Sequence[str] | None = None, batch_size: int = ROW_GROUP_SIZE
 ) -> Iterator[dict[str, Any]]:
-    """Stream rows (as dicts) from shards in order, one record batch in memory at a time."""
+    """Stream rows (as dicts) from shards in order, one record batch in memory at a time.
+
+    A requested ``OPTIONAL_COLUMNS`` column that an older shard lacks reads as null in every row.
+    """
     for path in paths:
-        check_schema(path)
+        names = check_schema(path).names
+        absent = [c for c in columns or () if c in OPTIONAL_COLUMNS and c not in names]
+        wanted = [c for c in columns if c not in absent] if columns else None
         pf = pq.ParquetFile(path)
-        batches = pf.iter_batches(batch_size=batch_size, columns=list(columns) if columns else None)
+        batches = pf.iter_batches(batch_size=batch_size, columns=wanted)
         while True:
             try:
                 batch = next(batches, None)
@@ -153,7 +163,8 @@ def iter_rows(
                 raise corrupt_shard(path, e) from None
             if batch is None:
                 break
-            yield from batch.to_pylist()
+            for row in batch.to_pylist():
+                yield {**row, **dict.fromkeys(absent)} if absent else row
 
 
 def find_corrupt(paths: Iterable[str | Path]) -> RptError | None:

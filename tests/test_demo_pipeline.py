@@ -3,9 +3,9 @@ the tables appear.
 
 This is `make demo` with smaller numbers (tests/pipelines/micro.toml), so CI checks that the README's main
 command works end to end: generate (with reasoning demonstrations) -> tokenizer -> pretrain -> build ->
-RPT with the think template -> compute-matched baseline -> eval; then `make demo-rlp` (RLP from the same
-base on the same shards at the RPT run's compute, evaluated beside it) and RLP on shards that keep every
-position (RLP needs no entropy filter and no verifier).
+RPT with the think template -> compute-matched baseline -> eval (by bucket and by span class); then
+`make demo-rlp` (RLP from the same base on the same shards at the RPT run's compute, evaluated beside it)
+and RLP on shards that keep every position (RLP needs no entropy filter and no verifier).
 """
 
 from __future__ import annotations
@@ -57,6 +57,21 @@ def test_demo_pipeline_end_to_end(demo):
     assert (run / "eval" / "eval.png").stat().st_size > 0
     manifest = json.loads((run / "shards" / "manifest.json").read_text())
     assert manifest["counts"]["positions_kept"]["train"] > 0
+
+    # Accuracy by span class: the build counts kept rows per class, eval.json adds class rows after the
+    # bucket rows, and the console shows the hard bucket by class.
+    by_class = manifest["counts"]["positions_kept_by_class"]["train"]
+    assert sum(by_class.values()) == manifest["counts"]["positions_kept"]["train"] and "given" in by_class
+    assert "train positions kept by class: given=" in out
+    buckets = [r for r in table if "class" not in r]
+    assert len(buckets) == 4 * 2 * 3 and table[: len(buckets)] == buckets  # 4 models, 2 modes, 3 buckets
+    classes = [r for r in table[len(buckets) :] if "class" in r]
+    assert len(classes) == len(table) - len(buckets) > 0
+    assert {r["class"] for r in classes} <= {"given", "computed_op", "computed", "text"}
+    assert {(r["model"], r["mode"], r["bucket"]) for r in classes} == {
+        (r["model"], r["mode"], r["bucket"]) for r in buckets
+    }
+    assert "hard bucket (entropy >= 1.5) by where the position sits" in out
 
     # A second run skips or resumes every step and leaves the results as they were.
     again = run_script("demo.sh", run)

@@ -8,6 +8,7 @@ reader counts as ``missing_field:<name>`` and skips.
 
 ``Document.domain`` is a tuple of strings (not a list) so that the frozen dataclass is truly immutable and
 hashable; pass ``list(doc.domain)`` where a list is needed (pyarrow accepts tuples as list values).
+A record's optional ``spans`` (``rpt_train.corpus.spans``) become ``Document.spans`` over the rendered text.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rpt_train.corpus.spans import SPANS_FIELD, Span, SpanProblem, document_spans, parse_spans
 from rpt_train.errors import RptError
 
 DEFAULT_TEMPLATE = "{problem}\n\n{solution}"
@@ -35,6 +37,7 @@ class Document:
     domain: tuple[str, ...] | None = None
     difficulty: float | None = None
     source: str | None = None
+    spans: tuple[Span, ...] | None = None  # (start, end, class) in characters of ``text``; None: unknown
 
 
 class FieldProblem(Exception):
@@ -124,7 +127,14 @@ def field_value(record: Mapping[str, Any], name: str) -> Any:
 
 def render_text(record: Mapping[str, Any], template: str = DEFAULT_TEMPLATE) -> str:
     """Fill ``template`` from ``record``; ``FieldProblem`` for a bad record, ``RptError`` for a bad one."""
-    values = {name: field_value(record, name) for name in template_fields(template)}
+    return _render(template, _values(record, template))
+
+
+def _values(record: Mapping[str, Any], template: str) -> dict[str, Any]:
+    return {name: field_value(record, name) for name in template_fields(template)}
+
+
+def _render(template: str, values: Mapping[str, Any]) -> str:
     try:
         return template.format_map(values)
     except (ValueError, TypeError) as e:
@@ -198,11 +208,13 @@ def record_to_document(
     reason ``not_an_object``, ``missing_field:<f>``, ``empty_field:<f>``, ``wrong_type:<f>``,
     ``format_error:<f>``, ``invalid_utf8`` or ``empty_text``). The optional metadata ``domain`` (list of
     str, or a str -> ``(str,)``), ``difficulty`` (finite number) and ``source`` (str) are type-checked; a
-    wrong type becomes ``None`` and its name is returned so the reader can count ``coerced:<f>``.
+    wrong type becomes ``None`` and its name is returned so the reader can count ``coerced:<f>``; so do
+    malformed ``spans`` (``coerced:spans``).
     """
     if not isinstance(record, Mapping):
         raise FieldProblem("not_an_object")
-    text = render_text(record, template)
+    values = _values(record, template)
+    text = _render(template, values)
     if not text.strip():
         raise FieldProblem("empty_text")
     if has_surrogates(text):
@@ -213,4 +225,10 @@ def record_to_document(
         meta[name], bad = check(record.get(name))
         if bad:
             coerced.append(name)
-    return Document(doc_id=doc_id, text=text, **meta), tuple(coerced)
+    spans = None
+    if record.get(SPANS_FIELD) is not None:
+        try:
+            spans = tuple(document_spans(template, values, parse_spans(record[SPANS_FIELD], record)))
+        except SpanProblem:
+            coerced.append(SPANS_FIELD)  # the text is still good; only the classes are lost
+    return Document(doc_id=doc_id, text=text, spans=spans, **meta), tuple(coerced)

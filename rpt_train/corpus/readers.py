@@ -38,6 +38,7 @@ from rpt_train.corpus.documents import (
 )
 from rpt_train.corpus.inputs import DEFAULT_DATASET, DEFAULT_SPLIT, HubDataset, Source, resolve_inputs
 from rpt_train.corpus.records import Skip, is_json_array, iter_raw
+from rpt_train.corpus.spans import SPANS_FIELD
 from rpt_train.errors import RptError
 
 _COUNTERS = ("skipped", "coerced", "files_skipped")
@@ -121,7 +122,7 @@ def iter_documents(
     sources = resolve_inputs(inputs, split)
     stats = stats if stats is not None else ReadStats()
     reporter = _Reporter(stats, strict, max_warnings, warn or _stderr)
-    wanted = list(dict.fromkeys([*fields, *OPTIONAL_FIELDS]))
+    wanted = list(dict.fromkeys([*fields, *OPTIONAL_FIELDS, SPANS_FIELD]))
     return _generate(sources, template, wanted, stats, reporter)
 
 

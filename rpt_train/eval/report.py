@@ -14,10 +14,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+from rpt_train.eval.classes import CLASS_KEY, bucket_rows
 from rpt_train.eval.score import BUCKETS
 
 SMOOTH = 0.1  # weight of a new point in the exponential moving average of the reward curve
 RUN_STYLES = ("o-", "^--", "v-.", "D:")  # one per run, in the order the table lists them
+CLASS_BUCKET = "hard"  # the console's per-class tables: the bucket RPT is meant to improve
 
 
 def _pct(x: float | None) -> str:
@@ -32,7 +34,10 @@ def _cell(acc: float | None, lo: float | None, hi: float | None, signed: bool = 
 
 
 def format_table(table: list[dict[str, Any]], summary: dict[str, Any]) -> str:
-    """Accuracy (%) [95% interval] per model, mode and bucket; then paired differences vs the base's ntp."""
+    """Accuracy (%) [95% interval] per model, mode and bucket; then paired differences vs the base's ntp;
+    then both per span class within the hard bucket (``class_section``)."""
+    classes = class_section(table, summary)
+    table = bucket_rows(table)
     names = list(BUCKETS)
     keys = list(dict.fromkeys((r["model"], r["mode"]) for r in table))
     cell = {(r["model"], r["mode"], r["bucket"]): r for r in table}
@@ -63,11 +68,45 @@ def format_table(table: list[dict[str, Any]], summary: dict[str, Any]) -> str:
                                                             for c in row))  # fmt: skip
     counts = ", ".join(f"{n}={summary['positions'][n]}" for n in names)
     lines.append(f"positions per bucket: {counts} (the same positions for every model)")
+    lines += classes
     for name, fit in summary.get("power_law", {}).items():
         lines.append(
             f"power law {name}: accuracy = {fit['a']:.3g} * FLOPs^{fit['b']:.3f} (R^2 {fit['r2']:.3f})"
         )
     return "\n".join(lines)
+
+
+def class_section(
+    table: list[dict[str, Any]], summary: dict[str, Any], bucket: str = CLASS_BUCKET
+) -> list[str]:
+    """Lines of the per-class tables of one bucket: accuracy, then the difference vs the base's ntp
+    (nothing when the shards carry no classes)."""
+    rows = [r for r in table if CLASS_KEY in r and r["bucket"] == bucket]
+    classes = list(dict.fromkeys(r[CLASS_KEY] for r in rows))
+    if not classes:
+        return []
+    cell = {(r["model"], r["mode"], r[CLASS_KEY]): r for r in rows}
+    keys = list(dict.fromkeys((r["model"], r["mode"]) for r in rows))
+    n = (summary.get("positions_by_class") or {}).get(bucket, {})
+    header = f"{'model':<12}{'mode':<11}" + "".join(f"{c} (n={n.get(c, 0)})".rjust(20) for c in classes)
+    where = f"{bucket} bucket (entropy >= {BUCKETS[bucket]}) by where the position sits"
+
+    def line(model: str, mode: str, keys: tuple[str, str, str], signed: bool = False) -> str:
+        cells = [cell[(model, mode, c)] for c in classes]
+        return f"{model:<12}{mode:<11}" + "".join(_cell(*(r[k] for k in keys), signed) for r in cells)
+
+    lines = ["", f"accuracy % [95% interval], {where}", header, "-" * len(header)]
+    lines += [line(model, mode, ("accuracy", "ci_low", "ci_high")) for model, mode in keys]
+    diffs = [k for k in keys if cell[(*k, classes[0])].get("diff_vs_base_ntp") is not None]
+    if diffs:
+        lines += ["", f"difference vs base ntp, points [paired 95% interval], {where}", header]
+        lines += ["-" * len(header)]
+        lines += [line(m, mo, ("diff_vs_base_ntp", "diff_ci_low", "diff_ci_high"), True) for m, mo in diffs]
+    lines.append(
+        "classes: given = numbers stated in the problem, computed_op = results of +, - or x (a scratchpad "
+        "can work them out), computed = other results, text = the rest; eval.json has every bucket"
+    )
+    return lines
 
 
 def _ema(values: list[float], weight: float = SMOOTH) -> list[float]:
@@ -98,6 +137,7 @@ def plot_report(table: list[dict[str, Any]], summary: dict[str, Any], path: Path
     except ImportError:
         print("matplotlib is not installed: skipping the plot (pip install 'rpt[plot]')")
         return None
+    table = bucket_rows(table)
     modes = list(dict.fromkeys(r["mode"] for r in table))
     runs = list(dict.fromkeys(r.get("run") for r in table if r.get("run") is not None))
     fig, axes = plt.subplots(1, len(modes) + 1, figsize=(5 * (len(modes) + 1), 4), squeeze=False)

@@ -3,12 +3,14 @@ other runs, ``--run-as LABEL=RUN``: an RLP run beside the RPT one), on the same 
 intervals.
 
 Writes ``OUT/eval.json``: a list of rows ``{model, mode, bucket, n, correct, accuracy, ci_low, ci_high,
-step, flops, ...}`` where every row but the base's also holds the paired difference with the base's
-``ntp`` row (``diff_vs_base_ntp``, ``diff_ci_low``, ``diff_ci_high``) and with the base in the row's own
-mode (``diff_vs_base_same_mode``, ``same_mode_ci_low``, ``same_mode_ci_high``); intervals are 95%
-(``rpt_train.eval.stats``). ``run`` names the run a checkpoint belongs to (``rpt`` for ``--run``, LABEL
-for ``--run-as``; null for the other models). ``OUT/eval_summary.json`` holds the config, the positions
-per bucket, the training reward curves and the power-law fits of accuracy against compute per run;
+step, flops, ...}``, then the same rows per span class within each bucket, which add a ``class`` key
+(``rpt_train.eval.classes``; none for shards without classes). Every row but the base's also holds the
+paired difference with the base's ``ntp`` row (``diff_vs_base_ntp``, ``diff_ci_low``, ``diff_ci_high``)
+and with the base in the row's own mode (``diff_vs_base_same_mode``, ``same_mode_ci_low``,
+``same_mode_ci_high``); intervals are 95% (``rpt_train.eval.stats``). ``run`` names the run a checkpoint
+belongs to (``rpt`` for ``--run``, LABEL for ``--run-as``; null for the other models).
+``OUT/eval_summary.json`` holds the config, the positions per bucket (and per class within each
+bucket), the training reward curves and the power-law fits of accuracy against compute per run;
 ``OUT/eval.png`` the plot and the console a table (``rpt_train.eval.report``).
 
 Per-position verdicts are cached in ``OUT/eval_cache.json`` by model path, weights hash and mode, so a
@@ -29,6 +31,7 @@ from rpt_train.chat_template import Chat
 from rpt_train.config import check, config_to_dict, option
 from rpt_train.errors import RptError, warn
 from rpt_train.eval import stats
+from rpt_train.eval.classes import CLASS_KEY, Group, bucket_rows, group_verdicts, positions_by_class
 from rpt_train.eval.report import format_table, plot_report
 from rpt_train.eval.score import (
     BUCKETS,
@@ -185,7 +188,7 @@ def discover_models(cfg: EvalConfig) -> list[ModelEntry]:
 
 def load_rows(cfg: EvalConfig) -> list[dict[str, Any]]:
     paths = shard_paths(cfg.shards, cfg.split)
-    columns = ["doc_id", "position", "context", "label", "boundaries", "entropy", "token_id"]
+    columns = ["doc_id", "position", "context", "label", "boundaries", "entropy", "token_id", "span_class"]
     rows = [r for r in iter_rows(paths, columns) if r["entropy"] >= min(BUCKETS.values())]
     return select_samples(rows, cfg.max_samples, cfg.seed)
 
@@ -251,28 +254,38 @@ def _run_eval(cfg: EvalConfig) -> list[dict[str, Any]]:
 
 
 def result_rows(rows: list[dict[str, Any]], entries: list[ModelEntry]) -> list[dict[str, Any]]:
-    """One row per model, mode and bucket, with intervals and paired differences against the base."""
-    by_bucket = {e.label: {m: bucket_verdicts(rows, v) for m, v in e.verdicts.items()} for e in entries}
-    base = by_bucket.get("base")
+    """One row per model, mode and bucket, with intervals and paired differences against the base; then
+    the same per model, mode, bucket and span class (``rpt_train.eval.classes``), marked by a ``class``."""
+    by_group = {e.label: {m: group_verdicts(rows, v) for m, v in e.verdicts.items()} for e in entries}
+    base = by_group.get("base")
     table = []
-    for e in entries:
-        for mode, buckets in by_bucket[e.label].items():
-            for bucket, values in buckets.items():
-                n = len(values)
-                lo, hi = stats.accuracy_interval(values)
-                row: dict[str, Any] = {
-                    "model": e.label, "mode": mode, "bucket": bucket, "n": n, "correct": _number(sum(values)),
-                    "accuracy": sum(values) / n if n else None, "ci_low": lo, "ci_high": hi,
-                    "step": e.step, "flops": e.flops, "path": str(e.path), "run": e.run,
-                }  # fmt: skip
-                if e.label != "base":
-                    for name, ref_mode in (("diff_vs_base_ntp", "ntp"), ("diff_vs_base_same_mode", mode)):
-                        ref = (base or {}).get(ref_mode, {}).get(bucket)
-                        diff = stats.paired_difference(values, ref) if ref is not None else (None,) * 3
-                        lo_key, hi_key = _DIFF_KEYS[name]
-                        row.update({name: diff[0], lo_key: diff[1], hi_key: diff[2]})
-                table.append({k: _finite(v) for k, v in row.items()})
+    for with_class in (False, True):  # the bucket rows first, exactly as before classes existed
+        for e in entries:
+            for mode, grouped in by_group[e.label].items():
+                for group, values in grouped.items():
+                    if (group[1] is not None) == with_class:
+                        table.append(_result_row(e, mode, group, values, base))
     return table
+
+
+def _result_row(e: ModelEntry, mode: str, group: Group, values: list[float], base: dict | None) -> dict:
+    bucket, cls = group
+    n = len(values)
+    lo, hi = stats.accuracy_interval(values)
+    row: dict[str, Any] = {
+        "model": e.label, "mode": mode, "bucket": bucket, "n": n, "correct": _number(sum(values)),
+        "accuracy": sum(values) / n if n else None, "ci_low": lo, "ci_high": hi,
+        "step": e.step, "flops": e.flops, "path": str(e.path), "run": e.run,
+    }  # fmt: skip
+    if cls is not None:
+        row[CLASS_KEY] = cls
+    if e.label != "base":
+        for name, ref_mode in (("diff_vs_base_ntp", "ntp"), ("diff_vs_base_same_mode", mode)):
+            ref = (base or {}).get(ref_mode, {}).get(group)
+            diff = stats.paired_difference(values, ref) if ref is not None else (None,) * 3
+            lo_key, hi_key = _DIFF_KEYS[name]
+            row.update({name: diff[0], lo_key: diff[1], hi_key: diff[2]})
+    return {k: _finite(v) for k, v in row.items()}
 
 
 def run_differences(rows: list[dict[str, Any]], entries: list[ModelEntry]) -> dict[str, dict[str, Any]]:
@@ -313,6 +326,7 @@ def _summary(cfg: EvalConfig, rows: list[dict[str, Any]], key: dict, table: list
     """Config, positions, fits per run (``mode/bucket`` for the RPT run, ``LABEL mode/bucket`` for the
     others) and the training reward curves."""
     fits = {}
+    table = bucket_rows(table)
     runs = list(dict.fromkeys(r["run"] for r in table if r["run"] is not None))
     for run in runs:
         prefix = "" if run == RUN_LABEL else f"{run} "
@@ -327,6 +341,7 @@ def _summary(cfg: EvalConfig, rows: list[dict[str, Any]], key: dict, table: list
     return {
         "config": config_to_dict(cfg),
         "positions": {b: sum(1 for r in rows if b in row_buckets(r)) for b in BUCKETS},
+        "positions_by_class": positions_by_class(rows),
         "data_fingerprint": key["data_fingerprint"],
         "buckets": BUCKETS,
         "power_law": fits,

@@ -73,3 +73,27 @@ def test_check_tokenizer_refuses_another_vocabulary():
     check_tokenizer(Manifest(tokenizer_base_vocab_fingerprint=tok.base_vocab_fingerprint), tok)
     with pytest.raises(RptError, match="another tokenizer"):
         check_tokenizer(Manifest(tokenizer_base_vocab_fingerprint="0" * 64), tok)
+
+
+def test_a_shard_written_before_span_class_loads_everywhere(tmp_path):
+    """Version-1 shards predate the span_class column: readers that ask for it get nulls, others are as
+    before (the trainer's stream, the verl export and inspect never ask for it)."""
+    import pyarrow.parquet as pq
+
+    from rpt_data.inspect import summarize_split
+    from rpt_train.shards import iter_rows
+    from rpt_train.stream import ShardStream
+
+    rows = [shard_row("d", "x", ["a"], 1.0, position=p) for p in (1, 2)]
+    path = tmp_path / "train" / shard_name("train", 0, 0)
+    path.parent.mkdir()
+    pq.write_table(rows_to_table(rows).drop_columns(["span_class"]), path)
+    assert "span_class" not in pq.read_schema(path).names
+    assert [r["span_class"] for r in iter_rows([path], ["position", "span_class"])] == [None, None]
+    assert "span_class" not in next(iter_rows([path]))  # all columns: the file's own
+    stream = ShardStream([path], columns=["doc_id", "position", "context", "label", "boundaries"], epochs=1)
+    assert sorted(r["position"] for r in stream) == [1, 2]
+    assert summarize_split(tmp_path, "train").rows == 2
+    new = tmp_path / "new.parquet"
+    write_shard(new, rows_to_table([{**rows[0], "span_class": "given"}]))
+    assert next(iter_rows([new], ["span_class"]))["span_class"] == "given"
