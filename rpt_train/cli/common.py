@@ -23,7 +23,7 @@ from typing import Any
 
 import click
 
-from rpt_train.config import build_config, load_toml_section
+from rpt_train.config import RECIPE_TABLES, build_config, load_toml_section
 from rpt_train.errors import RptError
 
 _CLICK_TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING}
@@ -144,6 +144,7 @@ def config_command(
     (``rpt-train eval`` takes the template settings of ``[train]``, so evaluation matches training).
     """
     hints = typing.get_type_hints(cls)
+    RECIPE_TABLES.update((section, *(inherit or {})))
 
     def decorate(f: Callable) -> click.Command:
         @functools.wraps(f)
