@@ -18,7 +18,9 @@ vocabulary is Qwen3's).
 The manifest's counts add up: ``documents_read = documents_used + sum(documents_skipped)`` (reader
 reasons, plus ``too_short`` (< 2 tokens), ``untokenizable`` and ``no_positions`` (nothing survived the
 filters)); per document, its n - 1 positions are ``split_char + truncated + positions_scored`` and
-``positions_scored = positions_kept + short_context + below_threshold + over_cap``.
+``positions_scored = positions_kept + short_context + below_threshold + over_cap``. ``documents_duplicate``
+counts the documents whose text (``content_id``) an earlier one had: they are used like the others, on the
+same side of the split as their original, so no validation text is also trained on.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from rpt_data.proxy import ProxyBundle, load_proxy, proxy_hashes
 from rpt_data.select import (
     VAL_MIN_ENTROPY,
     SelectionRule,
+    ValChoice,
     choose_val_docs,
     eligible_positions,
     make_rows,
@@ -51,10 +54,10 @@ from rpt_data.select import (
 from rpt_data.sink import Counts, RankState, ShardSink, discard_if_empty, prepare_out, state_path
 from rpt_train import distributed as D
 from rpt_train.config import check, config_to_dict, option, unescape
-from rpt_train.corpus.documents import DEFAULT_TEMPLATE, Document
+from rpt_train.corpus.documents import DEFAULT_TEMPLATE, Document, content_id
 from rpt_train.corpus.fingerprint import input_fingerprints
 from rpt_train.corpus.inputs import DEFAULT_DATASET, DEFAULT_SPLIT
-from rpt_train.corpus.readers import ReadStats, count_documents, iter_documents
+from rpt_train.corpus.readers import ReadStats, iter_documents
 from rpt_train.errors import RptError
 from rpt_train.lock import output_lock
 from rpt_train.progress import Progress
@@ -152,7 +155,8 @@ class Summary:
         lines = [
             f"build {'already complete' if self.already_complete else 'complete'}: {self.out}",
             f"  documents: {c['documents_read']:,} read, {c['documents_used']:,} used "
-            f"({c['documents_val']:,} held out for val); skipped: {kv(c['documents_skipped'])}",
+            f"({c['documents_val']:,} held out for val; {c.get('documents_duplicate', 0):,} duplicates of "
+            f"another's text, kept on its side); skipped: {kv(c['documents_skipped'])}",
             f"  positions scored: {kv(c['positions_scored'])}; kept: {kv(c['positions_kept'])}",
             f"  positions skipped: {kv(c['positions_skipped'])}",
             f"  shards: {kv(self.shards)}",
@@ -197,7 +201,7 @@ def process_block(
     docs: list[Document],
     tokenizer: Tokenizer,
     scorer: ProxyScorer,
-    val_ids: frozenset[str],
+    val_ids: frozenset[str],  # held-out content ids (``content_id``)
     rule: SelectionRule,
     labels_length: int,
     emit: Callable[[str, list[dict[str, Any]]], None],
@@ -223,7 +227,7 @@ def process_block(
         data = tokenizer.normalize(doc.text).encode("utf-8")
         ent = stored_entropies(ent)
         eligible, skipped = eligible_positions(data, spans, ent)
-        split = "val" if doc.doc_id in val_ids else "train"
+        split = "val" if content_id(doc.text) in val_ids else "train"  # copies land on one side
         kept, filtered = select_positions(split, eligible, ent, rule)
         counts.positions_skipped.update(skipped + filtered)
         counts.positions_scored[split] += len(eligible)
@@ -242,28 +246,18 @@ def _documents(cfg: BuildConfig, stats: ReadStats, warn) -> Iterator[Document]:
     return itertools.islice(docs, cfg.max_documents) if cfg.max_documents else docs
 
 
-def choose_val(cfg: BuildConfig) -> tuple[frozenset[str], int | None]:
-    """Held-out doc ids (one cheap pass over the corpus, O(val_docs) memory) and the document total."""
-    if cfg.val_docs == 0:
-        total = count_documents(cfg.dataset, cfg.split)
-        return frozenset(), (
-            min(total, cfg.max_documents or total) if total is not None else cfg.max_documents
-        )
+def choose_val(cfg: BuildConfig) -> tuple[ValChoice, int]:
+    """The held-out contents and documents, and the duplicates (one cheap pass over the corpus, O(val_docs)
+    memory plus 8 bytes per distinct text); also the document total for the progress display."""
     stats = ReadStats()
-    n = 0
-
-    def ids() -> Iterator[str]:
-        nonlocal n
-        for doc in _documents(cfg, stats, warn=lambda _: None):
-            n += 1
-            yield doc.doc_id
-
-    val_ids = choose_val_docs(ids(), cfg.val_docs, cfg.seed)
+    docs = ((doc.doc_id, content_id(doc.text)) for doc in _documents(cfg, stats, warn=lambda _: None))
+    choice = choose_val_docs(docs, cfg.val_docs, cfg.seed)
+    n = choice.documents
     if n == 0:
         raise RptError(f"no usable documents in {', '.join(cfg.dataset)} ({stats.summary()})")
-    if len(val_ids) >= n:
+    if len(choice.doc_ids) >= n:
         raise RptError(f"--val-docs {cfg.val_docs} would hold out all {n} documents; lower --val-docs")
-    return val_ids, n
+    return choice, n
 
 
 def run_rank(
@@ -301,7 +295,7 @@ def run_rank(
     return state, scorer.forward_seconds
 
 
-def merge_counts(states: list[RankState], val_docs: int) -> dict[str, Any]:
+def merge_counts(states: list[RankState], val: ValChoice) -> dict[str, Any]:
     """The manifest's ``counts``: the reader's (every rank reads the whole corpus) plus the ranks' sums."""
     reader = states[0].reader or {}
     total = Counts()
@@ -313,7 +307,8 @@ def merge_counts(states: list[RankState], val_docs: int) -> dict[str, Any]:
     return {
         "documents_read": reader.get("documents_read", 0),
         "documents_used": c["documents_used"],
-        "documents_val": val_docs,
+        "documents_val": len(val.doc_ids),
+        "documents_duplicate": val.duplicates,
         "documents_skipped": dict(sorted(skipped.items())),
         "documents_coerced": reader.get("coerced", {}),
         "files_read": reader.get("files_read", 0),
@@ -340,7 +335,7 @@ def write_manifest(
     bundle: ProxyBundle,
     counts,
     shards,
-    val_ids,
+    val: ValChoice,
 ) -> None:
     tok = bundle.tokenizer
     Manifest(
@@ -362,7 +357,8 @@ def write_manifest(
         world_size=identity["world_size"],
         counts=counts,
         shards=shards,
-        val_doc_ids=sorted(val_ids),
+        val_doc_ids=sorted(val.doc_ids),
+        val_content_ids=sorted(val.content_ids),
     ).write(cfg.out)
 
 
@@ -391,14 +387,14 @@ def build(cfg: BuildConfig) -> Summary:
                 print(f"{out}: build already complete (manifest.json present); nothing to do")
                 print(summary.format())
             return summary
-        val_ids, total = choose_val(cfg)
+        val, total = choose_val(cfg)
         bundle = load_proxy(cfg.proxy_model, cfg.tokenizer, cfg.dtype, dist.device, cfg.top_k)
-        _, proxy_seconds = run_rank(cfg, dist, bundle, val_ids, total)
+        _, proxy_seconds = run_rank(cfg, dist, bundle, val.content_ids, total)
         D.barrier()
         states = [RankState.load(out, r) for r in range(dist.world_size)]
         if any(s is None or not s.done for s in states):
             raise RptError(f"{out}: not every rank finished ({state_path(out, 0).parent}); rerun to resume")
-        counts = merge_counts(states, len(val_ids))  # type: ignore[arg-type]
+        counts = merge_counts(states, val)  # type: ignore[arg-type]
         if counts["documents_used"] == 0 or counts["positions_kept"]["train"] == 0:
             raise RptError(
                 f"no usable training rows: {counts['documents_read']} documents read, "
@@ -409,7 +405,7 @@ def build(cfg: BuildConfig) -> Summary:
             (s for st in states for s in st.shards), key=lambda s: (s["split"], s["rank"], s["index"])
         )
         if dist.rank == 0:
-            write_manifest(cfg, identity, inputs, bundle, counts, shards, val_ids)
+            write_manifest(cfg, identity, inputs, bundle, counts, shards, val)
         D.barrier()
         summary = _summary(out, counts, shards, False, time.perf_counter() - start)
         summary.tokens_this_run = counts["tokens_scored"] - prior_tokens

@@ -4,10 +4,12 @@ Pure functions over one document's bytes, token spans and proxy entropies, so te
 
 Policy (the choices the build documents in its manifest):
 
-* **Held-out documents.** ``choose_val_docs`` takes the ``k`` documents whose ``sha256("{seed}:{doc_id}")``
-  is smallest. It depends only on the doc ids and the seed (not on corpus order or on the proxy), needs
-  one pass with a heap of ``k`` entries, and whole documents go to validation so no validation context
-  ever appears in a training row.
+* **Held-out documents.** ``choose_val_docs`` takes the ``k`` distinct contents whose
+  ``sha256("{seed}:{content_id}")`` is smallest (``content_id``: a hash of the normalised text, so the
+  copies of a document, under other ids, go to the same side) and holds out every document with one of
+  them. It depends only on the texts and the seed (not on corpus order or on the proxy), needs one pass
+  with a heap of ``k`` entries plus 8 bytes per distinct content (to count duplicates), and whole
+  documents go to validation so no validation context ever appears in a training row.
 * **Eligible positions.** Position ``t`` (1 <= t < n) is eligible when token ``t`` starts on a UTF-8
   character boundary (else it is counted ``split_char``: its context would not be valid text) and the
   proxy scored it (a NaN entropy is counted ``truncated``).
@@ -44,17 +46,49 @@ VAL_MIN_ENTROPY = 0.5
 Span = tuple[int, int]
 
 
-def val_key(seed: int, doc_id: str) -> bytes:
-    """The sort key that decides held-out documents: ``sha256("{seed}:{doc_id}")``."""
-    return hashlib.sha256(f"{seed}:{doc_id}".encode("utf-8", errors="surrogatepass")).digest()
+def val_key(seed: int, key: str) -> bytes:
+    """The sort key that decides held-out documents: ``sha256("{seed}:{content_id}")``."""
+    return hashlib.sha256(f"{seed}:{key}".encode("utf-8", errors="surrogatepass")).digest()
 
 
-def choose_val_docs(doc_ids: Iterable[str], k: int, seed: int) -> frozenset[str]:
-    """The ``k`` doc ids with the smallest ``val_key`` (all of them when there are fewer); O(k) memory."""
-    if k <= 0:
-        return frozenset()
-    # nsmallest keeps a heap of k entries while it consumes the iterator; the id breaks (impossible) ties.
-    return frozenset(heapq.nsmallest(k, doc_ids, key=lambda d: (val_key(seed, d), d)))
+@dataclass(frozen=True)
+class ValChoice:
+    """The held-out contents, every document that has one (copies included) and the corpus's duplicates."""
+
+    content_ids: frozenset[str] = frozenset()
+    doc_ids: frozenset[str] = frozenset()
+    documents: int = 0
+    duplicates: int = 0  # documents whose content an earlier document already had
+
+
+def choose_val_docs(docs: Iterable[tuple[str, str]], k: int, seed: int) -> ValChoice:
+    """Hold out the ``k`` distinct contents with the smallest ``val_key`` from ``(doc_id, content_id)``
+    pairs (all of them when there are fewer), with every document that has one of them."""
+    seen: set[bytes] = set()
+    heap: list[tuple[bytes, str]] = []  # a max-heap of the k smallest keys: (inverted key, content)
+    ids: dict[str, list[str]] = {}  # the doc ids of the contents in the heap
+    n = duplicates = 0
+    for doc_id, content in docs:
+        n += 1
+        short = bytes.fromhex(content[:16])
+        if short in seen:
+            duplicates += 1
+            if content in ids:  # a copy of a content still in the heap; a dropped one never returns
+                ids[content].append(doc_id)
+            continue
+        seen.add(short)
+        if k <= 0:
+            continue
+        entry = (bytes(255 - b for b in val_key(seed, content)), content)
+        if len(heap) < k:
+            heapq.heappush(heap, entry)
+        elif entry > heap[0]:  # a smaller key than the largest kept (the content breaks ties)
+            del ids[heapq.heapreplace(heap, entry)[1]]
+        else:
+            continue
+        ids[content] = [doc_id]
+    doc_ids = frozenset(d for group in ids.values() for d in group)
+    return ValChoice(frozenset(ids), doc_ids, n, duplicates)
 
 
 def stored_entropies(entropies: Sequence[float] | np.ndarray) -> np.ndarray:

@@ -32,6 +32,7 @@ from rpt_train import distributed as D
 from rpt_train.compute import pretrain_flops
 from rpt_train.config import check, config_to_dict, option, unescape
 from rpt_train.corpus import DEFAULT_TEMPLATE, ReadStats, iter_documents
+from rpt_train.corpus.documents import content_id
 from rpt_train.errors import RptError, warn
 from rpt_train.io import write_json_atomic
 from rpt_train.lock import output_lock
@@ -114,7 +115,8 @@ def lr_at(step: int, cfg: PretrainConfig) -> float:
 def token_stream(
     cfg: PretrainConfig, tok: Tokenizer, stats: ReadStats, exclude: frozenset[str] = frozenset()
 ) -> np.ndarray:
-    """All documents (but those in ``exclude``) tokenized and joined by the end-of-text token (int32)."""
+    """All documents (but those whose doc id or ``content_id`` is in ``exclude``) tokenized and joined by
+    the end-of-text token (int32)."""
     sep = tok.pad_id
     if sep is None:
         raise RptError(f"tokenizer {tok.source} has no <|endoftext|> token to separate documents")
@@ -127,7 +129,7 @@ def token_stream(
         texts.clear()
 
     for doc in iter_documents(cfg.corpus, cfg.text_template, split=cfg.split, stats=stats):
-        if doc.doc_id in exclude:
+        if exclude and (doc.doc_id in exclude or content_id(doc.text) in exclude):
             stats.skipped["held_out_for_val"] += 1
             continue
         texts.append(doc.text)
@@ -235,7 +237,7 @@ def _pretrain(cfg: PretrainConfig, stop: Callable[[], bool]) -> dict:
             raise RptError(
                 f"{cfg.exclude_val}: no manifest with the held-out document ids (rebuild the shards)"
             )
-        exclude = frozenset(manifest.val_doc_ids)
+        exclude = frozenset(manifest.val_doc_ids) | frozenset(manifest.val_content_ids or ())
     stream = token_stream(cfg, tok, stats, exclude)
     n_eval = int(len(stream) * cfg.eval_fraction)
     train_stream, eval_stream = stream[: len(stream) - n_eval], stream[len(stream) - n_eval :]

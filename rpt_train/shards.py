@@ -246,6 +246,7 @@ class Manifest:
     counts: dict[str, Any] = field(default_factory=dict)  # documents and positions read/used/skipped
     shards: list[dict[str, Any]] = field(default_factory=list)  # split, rank, index, path, rows, sha256
     val_doc_ids: list[str] | None = None  # the documents held out for validation (a baseline skips them)
+    val_content_ids: list[str] | None = None  # their texts' content_id (a baseline skips every copy)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod

@@ -22,7 +22,7 @@ from rpt_data.select import (
     select_positions,
     stored_entropies,
 )
-from rpt_train.corpus.documents import Document
+from rpt_train.corpus.documents import Document, content_id
 from rpt_train.tokenizer import Tokenizer
 
 QWEN3_TOKENIZER = (
@@ -51,14 +51,26 @@ def rows_for(tok: Tokenizer, text: str, entropies=None, labels_length: int = 8, 
 
 
 def test_val_docs_are_the_k_smallest_hashes_whatever_the_order():
-    ids = [f"champ:{i}" for i in range(1, 101)]
-    by_hash = sorted(ids, key=lambda d: hashlib.sha256(f"7:{d}".encode()).digest())
-    chosen = choose_val_docs(iter(ids), 10, seed=7)
-    assert chosen == frozenset(by_hash[:10])
-    assert choose_val_docs(reversed(ids), 10, seed=7) == chosen
-    assert choose_val_docs(ids, 10, seed=8) != chosen
-    assert choose_val_docs(ids, 0, seed=7) == frozenset()
-    assert choose_val_docs(ids[:3], 10, seed=7) == frozenset(ids[:3])
+    docs = [(f"champ:{i}", hashlib.sha256(str(i).encode()).hexdigest()) for i in range(1, 101)]
+    by_hash = sorted(docs, key=lambda d: hashlib.sha256(f"7:{d[1]}".encode()).digest())
+    chosen = choose_val_docs(iter(docs), 10, seed=7)
+    assert chosen.doc_ids == frozenset(d for d, _ in by_hash[:10])
+    assert chosen.content_ids == frozenset(c for _, c in by_hash[:10])
+    assert (chosen.documents, chosen.duplicates) == (100, 0)
+    assert choose_val_docs(reversed(docs), 10, seed=7) == chosen
+    assert choose_val_docs(docs, 10, seed=8) != chosen
+    assert choose_val_docs(docs, 0, seed=7).doc_ids == frozenset()
+    assert choose_val_docs(docs[:3], 10, seed=7).doc_ids == frozenset(d for d, _ in docs[:3])
+
+
+def test_copies_of_a_held_out_text_are_held_out_and_duplicates_counted():
+    texts = [f"text {i}" for i in range(20)]
+    docs = [(f"a:{i}", content_id(t)) for i, t in enumerate(texts)]
+    docs += [(f"b:{i}", content_id(f"  text\n {i} ")) for i in range(20)]  # the same texts, re-spaced
+    chosen = choose_val_docs(docs, 3, seed=0)
+    assert (chosen.documents, chosen.duplicates, len(chosen.content_ids)) == (40, 20, 3)
+    held = lambda prefix: {d.split(":")[1] for d in chosen.doc_ids if d.startswith(prefix)}
+    assert len(chosen.doc_ids) == 6 and held("a:") == held("b:")  # both copies of each held-out text
 
 
 # ---- eligible positions -----------------------------------------------------------------------------
