@@ -97,6 +97,15 @@ def os_error_line(e: OSError) -> str:
     return f"{where}: {what}" if where else what
 
 
+def raise_naming_out(e: OSError, cfg: Any) -> None:
+    """An operating-system error that names no file (a full disk met by ``write``, as in a Parquet or JSON
+    writer) is raised again as one line naming the command's ``--out``, where it was writing."""
+    out = getattr(cfg, "out", None)
+    if e.filename is None and out and not isinstance(e, BrokenPipeError):
+        what = e.strerror or str(e) or type(e).__name__
+        raise RptError(f"{out}: {what} (while writing the output)") from None
+
+
 @contextlib.contextmanager
 def user_errors():
     """``RptError`` -> ``error: <message>`` on stderr and exit 1 (no traceback); so is an operating-system
@@ -212,7 +221,12 @@ def config_command(
         @click.pass_context
         def command(ctx: click.Context, config: str | None, **_: Any) -> Any:
             with user_errors():  # also when the command is invoked on its own, outside its group
-                return f(resolve_config(cls, ctx, section, config, inherit))
+                cfg = resolve_config(cls, ctx, section, config, inherit)
+                try:
+                    return f(cfg)
+                except OSError as e:
+                    raise_naming_out(e, cfg)
+                    raise
 
         for fld in reversed([f for f in dataclasses.fields(cls) if f.init]):
             command = _param(fld, _inner_type(hints[fld.name]))(command)
