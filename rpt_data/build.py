@@ -68,6 +68,10 @@ DEFAULT_PROXY = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
 CHECKPOINT_SECONDS = 600.0  # also checkpoint when no shard was flushed for this long
 BARRIER_TIMEOUT_S = 24 * 3600.0
 ROW_CHUNK = 1024  # rows built (as Python dicts) at a time
+# 4x rpt-train's and the verl export's default --max-prompt-tokens (1024), so the default training never
+# sees the cap, while a row stays under ~16 KB of context text (about 4 bytes a token) and a build's
+# memory is bounded by rows_per_shard such rows per split, whatever a document's length.
+MAX_CONTEXT_TOKENS = 4096
 _NOT_IDENTITY = ("out", "quiet", "overwrite")  # settings that do not change what is built
 
 
@@ -97,6 +101,10 @@ class BuildConfig:
         None, "Keep at most this many training positions per document, the highest-entropy ones.", ge=1
     )
     labels_length: int = option(8, "Label tokens per row.", ge=1)
+    max_context_tokens: int = option(
+        MAX_CONTEXT_TOKENS, "A row's context keeps at most this many tokens before its position (the end "
+        "kept), so a long document's rows grow linearly with it, not quadratically.", ge=1,
+    )  # fmt: skip
     top_k: int = option(16, "Entropy over the top-k logits.", ge=1)
     val_docs: int = option(200, "Whole documents held out for validation.", ge=0)
     seed: int = option(0, "Seed of the held-out document choice.")
@@ -206,11 +214,12 @@ def process_block(
     labels_length: int,
     emit: Callable[[str, list[dict[str, Any]]], None],
     on_batch: Callable[[int], None] | None = None,
+    max_context_tokens: int | None = None,
 ) -> Counts:
     """Tokenize a block, score it with one proxy call, select positions and ``emit(split, rows)``.
 
-    Rows go out ``ROW_CHUNK`` at a time: a row holds its whole context, so one long document's rows are
-    quadratic in its length and are never all materialised at once.
+    Rows go out ``ROW_CHUNK`` at a time, each holding at most ``max_context_tokens`` context tokens, so a
+    long document's rows take memory linear in its length and are never all materialised at once.
     """
     counts = Counts()
     usable = []
@@ -237,7 +246,8 @@ def process_block(
         counts.documents_used += 1
         counts.positions_kept[split] += len(kept)
         for i in range(0, len(kept), ROW_CHUNK):
-            emit(split, make_rows(doc, data, ids, spans, ent, kept[i : i + ROW_CHUNK], labels_length))
+            chunk = kept[i : i + ROW_CHUNK]
+            emit(split, make_rows(doc, data, ids, spans, ent, chunk, labels_length, max_context_tokens))
     return counts
 
 
@@ -281,8 +291,9 @@ def run_rank(
                 continue
             on_batch = lambda n: progress.update(0, tokens=n)  # live tokens/s within a long block
             counts = process_block(
-                block, bundle.tokenizer, scorer, val_ids, rule, cfg.labels_length, sink.add, on_batch
-            )
+                block, bundle.tokenizer, scorer, val_ids, rule, cfg.labels_length, sink.add, on_batch,
+                cfg.max_context_tokens,
+            )  # fmt: skip
             state.counts.add(counts)
             state.next_block = b + 1
             progress.update(len(block))
@@ -351,6 +362,7 @@ def write_manifest(
         top_k=cfg.top_k,
         entropy_threshold=cfg.entropy_threshold,
         min_context_tokens=cfg.min_context_tokens,
+        max_context_tokens=cfg.max_context_tokens,
         max_samples_per_doc=cfg.max_samples_per_doc,
         labels_length=cfg.labels_length,
         val_min_entropy=VAL_MIN_ENTROPY,

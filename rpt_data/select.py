@@ -18,7 +18,9 @@ Policy (the choices the build documents in its manifest):
   (``below_threshold``; None = off), then at most ``max_samples_per_doc`` rows per document
   (``over_cap``): the highest-entropy positions are kept (ties: the earlier position), emitted in
   position order. Entropy-ranked capping keeps the positions the proxy finds hardest, which is what RPT
-  trains on, and is deterministic because the entropies are.
+  trains on, and is deterministic because the entropies are. ``min_context_tokens`` compares the
+  position (the tokens before it in the document), not the stored context, which ``make_rows`` caps at
+  ``max_context_tokens`` (left-truncated).
 * **Validation filters.** Every eligible position with ``entropy >= VAL_MIN_ENTROPY`` (0.5, the lower
   edge of the evaluation's "easy" bucket) is kept whatever the training threshold, so the evaluation can
   report every bucket. ``min_context_tokens`` does apply: it decides which positions are well-posed
@@ -200,11 +202,15 @@ def make_rows(
     entropies: np.ndarray,
     positions: Iterable[int],
     labels_length: int,
+    max_context_tokens: int | None = None,
 ) -> list[dict[str, Any]]:
     """Shard rows (``rpt_train.shards.SCHEMA``) for the chosen positions of one document.
 
-    ``context`` is the text before token t, ``label`` the bytes of tokens t..t+L-1 (fewer at the end of
-    the document) and ``boundaries`` the byte length of every token-boundary prefix of ``label``.
+    ``context`` is the text of the (at most ``max_context_tokens``) tokens before token t, left-truncated
+    at a character boundary, so a row's size is bounded whatever the document's length (whole contexts
+    made a document's rows quadratic in it); ``n_context_tokens`` counts them. ``label`` holds the bytes
+    of tokens t..t+L-1 (fewer at the end of the document) and ``boundaries`` the byte length of every
+    token-boundary prefix of ``label``.
     """
     n = len(ids)
     domain = list(doc.domain) if doc.domain is not None else None
@@ -212,16 +218,20 @@ def make_rows(
     for t in positions:
         t = int(t)
         start = spans[t][0]
+        first = max(0, t - max_context_tokens) if max_context_tokens else 0
+        begin = spans[first][0] if first else 0
+        while begin < start and data[begin] & 0xC0 == 0x80:  # a token may start mid-character
+            begin += 1
         stop = min(t + labels_length, n)
         rows.append(
             {
                 "doc_id": doc.doc_id,
                 "position": t,
-                "context": data[:start].decode("utf-8"),
+                "context": data[begin:start].decode("utf-8"),
                 "label": data[start : spans[stop - 1][1]],
                 "boundaries": [spans[j][1] - start for j in range(t, stop)],
                 "entropy": float(entropies[t]),
-                "n_context_tokens": t,
+                "n_context_tokens": t - first,
                 "token_id": int(ids[t]),
                 "label_token_ids": [int(i) for i in ids[t:stop]],
                 "domain": domain,

@@ -70,7 +70,7 @@ from rpt_train.rl.rollout import (
     stop_token_ids,
 )
 from rpt_train.rl.update import MicroBatchSettings, backward_micro_batches, batched_logprobs
-from rpt_train.shards import check_tokenizer, checked_manifest, iter_rows, shard_paths
+from rpt_train.shards import check_context_cap, check_tokenizer, checked_manifest, iter_rows, shard_paths
 from rpt_train.stream import ShardStream
 from rpt_train.tokenizer import Tokenizer, resolve_tokenizer_file
 
@@ -121,6 +121,7 @@ class Trainer:
             lambda: checked_manifest(cfg.shards, train_paths + val_paths, self._warn, cfg.quiet)
         )
         check_tokenizer(manifest, self.tokenizer, "the policy's tokenizer")
+        check_context_cap(manifest, cfg.max_prompt_tokens, self._warn)
         # On resume the architecture comes from the checkpoint (no hub fetch); load_state_dict sets it all.
         self.model = self._load_model(ckpt or cfg.model)
         self.ref = self._reference() if cfg.beta > 0 else None
