@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from rpt_train.errors import RptError
-from rpt_train.pretrain import PretrainConfig, pretrain
+from rpt_train.pretrain import PretrainConfig, checkpoint_to_resume, pretrain
 from rpt_train.rl.checkpoint import latest_checkpoint, load_trainer_state
 from rpt_train.rl.trainer import Trainer
 from tests.rpt_train.rl.test_run_guards import (
@@ -116,3 +116,13 @@ def pretrain_config(micro, out, **kw) -> PretrainConfig:
                 batch_size=2, max_steps=100000, eval_every=4, device="cpu", bf16_autocast=False,
                 quiet=True)  # fmt: skip
     return PretrainConfig(**{**base, **kw})
+
+
+def test_pretrain_resume_without_a_checkpoint_starts_fresh_or_refuses(tmp_path, capsys):
+    out = tmp_path / "p"
+    assert checkpoint_to_resume(PretrainConfig(corpus=["c"], out=str(out), resume=True)) is None
+    assert capsys.readouterr().err == f"warning: --resume: no checkpoint in {out}; starting fresh at step 0\n"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 100, "train_loss": 2.0}\n')  # killed before any save
+    with pytest.raises(RptError, match=rf"^--resume: {out} logged steps up to 100 but holds no loadable"):
+        checkpoint_to_resume(PretrainConfig(corpus=["c"], out=str(out), resume=True))
