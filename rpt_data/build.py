@@ -258,7 +258,7 @@ def _documents(cfg: BuildConfig, stats: ReadStats, warn) -> Iterator[Document]:
 
 def choose_val(cfg: BuildConfig) -> tuple[ValChoice, int]:
     """The held-out contents and documents, and the duplicates (one cheap pass over the corpus, O(val_docs)
-    memory plus 8 bytes per distinct text); also the document total for the progress display."""
+    memory plus ~100 bytes per distinct text); also the document total for the progress display."""
     stats = ReadStats()
     docs = ((doc.doc_id, content_id(doc.text)) for doc in _documents(cfg, stats, warn=lambda _: None))
     choice = choose_val_docs(docs, cfg.val_docs, cfg.seed)

@@ -8,8 +8,9 @@ Policy (the choices the build documents in its manifest):
   ``sha256("{seed}:{content_id}")`` is smallest (``content_id``: a hash of the normalised text, so the
   copies of a document, under other ids, go to the same side) and holds out every document with one of
   them. It depends only on the texts and the seed (not on corpus order or on the proxy), needs one pass
-  with a heap of ``k`` entries plus 8 bytes per distinct content (to count duplicates), and whole
-  documents go to validation so no validation context ever appears in a training row.
+  with a heap of ``k`` entries plus a set of 8-byte digests (to count duplicates: about 100 bytes per
+  distinct text in Python), and whole documents go to validation so no validation context ever appears
+  in a training row.
 * **Eligible positions.** Position ``t`` (1 <= t < n) is eligible when token ``t`` starts on a UTF-8
   character boundary (else it is counted ``split_char``: its context would not be valid text) and the
   proxy scored it (a NaN entropy is counted ``truncated``).
