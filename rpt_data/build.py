@@ -18,9 +18,11 @@ vocabulary is Qwen3's).
 The manifest's counts add up: ``documents_read = documents_used + sum(documents_skipped)`` (reader
 reasons, plus ``too_short`` (< 2 tokens), ``untokenizable`` and ``no_positions`` (nothing survived the
 filters)); per document, its n - 1 positions are ``split_char + truncated + positions_scored`` and
-``positions_scored = positions_kept + short_context + below_threshold + over_cap``; and
+``positions_scored = positions_kept + short_context + below_threshold + over_cap``;
 ``positions_kept[split] = sum(positions_kept_by_class[split])`` (classes of ``rpt_train.corpus.spans``,
-``none`` for rows of documents without spans).
+``none`` for rows of documents without spans). ``documents_duplicate`` counts the documents whose text
+(``content_id``) an earlier one had: they are used like the others, on the same side of the split as
+their original, so no validation text is also trained on.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from rpt_data.proxy import ProxyBundle, load_proxy, proxy_hashes
 from rpt_data.select import (
     VAL_MIN_ENTROPY,
     SelectionRule,
+    ValChoice,
     choose_val_docs,
     eligible_positions,
     make_rows,
@@ -53,10 +56,10 @@ from rpt_data.select import (
 from rpt_data.sink import Counts, RankState, ShardSink, discard_if_empty, prepare_out, state_path
 from rpt_train import distributed as D
 from rpt_train.config import check, config_to_dict, option, unescape
-from rpt_train.corpus.documents import DEFAULT_TEMPLATE, Document
+from rpt_train.corpus.documents import DEFAULT_TEMPLATE, Document, content_id
 from rpt_train.corpus.fingerprint import input_fingerprints
 from rpt_train.corpus.inputs import DEFAULT_DATASET, DEFAULT_SPLIT
-from rpt_train.corpus.readers import ReadStats, count_documents, iter_documents
+from rpt_train.corpus.readers import ReadStats, iter_documents
 from rpt_train.corpus.spans import UNCLASSIFIED, class_key, ordered_counts
 from rpt_train.errors import RptError
 from rpt_train.lock import output_lock
@@ -68,6 +71,10 @@ DEFAULT_PROXY = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
 CHECKPOINT_SECONDS = 600.0  # also checkpoint when no shard was flushed for this long
 BARRIER_TIMEOUT_S = 24 * 3600.0
 ROW_CHUNK = 1024  # rows built (as Python dicts) at a time
+# 4x rpt-train's and the verl export's default --max-prompt-tokens (1024), so the default training never
+# sees the cap, while a row stays under ~16 KB of context text (about 4 bytes a token) and a build's
+# memory is bounded by rows_per_shard such rows per split, whatever a document's length.
+MAX_CONTEXT_TOKENS = 4096
 _NOT_IDENTITY = ("out", "quiet", "overwrite")  # settings that do not change what is built
 
 
@@ -97,6 +104,10 @@ class BuildConfig:
         None, "Keep at most this many training positions per document, the highest-entropy ones.", ge=1
     )
     labels_length: int = option(8, "Label tokens per row.", ge=1)
+    max_context_tokens: int = option(
+        MAX_CONTEXT_TOKENS, "A row's context keeps at most this many tokens before its position (the end "
+        "kept), so a long document's rows grow linearly with it, not quadratically.", ge=1,
+    )  # fmt: skip
     top_k: int = option(16, "Entropy over the top-k logits.", ge=1)
     val_docs: int = option(200, "Whole documents held out for validation.", ge=0)
     seed: int = option(0, "Seed of the held-out document choice.")
@@ -155,7 +166,8 @@ class Summary:
         lines = [
             f"build {'already complete' if self.already_complete else 'complete'}: {self.out}",
             f"  documents: {c['documents_read']:,} read, {c['documents_used']:,} used "
-            f"({c['documents_val']:,} held out for val); skipped: {kv(c['documents_skipped'])}",
+            f"({c['documents_val']:,} held out for val; {c.get('documents_duplicate', 0):,} duplicates of "
+            f"another's text, kept on its side); skipped: {kv(c['documents_skipped'])}",
             f"  positions scored: {kv(c['positions_scored'])}; kept: {kv(c['positions_kept'])}",
             f"  positions skipped: {kv(c['positions_skipped'])}",
             *(
@@ -205,16 +217,17 @@ def process_block(
     docs: list[Document],
     tokenizer: Tokenizer,
     scorer: ProxyScorer,
-    val_ids: frozenset[str],
+    val_ids: frozenset[str],  # held-out content ids (``content_id``)
     rule: SelectionRule,
     labels_length: int,
     emit: Callable[[str, list[dict[str, Any]]], None],
     on_batch: Callable[[int], None] | None = None,
+    max_context_tokens: int | None = None,
 ) -> Counts:
     """Tokenize a block, score it with one proxy call, select positions and ``emit(split, rows)``.
 
-    Rows go out ``ROW_CHUNK`` at a time: a row holds its whole context, so one long document's rows are
-    quadratic in its length and are never all materialised at once.
+    Rows go out ``ROW_CHUNK`` at a time, each holding at most ``max_context_tokens`` context tokens, so a
+    long document's rows take memory linear in its length and are never all materialised at once.
     """
     counts = Counts()
     usable = []
@@ -231,7 +244,7 @@ def process_block(
         data = tokenizer.normalize(doc.text).encode("utf-8")
         ent = stored_entropies(ent)
         eligible, skipped = eligible_positions(data, spans, ent)
-        split = "val" if doc.doc_id in val_ids else "train"
+        split = "val" if content_id(doc.text) in val_ids else "train"  # copies land on one side
         kept, filtered = select_positions(split, eligible, ent, rule)
         counts.positions_skipped.update(skipped + filtered)
         counts.positions_scored[split] += len(eligible)
@@ -241,7 +254,8 @@ def process_block(
         counts.documents_used += 1
         counts.positions_kept[split] += len(kept)
         for i in range(0, len(kept), ROW_CHUNK):
-            rows = make_rows(doc, data, ids, spans, ent, kept[i : i + ROW_CHUNK], labels_length)
+            chunk = kept[i : i + ROW_CHUNK]
+            rows = make_rows(doc, data, ids, spans, ent, chunk, labels_length, max_context_tokens)
             counts.kept_by_class.update((split, class_key(r["span_class"])) for r in rows)
             emit(split, rows)
     return counts
@@ -252,28 +266,18 @@ def _documents(cfg: BuildConfig, stats: ReadStats, warn) -> Iterator[Document]:
     return itertools.islice(docs, cfg.max_documents) if cfg.max_documents else docs
 
 
-def choose_val(cfg: BuildConfig) -> tuple[frozenset[str], int | None]:
-    """Held-out doc ids (one cheap pass over the corpus, O(val_docs) memory) and the document total."""
-    if cfg.val_docs == 0:
-        total = count_documents(cfg.dataset, cfg.split)
-        return frozenset(), (
-            min(total, cfg.max_documents or total) if total is not None else cfg.max_documents
-        )
+def choose_val(cfg: BuildConfig) -> tuple[ValChoice, int]:
+    """The held-out contents and documents, and the duplicates (one cheap pass over the corpus, O(val_docs)
+    memory plus ~100 bytes per distinct text); also the document total for the progress display."""
     stats = ReadStats()
-    n = 0
-
-    def ids() -> Iterator[str]:
-        nonlocal n
-        for doc in _documents(cfg, stats, warn=lambda _: None):
-            n += 1
-            yield doc.doc_id
-
-    val_ids = choose_val_docs(ids(), cfg.val_docs, cfg.seed)
+    docs = ((doc.doc_id, content_id(doc.text)) for doc in _documents(cfg, stats, warn=lambda _: None))
+    choice = choose_val_docs(docs, cfg.val_docs, cfg.seed)
+    n = choice.documents
     if n == 0:
         raise RptError(f"no usable documents in {', '.join(cfg.dataset)} ({stats.summary()})")
-    if len(val_ids) >= n:
+    if len(choice.doc_ids) >= n:
         raise RptError(f"--val-docs {cfg.val_docs} would hold out all {n} documents; lower --val-docs")
-    return val_ids, n
+    return choice, n
 
 
 def run_rank(
@@ -297,8 +301,9 @@ def run_rank(
                 continue
             on_batch = lambda n: progress.update(0, tokens=n)  # live tokens/s within a long block
             counts = process_block(
-                block, bundle.tokenizer, scorer, val_ids, rule, cfg.labels_length, sink.add, on_batch
-            )
+                block, bundle.tokenizer, scorer, val_ids, rule, cfg.labels_length, sink.add, on_batch,
+                cfg.max_context_tokens,
+            )  # fmt: skip
             state.counts.add(counts)
             state.next_block = b + 1
             progress.update(len(block))
@@ -311,7 +316,7 @@ def run_rank(
     return state, scorer.forward_seconds
 
 
-def merge_counts(states: list[RankState], val_docs: int) -> dict[str, Any]:
+def merge_counts(states: list[RankState], val: ValChoice) -> dict[str, Any]:
     """The manifest's ``counts``: the reader's (every rank reads the whole corpus) plus the ranks' sums."""
     reader = states[0].reader or {}
     total = Counts()
@@ -323,7 +328,8 @@ def merge_counts(states: list[RankState], val_docs: int) -> dict[str, Any]:
     return {
         "documents_read": reader.get("documents_read", 0),
         "documents_used": c["documents_used"],
-        "documents_val": val_docs,
+        "documents_val": len(val.doc_ids),
+        "documents_duplicate": val.duplicates,
         "documents_skipped": dict(sorted(skipped.items())),
         "documents_coerced": reader.get("coerced", {}),
         "files_read": reader.get("files_read", 0),
@@ -351,7 +357,7 @@ def write_manifest(
     bundle: ProxyBundle,
     counts,
     shards,
-    val_ids,
+    val: ValChoice,
 ) -> None:
     tok = bundle.tokenizer
     Manifest(
@@ -367,13 +373,15 @@ def write_manifest(
         top_k=cfg.top_k,
         entropy_threshold=cfg.entropy_threshold,
         min_context_tokens=cfg.min_context_tokens,
+        max_context_tokens=cfg.max_context_tokens,
         max_samples_per_doc=cfg.max_samples_per_doc,
         labels_length=cfg.labels_length,
         val_min_entropy=VAL_MIN_ENTROPY,
         world_size=identity["world_size"],
         counts=counts,
         shards=shards,
-        val_doc_ids=sorted(val_ids),
+        val_doc_ids=sorted(val.doc_ids),
+        val_content_ids=sorted(val.content_ids),
     ).write(cfg.out)
 
 
@@ -402,14 +410,14 @@ def build(cfg: BuildConfig) -> Summary:
                 print(f"{out}: build already complete (manifest.json present); nothing to do")
                 print(summary.format())
             return summary
-        val_ids, total = choose_val(cfg)
+        val, total = choose_val(cfg)
         bundle = load_proxy(cfg.proxy_model, cfg.tokenizer, cfg.dtype, dist.device, cfg.top_k)
-        _, proxy_seconds = run_rank(cfg, dist, bundle, val_ids, total)
+        _, proxy_seconds = run_rank(cfg, dist, bundle, val.content_ids, total)
         D.barrier()
         states = [RankState.load(out, r) for r in range(dist.world_size)]
         if any(s is None or not s.done for s in states):
             raise RptError(f"{out}: not every rank finished ({state_path(out, 0).parent}); rerun to resume")
-        counts = merge_counts(states, len(val_ids))  # type: ignore[arg-type]
+        counts = merge_counts(states, val)  # type: ignore[arg-type]
         if counts["documents_used"] == 0 or counts["positions_kept"]["train"] == 0:
             raise RptError(
                 f"no usable training rows: {counts['documents_read']} documents read, "
@@ -420,7 +428,7 @@ def build(cfg: BuildConfig) -> Summary:
             (s for st in states for s in st.shards), key=lambda s: (s["split"], s["rank"], s["index"])
         )
         if dist.rank == 0:
-            write_manifest(cfg, identity, inputs, bundle, counts, shards, val_ids)
+            write_manifest(cfg, identity, inputs, bundle, counts, shards, val)
         D.barrier()
         summary = _summary(out, counts, shards, False, time.perf_counter() - start)
         summary.tokens_this_run = counts["tokens_scored"] - prior_tokens

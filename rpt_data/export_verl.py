@@ -52,7 +52,7 @@ from rpt_data.verl_format import (
     verl_settings,
 )
 from rpt_train.config import check, config_to_dict, option
-from rpt_train.errors import RptError
+from rpt_train.errors import RptError, warn
 from rpt_train.io import atomic_path, sha256_file, write_json_atomic
 from rpt_train.lock import output_lock
 from rpt_train.progress import Progress
@@ -63,6 +63,7 @@ from rpt_train.shards import (
     ROW_GROUP_SIZE,
     SPLITS,
     Manifest,
+    check_context_cap,
     check_schema,
     check_tokenizer,
     iter_rows,
@@ -233,6 +234,7 @@ def export_verl(cfg: ExportConfig) -> str:
     if tok is not None:
         check_tokenizer(manifest, tok, who=f"tokenizer {tok.source}")
         check_think_end(template, tok)
+        check_context_cap(manifest, cfg.max_prompt_tokens, warn)
     if out.resolve() == shards.resolve():
         raise RptError(f"{out}: write the export beside the shards, not into their directory")
     totals = {split: _num_rows(p) for split, p in paths.items()}

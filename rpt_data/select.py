@@ -4,10 +4,13 @@ Pure functions over one document's bytes, token spans and proxy entropies, so te
 
 Policy (the choices the build documents in its manifest):
 
-* **Held-out documents.** ``choose_val_docs`` takes the ``k`` documents whose ``sha256("{seed}:{doc_id}")``
-  is smallest. It depends only on the doc ids and the seed (not on corpus order or on the proxy), needs
-  one pass with a heap of ``k`` entries, and whole documents go to validation so no validation context
-  ever appears in a training row.
+* **Held-out documents.** ``choose_val_docs`` takes the ``k`` distinct contents whose
+  ``sha256("{seed}:{content_id}")`` is smallest (``content_id``: a hash of the normalised text, so the
+  copies of a document, under other ids, go to the same side) and holds out every document with one of
+  them. It depends only on the texts and the seed (not on corpus order or on the proxy), needs one pass
+  with a heap of ``k`` entries plus a set of 8-byte digests (to count duplicates: about 100 bytes per
+  distinct text in Python), and whole documents go to validation so no validation context ever appears
+  in a training row.
 * **Eligible positions.** Position ``t`` (1 <= t < n) is eligible when token ``t`` starts on a UTF-8
   character boundary (else it is counted ``split_char``: its context would not be valid text) and the
   proxy scored it (a NaN entropy is counted ``truncated``).
@@ -16,7 +19,9 @@ Policy (the choices the build documents in its manifest):
   (``below_threshold``; None = off), then at most ``max_samples_per_doc`` rows per document
   (``over_cap``): the highest-entropy positions are kept (ties: the earlier position), emitted in
   position order. Entropy-ranked capping keeps the positions the proxy finds hardest, which is what RPT
-  trains on, and is deterministic because the entropies are.
+  trains on, and is deterministic because the entropies are. ``min_context_tokens`` compares the
+  position (the tokens before it in the document), not the stored context, which ``make_rows`` caps at
+  ``max_context_tokens`` (left-truncated).
 * **Validation filters.** Every eligible position with ``entropy >= VAL_MIN_ENTROPY`` (0.5, the lower
   edge of the evaluation's "easy" bucket) is kept whatever the training threshold, so the evaluation can
   report every bucket. ``min_context_tokens`` does apply: it decides which positions are well-posed
@@ -45,17 +50,49 @@ VAL_MIN_ENTROPY = 0.5
 Span = tuple[int, int]
 
 
-def val_key(seed: int, doc_id: str) -> bytes:
-    """The sort key that decides held-out documents: ``sha256("{seed}:{doc_id}")``."""
-    return hashlib.sha256(f"{seed}:{doc_id}".encode("utf-8", errors="surrogatepass")).digest()
+def val_key(seed: int, key: str) -> bytes:
+    """The sort key that decides held-out documents: ``sha256("{seed}:{content_id}")``."""
+    return hashlib.sha256(f"{seed}:{key}".encode("utf-8", errors="surrogatepass")).digest()
 
 
-def choose_val_docs(doc_ids: Iterable[str], k: int, seed: int) -> frozenset[str]:
-    """The ``k`` doc ids with the smallest ``val_key`` (all of them when there are fewer); O(k) memory."""
-    if k <= 0:
-        return frozenset()
-    # nsmallest keeps a heap of k entries while it consumes the iterator; the id breaks (impossible) ties.
-    return frozenset(heapq.nsmallest(k, doc_ids, key=lambda d: (val_key(seed, d), d)))
+@dataclass(frozen=True)
+class ValChoice:
+    """The held-out contents, every document that has one (copies included) and the corpus's duplicates."""
+
+    content_ids: frozenset[str] = frozenset()
+    doc_ids: frozenset[str] = frozenset()
+    documents: int = 0
+    duplicates: int = 0  # documents whose content an earlier document already had
+
+
+def choose_val_docs(docs: Iterable[tuple[str, str]], k: int, seed: int) -> ValChoice:
+    """Hold out the ``k`` distinct contents with the smallest ``val_key`` from ``(doc_id, content_id)``
+    pairs (all of them when there are fewer), with every document that has one of them."""
+    seen: set[bytes] = set()
+    heap: list[tuple[bytes, str]] = []  # a max-heap of the k smallest keys: (inverted key, content)
+    ids: dict[str, list[str]] = {}  # the doc ids of the contents in the heap
+    n = duplicates = 0
+    for doc_id, content in docs:
+        n += 1
+        short = bytes.fromhex(content[:16])
+        if short in seen:
+            duplicates += 1
+            if content in ids:  # a copy of a content still in the heap; a dropped one never returns
+                ids[content].append(doc_id)
+            continue
+        seen.add(short)
+        if k <= 0:
+            continue
+        entry = (bytes(255 - b for b in val_key(seed, content)), content)
+        if len(heap) < k:
+            heapq.heappush(heap, entry)
+        elif entry > heap[0]:  # a smaller key than the largest kept (the content breaks ties)
+            del ids[heapq.heapreplace(heap, entry)[1]]
+        else:
+            continue
+        ids[content] = [doc_id]
+    doc_ids = frozenset(d for group in ids.values() for d in group)
+    return ValChoice(frozenset(ids), doc_ids, n, duplicates)
 
 
 def stored_entropies(entropies: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -167,11 +204,15 @@ def make_rows(
     entropies: np.ndarray,
     positions: Iterable[int],
     labels_length: int,
+    max_context_tokens: int | None = None,
 ) -> list[dict[str, Any]]:
     """Shard rows (``rpt_train.shards.SCHEMA``) for the chosen positions of one document.
 
-    ``context`` is the text before token t, ``label`` the bytes of tokens t..t+L-1 (fewer at the end of
-    the document) and ``boundaries`` the byte length of every token-boundary prefix of ``label``.
+    ``context`` is the text of the (at most ``max_context_tokens``) tokens before token t, left-truncated
+    at a character boundary, so a row's size is bounded whatever the document's length (whole contexts
+    made a document's rows quadratic in it); ``n_context_tokens`` counts them. ``label`` holds the bytes
+    of tokens t..t+L-1 (fewer at the end of the document) and ``boundaries`` the byte length of every
+    token-boundary prefix of ``label``.
     ``span_class`` is the class of token t (``rpt_train.corpus.spans.token_class``), null when the
     document has no spans.
     """
@@ -182,17 +223,21 @@ def make_rows(
     for t in positions:
         t = int(t)
         start = spans[t][0]
+        first = max(0, t - max_context_tokens) if max_context_tokens else 0
+        begin = spans[first][0] if first else 0
+        while begin < start and data[begin] & 0xC0 == 0x80:  # a token may start mid-character
+            begin += 1
         stop = min(t + labels_length, n)
         cls = token_class(start, spans[t][1], classes) if classes is not None else None
         rows.append(
             {
                 "doc_id": doc.doc_id,
                 "position": t,
-                "context": data[:start].decode("utf-8"),
+                "context": data[begin:start].decode("utf-8"),
                 "label": data[start : spans[stop - 1][1]],
                 "boundaries": [spans[j][1] - start for j in range(t, stop)],
                 "entropy": float(entropies[t]),
-                "n_context_tokens": t,
+                "n_context_tokens": t - first,
                 "token_id": int(ids[t]),
                 "label_token_ids": [int(i) for i in ids[t:stop]],
                 "domain": domain,

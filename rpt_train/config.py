@@ -6,12 +6,15 @@ field, ``check(cfg)`` (called from ``__post_init__``) enforces them with one-lin
 ``rpt_train.cli.common.config_command`` generates the command's click options from the same fields.
 Values are layered by ``build_config``: dataclass defaults < TOML recipe (``[section]`` of
 ``--config FILE``) < options typed on the command line, so a recipe is never silently replaced by click
-defaults. The resolved config is serialised with ``config_to_dict`` and written beside every output.
+defaults. A recipe's tables must be among ``RECIPE_TABLES`` and its values of the field's type (an int is
+not a bool, a string is not a number): a typo is refused with one line, never ignored. The resolved config
+is serialised with ``config_to_dict`` and written beside every output.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import sys
 import types
 import typing
@@ -26,6 +29,12 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 T = TypeVar("T")
+
+# Every table a recipe may hold: one per command section (``config_command(cls, section)`` adds its own, so
+# a command defined elsewhere is known too). A table not listed is a typo ([trian]) whose settings would
+# otherwise be silently replaced by the defaults. Listed here, not only registered, because the CLIs import
+# their commands lazily: `rpt-train run` must know [eval] without importing the evaluator.
+RECIPE_TABLES = {"convert", "data", "eval", "export", "generate", "inspect", "pretrain", "tokenizer", "train"}
 
 _BOUNDS = {
     "ge": (lambda v, b: v >= b, ">="),
@@ -90,10 +99,24 @@ def load_toml_section(path: str | Path, section: str) -> dict[str, Any]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise RptError(f"{path}: invalid TOML: {e}") from None
+    check_tables(path, data)
     value = data.get(section, {})
     if not isinstance(value, dict):
         raise RptError(f"{path}: [{section}] must be a table")
     return value
+
+
+def check_tables(path: Path, data: dict[str, Any]) -> None:
+    """Refuse a top-level key of a recipe that is not a known table, naming the closest known one."""
+    for key in data:
+        if key not in RECIPE_TABLES:
+            known = sorted(RECIPE_TABLES)
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean [{close[0]}]?)" if close else f" (known: {', '.join(known)})"
+            raise RptError(f"{path}: unknown table [{key}]{hint}")
+
+
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string"}
 
 
 def _coerce(name: str, value: Any, tp: Any) -> Any:
@@ -117,16 +140,16 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            return value.lower() in ("1", "true", "yes", "on")
         raise RptError(f"config key '{name}' must be true or false, got {value!r}")
+    # Strict: a bool is an int in Python and "60" parses as one, but in a recipe both are mistakes.
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is str and isinstance(value, str):
+        return value
     if tp in (int, float, str):
-        try:
-            if tp is int and isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return tp(value)
-        except (TypeError, ValueError):
-            raise RptError(f"config key '{name}' must be {tp.__name__}, got {value!r}") from None
+        raise RptError(f"config key '{name}' must be {_TYPE_WORDS[tp]}, got {value!r}")
     return value
 
 

@@ -2,7 +2,7 @@
 
 Every output of rpt (shards, manifests, checkpoints, logs that are rewritten) goes through a temp file in
 the destination directory followed by ``os.replace`` so a crash never leaves a half-written file under
-the final name.
+the final name; a write that fails without naming its file (a full disk) is raised again naming it.
 """
 
 from __future__ import annotations
@@ -33,7 +33,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
+        try:
+            yield tmp_path
+        except OSError as e:
+            if e.filename is not None:
+                raise
+            # A full disk met by write() names no file (Parquet, JSON and text writers alike): name it.
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
         # mkstemp creates 0600 files; outputs get the usual permissions (0666 less the umask).
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)

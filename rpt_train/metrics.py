@@ -63,6 +63,14 @@ def _step_of(line: str) -> int | None:
     return step if isinstance(step, int) else None
 
 
+def last_logged_step(path: Path) -> int:
+    """The highest ``step`` of a JSONL log (0 when there is none or no such file)."""
+    if not path.is_file():
+        return 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return max((s for line in f if (s := _step_of(line)) is not None), default=0)
+
+
 def truncate_jsonl(path: Path, step: int) -> int:
     """Keep lines whose ``step`` is <= ``step``; return how many lines were dropped (rewrite is atomic)."""
     if not path.is_file():

@@ -5,13 +5,22 @@ policy (RPT from an early stage of training is an open question the RPT authors 
 with the same reader as ``rpt-data build``, tokenized, joined with the end-of-text token into one stream,
 and trained on random windows. The model is saved in Hugging Face format beside its tokenizer and the
 resolved config; each eval point is a line of OUT/metrics.jsonl (the format of ``rpt-train run``'s).
+
+Stopping and resuming: ``pretrain(cfg, stop)`` checks ``stop()`` between steps (the CLI's Ctrl-C / SIGTERM
+flag) and then saves a checkpoint, as it does every ``save_every`` steps, in ``rpt-train run``'s format
+(``rpt_train.rl.checkpoint``: OUT/checkpoints/step-N/, the model plus ``trainer_state.pt``). Its state is
+the model, the AdamW state, the step (the schedule is a function of it), the window sampler's generator
+(the data position) and the global RNGs, so ``--resume`` continues to the same bytes as a run that was
+never stopped. A stopped run writes no final model: OUT then holds only its checkpoint and logs.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,16 +28,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rpt_train import distributed as D
 from rpt_train.compute import pretrain_flops
 from rpt_train.config import check, config_to_dict, option, unescape
 from rpt_train.corpus import DEFAULT_TEMPLATE, ReadStats, iter_documents
-from rpt_train.errors import RptError
+from rpt_train.corpus.documents import content_id
+from rpt_train.errors import RptError, warn
 from rpt_train.io import write_json_atomic
 from rpt_train.lock import output_lock
-from rpt_train.metrics import MetricsLogger
+from rpt_train.metrics import METRICS_FILE, MetricsLogger, last_logged_step
 from rpt_train.model import PRESETS, Qwen3Config, Qwen3ForCausalLM, default_device
 from rpt_train.progress import Progress
-from rpt_train.rl.checkpoint import run_flops
+from rpt_train.rl.checkpoint import (
+    RUN_CONFIG,
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    run_flops,
+    save_checkpoint,
+    set_rng_state,
+)
 from rpt_train.shards import Manifest
 from rpt_train.tokenizer import Tokenizer
 
@@ -69,10 +88,19 @@ class PretrainConfig:
     bf16_autocast: bool = option(
         True, "bfloat16 matmuls (AMX on CPU, tensor cores on CUDA); weights stay float32."
     )
+    save_every: int = option(
+        0, "Checkpoint every N steps (0: only when stopped by Ctrl-C or SIGTERM); see --resume.", ge=0
+    )
+    resume: bool = option(False, "Continue from OUT's latest checkpoint (exactly: same bytes as unstopped).")
     quiet: bool = option(False, "No progress output.")
 
     def __post_init__(self) -> None:
         check(self)
+
+
+# Settings a resumed pretraining may change: they do not touch what is computed. Any other difference
+# would make the continuation differ from the run it continues, so it is refused.
+RESUMABLE = frozenset({"resume", "quiet", "device", "save_every", "out"})
 
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:
@@ -87,7 +115,8 @@ def lr_at(step: int, cfg: PretrainConfig) -> float:
 def token_stream(
     cfg: PretrainConfig, tok: Tokenizer, stats: ReadStats, exclude: frozenset[str] = frozenset()
 ) -> np.ndarray:
-    """All documents (but those in ``exclude``) tokenized and joined by the end-of-text token (int32)."""
+    """All documents (but those whose doc id or ``content_id`` is in ``exclude``) tokenized and joined by
+    the end-of-text token (int32)."""
     sep = tok.pad_id
     if sep is None:
         raise RptError(f"tokenizer {tok.source} has no <|endoftext|> token to separate documents")
@@ -100,7 +129,7 @@ def token_stream(
         texts.clear()
 
     for doc in iter_documents(cfg.corpus, cfg.text_template, split=cfg.split, stats=stats):
-        if doc.doc_id in exclude:
+        if exclude and (doc.doc_id in exclude or content_id(doc.text) in exclude):
             stats.skipped["held_out_for_val"] += 1
             continue
         texts.append(doc.text)
@@ -147,19 +176,55 @@ def eval_loss(
     return sum(losses) / n
 
 
-def pretrain(cfg: PretrainConfig) -> dict:
+def checkpoint_to_resume(cfg: PretrainConfig) -> Path | None:
+    """OUT's latest checkpoint when ``--resume`` (None: none, start fresh with a note); refuse a checkpoint
+    without ``--resume``, and ``--resume`` of an OUT that logged steps but holds no loadable state."""
+    out = Path(cfg.out)
+    ckpt = latest_checkpoint(out)
+    if ckpt is not None and not cfg.resume:
+        raise RptError(f"{out} holds a pretraining checkpoint ({ckpt.name}); pass --resume to continue it, "
+                       "or choose another --out")  # fmt: skip
+    if ckpt is None and cfg.resume:
+        if logged := last_logged_step(out / METRICS_FILE):
+            raise RptError(f"--resume: {out} logged steps up to {logged} but holds no loadable checkpoint; "
+                           "rerun without --resume to start over, or choose another --out")  # fmt: skip
+        warn(f"--resume: no checkpoint in {out}; starting fresh at step 0")
+    return ckpt
+
+
+def _check_same_run(cfg: PretrainConfig, ckpt: Path) -> None:
+    saved = json.loads((ckpt / RUN_CONFIG).read_text(encoding="utf-8"))
+    now = json.loads(json.dumps(config_to_dict(cfg)))
+    diff = [f"{k.replace('_', '-')}: {saved[k]!r} -> {v!r}" for k, v in now.items()
+            if k in saved and k not in RESUMABLE and saved[k] != v]  # fmt: skip
+    if diff:
+        raise RptError(f"--resume: settings differ from the saved run ({ckpt}): {', '.join(diff)}; resume "
+                       "with the saved values, or pretrain into another --out")  # fmt: skip
+
+
+def _save(cfg, model, opt, rng, step: int, history: list, train_flops: float) -> Path:
+    model_sd, optim_sd = D.gather_full_state(model, opt)
+    state = {"model": model_sd, "optimizer": optim_sd, "step": step, "history": history,
+             "sampler": rng.bit_generator.state, "rng": rng_state(), "train_flops": train_flops}  # fmt: skip
+    return save_checkpoint(Path(cfg.out), step, state, model.config, None, config_to_dict(cfg), keep_last=1)
+
+
+def pretrain(cfg: PretrainConfig, stop: Callable[[], bool] = lambda: False) -> dict:
     """Train a model from scratch; returns a summary dict (also written to OUT/pretrain_summary.json).
 
-    OUT is locked meanwhile (``rpt_train.lock``); one that cannot be written fails before any work."""
+    ``stop()`` is checked after every step: when true, a checkpoint is saved and the summary's ``stopped``
+    is set (no final model is written). OUT is locked meanwhile (``rpt_train.lock``); one that cannot be
+    written fails before any work."""
     with output_lock(cfg.out, "rpt-train pretrain"):
-        return _pretrain(cfg)
+        return _pretrain(cfg, stop)
 
 
-def _pretrain(cfg: PretrainConfig) -> dict:
+def _pretrain(cfg: PretrainConfig, stop: Callable[[], bool]) -> dict:
     if not cfg.corpus:
         raise RptError("no pretraining corpus given")
     if not cfg.tokenizer and not cfg.init:
         raise RptError("--tokenizer is required (train one with `rpt-data tokenizer train`)")
+    ckpt = checkpoint_to_resume(cfg)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     random.seed(cfg.seed)
@@ -172,7 +237,7 @@ def _pretrain(cfg: PretrainConfig) -> dict:
             raise RptError(
                 f"{cfg.exclude_val}: no manifest with the held-out document ids (rebuild the shards)"
             )
-        exclude = frozenset(manifest.val_doc_ids)
+        exclude = frozenset(manifest.val_doc_ids) | frozenset(manifest.val_content_ids or ())
     stream = token_stream(cfg, tok, stats, exclude)
     n_eval = int(len(stream) * cfg.eval_fraction)
     train_stream, eval_stream = stream[: len(stream) - n_eval], stream[len(stream) - n_eval :]
@@ -200,13 +265,23 @@ def _pretrain(cfg: PretrainConfig) -> dict:
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16_autocast)
 
     out = Path(cfg.out)
-    history = []
+    start, history = 0, []
+    if ckpt is not None:
+        _check_same_run(cfg, ckpt)
+        state = load_checkpoint(ckpt, torch.float32)
+        D.load_full_state(model, opt, state["model"], state["optimizer"])
+        rng.bit_generator.state = state["sampler"]
+        set_rng_state(state["rng"])
+        start, history = state["step"], state["history"]
+        if not cfg.quiet:
+            print(f"resumed from {ckpt} at step {start}", flush=True)
     logger = MetricsLogger(out, quiet=True)  # OUT/metrics.jsonl only: the console line is `progress`
-    logger.truncate_after(0)  # a new run into the same OUT replaces an earlier run's lines
+    logger.truncate_after(start)  # a new run into the same OUT replaces an earlier run's lines
     progress = Progress(cfg.max_steps, unit="steps", desc="pretrain", quiet=cfg.quiet)
+    progress.start_from(start)
     t0 = t_log = time.perf_counter()
-    tokens, last_eval = 0, None
-    for step in range(cfg.max_steps):
+    tokens, last_eval, stopped = 0, None, None
+    for step in range(start, cfg.max_steps):
         lr = lr_at(step, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
@@ -230,8 +305,16 @@ def _pretrain(cfg: PretrainConfig) -> dict:
         # The loss is read (a device sync) only when the line is drawn, at most every 0.2 s.
         progress.set_postfix(loss=lambda t=loss.detach(): f"{t.item():.3f}", eval_loss=last_eval)
         progress.update(1, tok=batch.numel())
+        stopping = stop() and step + 1 < cfg.max_steps
+        if stopping or (cfg.save_every and (step + 1) % cfg.save_every == 0):
+            saved = _save(cfg, model, opt, rng, step + 1, history, step_flops * (step + 1))
+        if stopping:
+            stopped = {"step": step + 1, "checkpoint": str(saved)}
+            break
     progress.close()
     logger.close()
+    if stopped is not None:
+        return {"config": config_to_dict(cfg), "stopped": stopped, "history": history}
 
     model.eval().save_pretrained(out)
     tok.save(out)

@@ -46,7 +46,7 @@ SCHEMA = pa.schema(
         pa.field("label", pa.binary(), nullable=False),  # bytes of tokens t..t+L-1
         pa.field("boundaries", pa.list_(pa.int32()), nullable=False),  # valid prefix lengths of label
         pa.field("entropy", pa.float32(), nullable=False),  # proxy top-k entropy at t, nats
-        pa.field("n_context_tokens", pa.int32(), nullable=False),  # == position
+        pa.field("n_context_tokens", pa.int32(), nullable=False),  # min(position, max_context_tokens)
         pa.field("token_id", pa.int32(), nullable=False),  # ground-truth token x_t
         pa.field("label_token_ids", pa.list_(pa.int32()), nullable=False),  # x_t..x_{t+L-1}
         pa.field("domain", pa.list_(pa.string()), nullable=True),
@@ -250,6 +250,7 @@ class Manifest:
     top_k: int | None = None
     entropy_threshold: float | None = None
     min_context_tokens: int | None = None
+    max_context_tokens: int | None = None  # a row's context holds at most this many tokens (left-truncated)
     max_samples_per_doc: int | None = None
     labels_length: int | None = None
     val_min_entropy: float | None = None
@@ -257,6 +258,7 @@ class Manifest:
     counts: dict[str, Any] = field(default_factory=dict)  # documents and positions read/used/skipped
     shards: list[dict[str, Any]] = field(default_factory=list)  # split, rank, index, path, rows, sha256
     val_doc_ids: list[str] | None = None  # the documents held out for validation (a baseline skips them)
+    val_content_ids: list[str] | None = None  # their texts' content_id (a baseline skips every copy)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -289,6 +291,15 @@ class Manifest:
 
     def write(self, out_dir: str | Path) -> None:
         write_json_atomic(Path(out_dir) / MANIFEST_NAME, self.to_dict())
+
+
+def check_context_cap(manifest: Manifest | None, max_prompt_tokens: int, warn) -> None:
+    """Say once when the shards' contexts were capped below ``--max-prompt-tokens`` at build time: prompts
+    then hold fewer tokens than the setting allows (the build's cap binds, not this setting)."""
+    cap = manifest.max_context_tokens if manifest is not None else None
+    if cap is not None and max_prompt_tokens > cap:
+        warn(f"--max-prompt-tokens {max_prompt_tokens}: the shards' contexts hold at most {cap} tokens "
+             "(max_context_tokens of their build); prompts are no longer than that")  # fmt: skip
 
 
 def check_tokenizer(manifest: Manifest | None, tokenizer: Tokenizer, who: str = "this tokenizer") -> None:

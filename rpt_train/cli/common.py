@@ -1,6 +1,8 @@
 """Shared CLI plumbing for ``rpt-train`` and ``rpt-data``: the click group that turns ``RptError`` (and an
 operating-system error, named by its file) into one line on stderr and exit status 1 (130 after Ctrl-C;
-click's own usage errors exit 2), and the one way a command gets its options.
+click's own usage errors exit 2), the one way a command gets its options, and ``stop_signals``: the flag a
+training loop checks between steps so that Ctrl-C or a scheduler's SIGTERM (Slurm, Kubernetes) ends it at a
+step boundary with a checkpoint, then exit 130 or 143.
 
 A command is ``@config_command(ConfigClass, section)`` over a function taking ``cfg``: every field of the
 config dataclass becomes a click option (or a positional argument) with the field's help text, choices
@@ -15,7 +17,9 @@ import contextlib
 import dataclasses
 import functools
 import importlib
+import signal
 import sys
+import threading
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -23,7 +27,7 @@ from typing import Any
 
 import click
 
-from rpt_train.config import build_config, load_toml_section
+from rpt_train.config import RECIPE_TABLES, build_config, load_toml_section
 from rpt_train.errors import RptError
 
 _CLICK_TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING}
@@ -31,6 +35,59 @@ _CLICK_TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING}
 
 EXIT_ERROR = 1  # a user error: one ``error: ...`` line (click's own usage errors exit 2)
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it), after whatever could be saved was
+EXIT_TERMINATED = 143  # SIGTERM (128 + 15, what a killed job reports), after the checkpoint was saved
+_EXIT_CODES = {"SIGINT": EXIT_INTERRUPTED, "SIGTERM": EXIT_TERMINATED}
+
+
+class Terminated(KeyboardInterrupt):
+    """A second SIGTERM: stop now, as a second Ctrl-C does, but exit 143."""
+
+
+class StopFlag:
+    """Set by ``stop_signals``: ``hit`` once a stop was asked, ``signal`` its name (SIGINT or SIGTERM)."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+
+    @property
+    def hit(self) -> bool:
+        return self.signal is not None
+
+    @property
+    def exit_code(self) -> int:
+        return _EXIT_CODES.get(self.signal or "", 0)
+
+    @property
+    def word(self) -> str:
+        return "terminated" if self.signal == "SIGTERM" else "interrupted"
+
+
+@contextlib.contextmanager
+def stop_signals(what: str = "finishing this step, then saving a checkpoint"):
+    """Turn the first Ctrl-C or SIGTERM into a flag a loop checks between steps; a second one raises
+    KeyboardInterrupt (the loop still saves the state from before the step in progress).
+
+    SIGTERM is a request, not a crash: a scheduler sends it with a grace period before SIGKILL, so the step
+    in progress finishes and its checkpoint is written (a step plus a save must fit the grace period).
+    """
+    flag = StopFlag()
+    if threading.current_thread() is not threading.main_thread():  # signals only reach the main thread
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag.hit:
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        flag.signal = signal.Signals(signum).name
+        again = "Ctrl-C" if signum == signal.SIGINT else "a second SIGTERM"
+        print(f"\n{flag.signal}: {what} ({again} to stop now)", file=sys.stderr, flush=True)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def os_error_line(e: OSError) -> str:
@@ -40,10 +97,20 @@ def os_error_line(e: OSError) -> str:
     return f"{where}: {what}" if where else what
 
 
+def raise_naming_out(e: OSError, cfg: Any) -> None:
+    """An operating-system error that names no file (a full disk met by ``write``, as in a Parquet or JSON
+    writer) is raised again as one line naming the command's ``--out``, where it was writing."""
+    out = getattr(cfg, "out", None)
+    if e.filename is None and out and not isinstance(e, BrokenPipeError):
+        what = e.strerror or str(e) or type(e).__name__
+        raise RptError(f"{out}: {what} (while writing the output)") from None
+
+
 @contextlib.contextmanager
 def user_errors():
     """``RptError`` -> ``error: <message>`` on stderr and exit 1 (no traceback); so is an operating-system
-    error (a full disk, a file that cannot be written), named by its file; Ctrl-C -> exit 130."""
+    error (a full disk, a file that cannot be written), named by its file; Ctrl-C -> exit 130, a second
+    SIGTERM (``Terminated``) -> exit 143."""
     try:
         yield
     except RptError as e:
@@ -54,6 +121,9 @@ def user_errors():
     except OSError as e:
         click.echo(f"error: {os_error_line(e)}", err=True)
         sys.exit(EXIT_ERROR)
+    except Terminated:
+        click.echo("terminated", err=True)
+        sys.exit(EXIT_TERMINATED)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
@@ -144,13 +214,19 @@ def config_command(
     (``rpt-train eval`` takes the template settings of ``[train]``, so evaluation matches training).
     """
     hints = typing.get_type_hints(cls)
+    RECIPE_TABLES.update((section, *(inherit or {})))
 
     def decorate(f: Callable) -> click.Command:
         @functools.wraps(f)
         @click.pass_context
         def command(ctx: click.Context, config: str | None, **_: Any) -> Any:
             with user_errors():  # also when the command is invoked on its own, outside its group
-                return f(resolve_config(cls, ctx, section, config, inherit))
+                cfg = resolve_config(cls, ctx, section, config, inherit)
+                try:
+                    return f(cfg)
+                except OSError as e:
+                    raise_naming_out(e, cfg)
+                    raise
 
         for fld in reversed([f for f in dataclasses.fields(cls) if f.init]):
             command = _param(fld, _inner_type(hints[fld.name]))(command)

@@ -1,44 +1,20 @@
 """``rpt-train run SHARDS``: RL training (RPT by default) on shards; options generated from ``TrainConfig``.
 
-Ctrl-C is turned into a request to stop after the current step; the trainer then saves a checkpoint
-and the command exits with status 130, as every rpt command does after an interrupt, so scripts can tell
-an interrupted run from a finished one. A second Ctrl-C interrupts at once (the trainer still saves the
-state from before the step in progress). OUT is locked for the run (``rpt_train.lock``).
+Ctrl-C or SIGTERM (a scheduler's preemption) is turned into a request to stop after the current step
+(``rpt_train.cli.common.stop_signals``); the trainer then saves a checkpoint that ``--resume`` continues
+exactly, and the command exits with status 130 (Ctrl-C) or 143 (SIGTERM), so scripts can tell a stopped
+run from a finished one. A second signal interrupts at once (the trainer still saves the state from
+before the step in progress). OUT is locked for the run (``rpt_train.lock``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import sys
-import threading
 
 import click
 
-from rpt_train.cli.common import EXIT_INTERRUPTED, config_command
+from rpt_train.cli.common import config_command, stop_signals
 from rpt_train.rl.config import TrainConfig
-
-
-@contextlib.contextmanager
-def sigint_flag():
-    """Turn the first Ctrl-C into a flag (``flag["hit"]``); a second one raises KeyboardInterrupt."""
-    flag = {"hit": False}
-    if threading.current_thread() is not threading.main_thread():  # signals only reach the main thread
-        yield flag
-        return
-
-    def handler(signum, frame):
-        if flag["hit"]:
-            raise KeyboardInterrupt
-        flag["hit"] = True
-        print("\ninterrupt: finishing this step, then saving a checkpoint (Ctrl-C again to stop now)",
-              file=sys.stderr, flush=True)  # fmt: skip
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 @config_command(TrainConfig, "train", name="run")
@@ -56,11 +32,13 @@ def run(cfg: TrainConfig) -> None:
 
     info = init_distributed(cfg.device)
     try:
-        with output_lock(cfg.out, "rpt-train run"), sigint_flag() as flag:
-            result = Trainer(cfg, info).train(stop=lambda: flag["hit"])
+        with output_lock(cfg.out, "rpt-train run"), stop_signals() as flag:
+            result = Trainer(cfg, info).train(stop=lambda: flag.hit)
     finally:
         cleanup()
+    stopped = flag.word if result.stopped == "interrupted" else result.stopped
     if info.is_main:
-        click.echo(f"{result.stopped}: {result.step} steps; checkpoint {result.checkpoint}")
+        resume = " (continue it with --resume)" if stopped == "terminated" else ""
+        click.echo(f"{stopped}: {result.step} steps; checkpoint {result.checkpoint}{resume}")
     if result.stopped == "interrupted":
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(flag.exit_code or 130)

@@ -14,9 +14,11 @@ A record's optional ``spans`` (``rpt_train.corpus.spans``) become ``Document.spa
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import re
 import string
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +40,16 @@ class Document:
     difficulty: float | None = None
     source: str | None = None
     spans: tuple[Span, ...] | None = None  # (start, end, class) in characters of ``text``; None: unknown
+
+
+def content_id(text: str) -> str:
+    """A document's content identity: sha256 of its text, NFC-normalised with whitespace runs collapsed.
+
+    Two copies of a document (the same text under different ``file:line`` ids, or re-indented) share it, so
+    the build holds both out or neither, and a baseline's ``--exclude-val`` skips every copy.
+    """
+    norm = " ".join(unicodedata.normalize("NFC", text).split())
+    return hashlib.sha256(norm.encode("utf-8", errors="surrogatepass")).hexdigest()
 
 
 class FieldProblem(Exception):

@@ -15,14 +15,17 @@ bucket), the training reward curves and the power-law fits of accuracy against c
 
 Per-position verdicts are cached in ``OUT/eval_cache.json`` by model path, weights hash and mode, so a
 rerun after new checkpoints (or with a new mode) evaluates only what is missing; any change of settings
-or of the selected positions invalidates it.
+or of the selected positions invalidates it. A run checkpoint that its still-training run prunes
+(``--keep-last``) while the evaluation reads it is skipped with a note, not reported as corrupt.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +53,7 @@ from rpt_train.model.hf_io import read_config, weights_sha256
 from rpt_train.pairing import check_pair
 from rpt_train.progress import Progress
 from rpt_train.prompts import TEMPLATES, load_template
-from rpt_train.rl.checkpoint import checkpoint_steps
+from rpt_train.rl.checkpoint import TRAINER_STATE, checkpoint_steps
 from rpt_train.rl.reward import REWARDS
 from rpt_train.shards import check_tokenizer, checked_manifest, iter_rows, shard_paths
 from rpt_train.tokenizer import Tokenizer
@@ -200,6 +203,19 @@ def rows_fingerprint(rows: list[dict[str, Any]]) -> str:
     return sha256_bytes(json.dumps(h, ensure_ascii=False).encode("utf-8"))
 
 
+@contextlib.contextmanager
+def _pruned(entry: ModelEntry, entries: list[ModelEntry]) -> Iterator[None]:
+    """A run checkpoint that vanished while it was read (the run, still training, pruned it: --keep-last)
+    is dropped from ``entries`` with a note; it is not corrupt. Any other failure stands."""
+    try:
+        yield
+    except (RptError, OSError):
+        if entry.run is None or (entry.path / TRAINER_STATE).is_file():
+            raise
+        entries.remove(entry)
+        warn(f"{entry.path}: pruned by its run (--keep-last) while this evaluation ran; skipped")
+
+
 def run_eval(cfg: EvalConfig) -> list[dict[str, Any]]:
     """Evaluate every model on the same positions; write and return the rows of eval.json.
 
@@ -218,16 +234,22 @@ def _run_eval(cfg: EvalConfig) -> list[dict[str, Any]]:
     key = {"config": _cache_key(cfg), "data_fingerprint": rows_fingerprint(rows)}
     cache = _load_cache(out / CACHE, key)
     entries = discover_models(cfg)
-    for entry in entries:
-        fp = weights_sha256(entry.path)
+    for entry in list(entries):
+        with _pruned(entry, entries):
+            fp = weights_sha256(entry.path)
+        if entry not in entries:
+            continue
         cached = cache.setdefault(f"{entry.path}|{fp}", {})
         missing = [m for m in cfg.modes if m not in cached]
         if missing:
             t0 = time.perf_counter()
-            tok = Tokenizer.load(entry.path)
-            check_tokenizer(manifest, tok, f"{entry.path}'s tokenizer")
-            check_pair(tok, read_config(entry.path), str(entry.path))
-            model = Qwen3ForCausalLM.from_pretrained(entry.path, dtype=cfg.dtype, device=cfg.device)
+            with _pruned(entry, entries):
+                tok = Tokenizer.load(entry.path)
+                check_tokenizer(manifest, tok, f"{entry.path}'s tokenizer")
+                check_pair(tok, read_config(entry.path), str(entry.path))
+                model = Qwen3ForCausalLM.from_pretrained(entry.path, dtype=cfg.dtype, device=cfg.device)
+            if entry not in entries:
+                continue
             progress = Progress(
                 len(rows) * len(missing), unit="positions", desc=f"eval {entry.label}", quiet=cfg.quiet
             )

@@ -15,19 +15,24 @@ Hugging Face model directory (``rpt_train.model.hf_io``), everything else ``trai
 
 Each step directory is built in a temp directory and renamed into place, and ``latest`` is replaced
 atomically after it, so a crash mid-save leaves the previous checkpoint intact and nothing half-written
-under a final name. ``checkpoint_steps`` is the one listing of a run's checkpoints (the evaluator uses it).
+under a final name. A write that fails (a full disk: torch reports it as a ``RuntimeError ... unexpected
+pos``, safetensors as its own error) is one ``RptError`` line naming the file. ``checkpoint_steps`` is the
+one listing of a run's checkpoints (the evaluator uses it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import random
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 from rpt_train.chat_template import SIDECAR_FILES
 from rpt_train.errors import RptError
@@ -44,6 +49,18 @@ _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 def step_dir_name(step: int) -> str:
     return f"step-{step:06d}"
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """A failed write of ``path`` (a full disk, a quota, an I/O error) as one line naming it."""
+    try:
+        yield
+    except (OSError, RuntimeError, SafetensorError) as e:
+        why = getattr(e, "strerror", None) or (str(e).strip().splitlines() or [type(e).__name__])[-1]
+        if "unexpected pos" in why:  # torch's stream writer says only this when a write came up short
+            why = f"{why.split('] . ')[-1]}: a short write, most likely a full disk"
+        raise RptError(f"{path}: cannot write the checkpoint ({why}); the previous one is kept") from None
 
 
 def save_checkpoint(
@@ -64,8 +81,10 @@ def save_checkpoint(
     root = Path(run_dir) / CHECKPOINTS
     name = step_dir_name(step)
     rest = {k: v for k, v in state.items() if k != "model"}
-    with atomic_dir(root / name) as tmp:
-        hf_io.save_pretrained(state["model"], model_config, tmp)
+    final = root / name
+    with _writing(final), atomic_dir(final) as tmp:
+        with _writing(final / hf_io.WEIGHTS_NAME):
+            hf_io.save_pretrained(state["model"], model_config, tmp)
         if tokenizer_file is not None:
             tokenizer_file = Path(tokenizer_file)
             if not tokenizer_file.is_file():
@@ -78,8 +97,10 @@ def save_checkpoint(
                 if sidecar.is_file():
                     shutil.copyfile(sidecar, tmp / sidecar_name)
         write_json_atomic(tmp / RUN_CONFIG, run_config)
-        torch.save(rest, tmp / TRAINER_STATE)
-    write_text_atomic(root / LATEST, name + "\n")
+        with _writing(final / TRAINER_STATE):
+            torch.save(rest, tmp / TRAINER_STATE)
+    with _writing(root / LATEST):
+        write_text_atomic(root / LATEST, name + "\n")
     if keep_last > 0:
         for _, old in checkpoint_steps(run_dir)[:-keep_last]:
             if old.name != name:

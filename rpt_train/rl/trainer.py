@@ -42,13 +42,15 @@ from rpt_train.compute import rl_step_flops
 from rpt_train.config import config_to_dict
 from rpt_train.errors import RptError, warn
 from rpt_train.io import write_json_atomic
-from rpt_train.metrics import MetricsLogger
+from rpt_train.metrics import METRICS_FILE, MetricsLogger, last_logged_step
 from rpt_train.model import Qwen3ForCausalLM, resolve_model_dir
 from rpt_train.model.hf_io import read_config
 from rpt_train.model.logprobs import LogprobModule
 from rpt_train.pairing import check_pair, own_tokenizer
 from rpt_train.rl.checkpoint import (
+    CHECKPOINTS,
     RUN_CONFIG,
+    TRAINER_STATE,
     latest_checkpoint,
     load_checkpoint,
     rng_state,
@@ -68,7 +70,7 @@ from rpt_train.rl.rollout import (
     stop_token_ids,
 )
 from rpt_train.rl.update import MicroBatchSettings, backward_micro_batches, batched_logprobs
-from rpt_train.shards import check_tokenizer, checked_manifest, iter_rows, shard_paths
+from rpt_train.shards import check_context_cap, check_tokenizer, checked_manifest, iter_rows, shard_paths
 from rpt_train.stream import ShardStream
 from rpt_train.tokenizer import Tokenizer, resolve_tokenizer_file
 
@@ -108,6 +110,8 @@ class Trainer:
         ckpt = latest_checkpoint(self.run_dir)
         if ckpt is not None and not cfg.resume:
             raise RptError(f"{self.run_dir} already holds checkpoints; pass --resume or choose another --out")
+        if ckpt is None and cfg.resume:
+            self._check_fresh_resume()
         resumed_changes = self._resume_changes(ckpt) if ckpt is not None else {}
         self._check_model_fits(resolve_model_dir(ckpt or cfg.model))
         train_paths = shard_paths(cfg.shards, "train")
@@ -117,6 +121,7 @@ class Trainer:
             lambda: checked_manifest(cfg.shards, train_paths + val_paths, self._warn, cfg.quiet)
         )
         check_tokenizer(manifest, self.tokenizer, "the policy's tokenizer")
+        check_context_cap(manifest, cfg.max_prompt_tokens, self._warn)
         # On resume the architecture comes from the checkpoint (no hub fetch); load_state_dict sets it all.
         self.model = self._load_model(ckpt or cfg.model)
         self.ref = self._reference() if cfg.beta > 0 else None
@@ -161,6 +166,21 @@ class Trainer:
             if resumed_changes:
                 self.logger.message(f"resume: applying {format_differences(resumed_changes)}")
             self._saved_step = self.step
+        elif dropped := self.logger.truncate_after(0):  # an earlier attempt's lines: steps never go back
+            self._warn(f"starting at step 0: dropped {dropped} lines of an earlier attempt from "
+                       f"{self.run_dir}'s metrics and samples")  # fmt: skip
+
+    def _check_fresh_resume(self) -> None:
+        """--resume without a loadable checkpoint: start fresh with a note when the run never logged a step,
+        refuse when it did (its steps would be trained again from other weights without a word)."""
+        logged = last_logged_step(self.run_dir / METRICS_FILE)
+        if logged:
+            raise RptError(
+                f"--resume: {self.run_dir} logged steps up to {logged} but holds no loadable checkpoint "
+                f"(no {CHECKPOINTS}/step-*/{TRAINER_STATE}); rerun without --resume to start over "
+                "(its logs are replaced), or train into another --out"
+            )
+        self._warn(f"--resume: no checkpoint in {self.run_dir}; starting fresh at step 0")
 
     def _warn(self, text: str) -> None:
         """A warning on the main rank's stderr, also under --quiet (it is not progress)."""

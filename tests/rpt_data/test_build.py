@@ -30,7 +30,7 @@ from rpt_data.build import BuildConfig, build
 from rpt_data.cli.build import build as build_command
 from rpt_data.select import VAL_MIN_ENTROPY, choose_val_docs
 from rpt_train.cli.common import RptGroup
-from rpt_train.corpus.documents import Document
+from rpt_train.corpus.documents import Document, content_id
 from rpt_train.corpus.readers import iter_documents
 from rpt_train.errors import RptError
 from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
@@ -214,7 +214,8 @@ def test_manifest_and_val_split(base, corpus):
     assert c["positions_scored"]["val"] == len(val) + c["positions_skipped"]["below_threshold"]
     assert min(r["entropy"] for r in val) >= VAL_MIN_ENTROPY > min(r["entropy"] for r in train)
     val_ids = {r["doc_id"] for r in val}
-    assert val_ids == choose_val_docs(documents(corpus), 4, seed=0)
+    docs = documents(corpus)
+    assert val_ids == choose_val_docs(((d, content_id(docs[d].text)) for d in docs), 4, seed=0).doc_ids
     assert not val_ids & {r["doc_id"] for r in train}
     shards = m["shards"]
     assert [s["rows"] for s in shards if s["split"] == "train"][:-1] == [100] * (len(train) // 100)

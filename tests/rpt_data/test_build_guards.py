@@ -1,5 +1,6 @@
 """What ``rpt-data build`` refuses so that nothing is silently wrong: inputs that changed under a build,
-a second build on the same OUT, a top-k beyond the vocabulary; and a failed build leaves OUT as it was.
+a second build on the same OUT, a top-k beyond the vocabulary, copies of a document on both sides of the
+split; and a failed build leaves OUT as it was.
 
 A tiny proxy (the taskkit tokenizer and model: 18 tokens) on a corpus of letters keeps every build to a
 second or two.
@@ -15,12 +16,15 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from rpt_data import sink
 from rpt_data.build import BuildConfig, build
+from rpt_train.corpus.documents import content_id
+from rpt_train.corpus.readers import iter_documents
 from rpt_train.errors import RptError
-from rpt_train.shards import Manifest
+from rpt_train.shards import Manifest, check_context_cap
 from tests.rpt_train.taskkit import LETTERS, save_model_dir, tiny_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,6 +107,42 @@ def test_a_file_added_to_a_directory_input_is_a_change(proxy, tmp_path):
     write_corpus(data / "b.jsonl", seed=2)
     with pytest.raises(RptError, match=r"b\.jsonl is a new input since this build completed"):
         build(config(proxy, data, out))
+
+
+def test_copies_of_a_document_stay_on_one_side_of_the_split_and_are_counted(proxy, tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "corpus.jsonl", n=5)
+    lines = corpus.read_text().splitlines()
+    spaced = [json.dumps({**json.loads(ln), "problem": json.loads(ln)["problem"] + "  "}) for ln in lines]
+    corpus.write_text("\n".join(lines + spaced) + "\n")  # each written twice (one with trailing spaces)
+    out = tmp_path / "out"
+    summary = build(config(proxy, corpus, out, quiet=False, val_docs=3))  # odd: ids alone must split a pair
+    text = {d.doc_id: content_id(d.text) for d in iter_documents([str(corpus)], "{problem}")}
+    train, val = ({text[r["doc_id"]] for r in pq.read_table(out / s).to_pylist()} for s in ("train", "val"))
+    assert not val & train and len(val) == 3  # before: a copy of a held-out text was trained on
+    m = Manifest.read(out)
+    assert m.counts["documents_duplicate"] == 5 and m.counts["documents_val"] == 6  # 3 texts, 2 copies each
+    assert len(m.val_content_ids) == 3 and len(m.val_doc_ids) == 6
+    assert summary.counts["documents_duplicate"] == 5
+    assert "5 duplicates of another's text" in capsys.readouterr().out
+
+
+def test_a_long_documents_rows_hold_at_most_max_context_tokens(proxy, tmp_path):
+    corpus = tmp_path / "long.jsonl"
+    rng = random.Random(0)
+    long = "".join(" " + rng.choice(LETTERS) for _ in range(3000))
+    corpus.write_text("".join(json.dumps({"problem": p, "solution": "-"}) + "\n" for p in [long, " a b c d"]))
+    out = tmp_path / "out"
+    build(config(proxy, corpus, out, val_docs=0, max_context_tokens=64, rows_per_shard=5000))
+    rows = pq.read_table(out / "train", columns=["position", "context", "n_context_tokens"]).to_pylist()
+    assert max(r["position"] for r in rows) > 2000 and max(r["n_context_tokens"] for r in rows) == 64
+    assert all(r["n_context_tokens"] == min(r["position"], 64) for r in rows)
+    assert max(len(r["context"]) for r in rows) <= 64 * 4  # a token here is at most " x x" (4 characters)
+    manifest = Manifest.read(out)
+    assert manifest.max_context_tokens == 64 and manifest.config["max_context_tokens"] == 64
+    said: list[str] = []
+    check_context_cap(manifest, 1024, said.append)  # the trainer and the export say it once
+    assert said == ["--max-prompt-tokens 1024: the shards' contexts hold at most 64 tokens "
+                    "(max_context_tokens of their build); prompts are no longer than that"]  # fmt: skip
 
 
 def test_a_failed_build_leaves_no_state_behind(proxy, tmp_path):

@@ -21,7 +21,7 @@ from rpt_data.select import (
     select_positions,
     stored_entropies,
 )
-from rpt_train.corpus.documents import Document
+from rpt_train.corpus.documents import Document, content_id
 from rpt_train.tokenizer import Tokenizer
 from tests.conftest import QWEN3_TOKENIZER
 
@@ -31,28 +31,40 @@ def qwen3() -> Tokenizer:
     return Tokenizer.load(QWEN3_TOKENIZER)
 
 
-def rows_for(tok: Tokenizer, text: str, entropies=None, labels_length: int = 8, positions=None):
+def rows_for(tok: Tokenizer, text: str, entropies=None, labels_length: int = 8, positions=None, cap=None):
     ids, spans = tok.encode_with_spans(text)
     data = tok.normalize(text).encode()
     ent = stored_entropies(np.linspace(1.0, 2.0, len(ids)) if entropies is None else entropies)
     if positions is None:
         positions, _ = eligible_positions(data, spans, ent)
     doc = Document("d:1", text, ("Algebra",), 3.5, "unit")
-    return make_rows(doc, data, ids, spans, ent, positions, labels_length), ids, spans, data
+    return make_rows(doc, data, ids, spans, ent, positions, labels_length, cap), ids, spans, data
 
 
 # ---- held-out documents -----------------------------------------------------------------------------
 
 
 def test_val_docs_are_the_k_smallest_hashes_whatever_the_order():
-    ids = [f"champ:{i}" for i in range(1, 101)]
-    by_hash = sorted(ids, key=lambda d: hashlib.sha256(f"7:{d}".encode()).digest())
-    chosen = choose_val_docs(iter(ids), 10, seed=7)
-    assert chosen == frozenset(by_hash[:10])
-    assert choose_val_docs(reversed(ids), 10, seed=7) == chosen
-    assert choose_val_docs(ids, 10, seed=8) != chosen
-    assert choose_val_docs(ids, 0, seed=7) == frozenset()
-    assert choose_val_docs(ids[:3], 10, seed=7) == frozenset(ids[:3])
+    docs = [(f"champ:{i}", hashlib.sha256(str(i).encode()).hexdigest()) for i in range(1, 101)]
+    by_hash = sorted(docs, key=lambda d: hashlib.sha256(f"7:{d[1]}".encode()).digest())
+    chosen = choose_val_docs(iter(docs), 10, seed=7)
+    assert chosen.doc_ids == frozenset(d for d, _ in by_hash[:10])
+    assert chosen.content_ids == frozenset(c for _, c in by_hash[:10])
+    assert (chosen.documents, chosen.duplicates) == (100, 0)
+    assert choose_val_docs(reversed(docs), 10, seed=7) == chosen
+    assert choose_val_docs(docs, 10, seed=8) != chosen
+    assert choose_val_docs(docs, 0, seed=7).doc_ids == frozenset()
+    assert choose_val_docs(docs[:3], 10, seed=7).doc_ids == frozenset(d for d, _ in docs[:3])
+
+
+def test_copies_of_a_held_out_text_are_held_out_and_duplicates_counted():
+    texts = [f"text {i}" for i in range(20)]
+    docs = [(f"a:{i}", content_id(t)) for i, t in enumerate(texts)]
+    docs += [(f"b:{i}", content_id(f"  text\n {i} ")) for i in range(20)]  # the same texts, re-spaced
+    chosen = choose_val_docs(docs, 3, seed=0)
+    assert (chosen.documents, chosen.duplicates, len(chosen.content_ids)) == (40, 20, 3)
+    held = lambda prefix: {d.split(":")[1] for d in chosen.doc_ids if d.startswith(prefix)}
+    assert len(chosen.doc_ids) == 6 and held("a:") == held("b:")  # both copies of each held-out text
 
 
 # ---- eligible positions -----------------------------------------------------------------------------
@@ -153,6 +165,27 @@ def test_hand_checked_rows_every_digit_a_boundary(qwen3):
     short, *_ = rows_for(qwen3, "$x^2+1=5$", labels_length=3)
     assert (short[0]["label"], short[0]["boundaries"]) == (b"^2+", [1, 2, 3])
     assert (short[-1]["context"], short[-1]["label"], short[-1]["boundaries"]) == ("$x^2+1=5", b"$", [1])
+
+
+def test_a_context_keeps_at_most_max_context_tokens_left_truncated(qwen3):
+    rows, *_ = rows_for(qwen3, "$x^2+1=5$", cap=2)
+    assert [(r["context"], r["n_context_tokens"]) for r in rows] == [
+        ("$x", 1), ("$x^", 2), ("^2", 2), ("2+", 2), ("+1", 2), ("1=", 2), ("=5", 2)
+    ]  # fmt: skip
+    assert [r["label"] for r in rows] == [r["label"] for r in rows_for(qwen3, "$x^2+1=5$")[0]]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(alphabet=st.sampled_from([*"ab 12", "é", "日", "🙂", "\u0301"]), min_size=1, max_size=40),
+       cap=st.integers(1, 6))  # fmt: skip
+def test_capped_contexts_are_valid_text_ending_at_the_position(qwen3, text, cap):
+    rows, ids, spans, data = rows_for(qwen3, text, cap=cap)
+    table = qwen3.token_bytes_table
+    for r in rows:
+        t, ctx = r["position"], r["context"].encode()
+        whole = b"".join(table[i] for i in ids[max(0, t - cap) : t])
+        assert whole.endswith(ctx) and len(whole) - len(ctx) < 4  # at most a cut character's first bytes
+        assert data[: spans[t][0]].endswith(ctx) and r["n_context_tokens"] == min(t, cap)
 
 
 def test_multibyte_label_boundaries(qwen3):

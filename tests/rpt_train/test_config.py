@@ -50,8 +50,8 @@ def test_constraints_are_one_line_errors(values, message):
 
 
 def test_layers_apply_left_to_right_and_unknown_keys_fail():
-    cfg = build_config(Demo, {"steps": 5, "mode": "slow"}, {"steps": "7"})
-    assert (cfg.steps, cfg.mode, cfg.ratio) == (7, "slow", None)
+    cfg = build_config(Demo, {"steps": 5, "mode": "slow"}, {"steps": 7, "ratio": 0.5})
+    assert (cfg.steps, cfg.mode, cfg.ratio) == (7, "slow", 0.5)
     with pytest.raises(RptError, match="unknown config key 'stpes'"):
         build_config(Demo, {"stpes": 1})
 
@@ -59,6 +59,48 @@ def test_layers_apply_left_to_right_and_unknown_keys_fail():
 @config_command(Demo, "demo", name="demo")
 def demo(cfg: Demo) -> None:
     click.echo(repr(cfg))
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("true", "config key 'steps' must be an integer, got True"),  # a bool is an int in Python
+        ('"60"', "config key 'steps' must be an integer, got '60'"),
+        ("2.0", "config key 'steps' must be an integer, got 2.0"),
+        ("1", None),
+    ],
+)
+def test_recipe_types_are_checked_strictly(tmp_path, value, message):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f"[demo]\nsteps = {value}\n")
+    result = CliRunner().invoke(demo, ["--config", str(recipe)])
+    if message is None:
+        assert result.exit_code == 0 and "steps=1" in result.output
+    else:
+        assert (result.exit_code, result.output) == (1, f"error: {message}\n")
+    with pytest.raises(RptError, match="'loud' must be true or false, got 'yes'"):
+        build_config(Demo, {"loud": "yes"})
+    assert isinstance(build_config(Demo, {"ratio": 0.5}).ratio, float)
+
+
+def test_an_unknown_recipe_table_is_refused_with_the_closest_name(tmp_path):
+    from rpt_data.cli import main as rpt_data
+    from rpt_train.cli import main as rpt_train
+
+    recipe = tmp_path / "t.toml"
+    recipe.write_text("[trian]\ntemplate = 'plain'\nlr = 1e-3\n[data]\nval_docs = 1\n")
+    result = CliRunner().invoke(rpt_train, ["run", str(tmp_path), "--config", str(recipe)])
+    assert (result.exit_code, result.output) == (
+        1, f"error: {recipe}: unknown table [trian] (did you mean [train]?)\n"
+    )  # fmt: skip
+    recipe.write_text("[dta]\nval_docs = 1\n")
+    result = CliRunner().invoke(rpt_data, ["build", "--config", str(recipe), "--out", str(tmp_path / "o")])
+    assert (result.exit_code, result.output) == (
+        1, f"error: {recipe}: unknown table [dta] (did you mean [data]?)\n"
+    )  # fmt: skip
+    recipe.write_text("[zzz]\n")
+    result = CliRunner().invoke(demo, ["--config", str(recipe)])
+    assert result.output.startswith(f"error: {recipe}: unknown table [zzz] (known: convert, data, ")
 
 
 def test_generated_options_carry_help_choices_and_flags():
@@ -76,7 +118,7 @@ def test_generated_options_carry_help_choices_and_flags():
 
 def test_recipe_then_command_line(tmp_path):
     recipe = tmp_path / "r.toml"
-    recipe.write_text('[demo]\nsteps = 5\nmode = "slow"\ntags = ["a"]\n[other]\nratio = 0.5\n')
+    recipe.write_text('[demo]\nsteps = 5\nmode = "slow"\ntags = ["a"]\n[train]\nratio = 0.5\n')
     result = CliRunner().invoke(
         demo, ["x", "--config", str(recipe), "--steps", "9", "--tag", "b", "--tag", "c"]
     )

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from rpt_data.synth import dump_record, generate_records
 from rpt_data.tokenizer_train import train_tokenizer
 from rpt_train.corpus import ReadStats
+from rpt_train.corpus.documents import content_id
 from rpt_train.errors import RptError
 from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
 from rpt_train.pretrain import PretrainConfig, eval_loss, lm_loss, lr_at, pretrain, sample_batch, token_stream
@@ -156,6 +157,14 @@ def test_token_stream_joins_documents_with_end_of_text(micro, tmp_path):
         expected += [*tok.encode(r["problem"] + "\n\n" + r["solution"]), tok.pad_id]
     assert stream.dtype == np.int32 and stream.tolist() == expected
     assert stats.documents_yielded == 3 and sum(stats.skipped.values()) == 1
+    held = content_id(records[0]["problem"] + "\n\n" + records[0]["solution"])  # --exclude-val's copies
+    corpus.write_text("".join(dump_record(r) for r in [records[0], *records]), encoding="utf-8")
+    stats = ReadStats()
+    assert token_stream(PretrainConfig(corpus=[str(corpus)]), tok, stats, frozenset({held})).tolist() == [
+        *tok.encode(records[1]["problem"] + "\n\n" + records[1]["solution"]), tok.pad_id,
+        *tok.encode(records[2]["problem"] + "\n\n" + records[2]["solution"]), tok.pad_id,
+    ]  # fmt: skip
+    assert stats.skipped["held_out_for_val"] == 2
 
 
 # ------------------------------------------------------------------------------------ micro pretraining

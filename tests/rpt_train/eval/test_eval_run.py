@@ -4,6 +4,7 @@ hand-made val shards -> exact scores in eval.json, the console table, eval.png, 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import click
@@ -281,6 +282,23 @@ def test_a_model_listed_differently_keeps_its_cached_scores_but_takes_the_new_la
     table = run_eval(config(setup, run=None))
     assert len(count_evals) == 1
     assert models_of(table) == [("base", 0)]
+
+
+def test_a_checkpoint_pruned_by_the_running_run_is_skipped_with_a_note(setup, no_plot, monkeypatch, capsys):
+    real = eval_run.discover_models
+
+    def then_the_run_prunes(cfg):  # the run saves on and --keep-last removes step 10 under the evaluator
+        found = real(cfg)
+        shutil.rmtree(setup["run"] / "checkpoints" / "step-000010")
+        return found
+
+    monkeypatch.setattr(eval_run, "discover_models", then_the_run_prunes)
+    table = run_eval(config(setup))
+    assert models_of(table) == [("base", 0), ("rpt", 20)]
+    step10 = setup["run"] / "checkpoints" / "step-000010"
+    assert capsys.readouterr().err.endswith(
+        f"warning: {step10}: pruned by its run (--keep-last) while this evaluation ran; skipped\n"
+    )
 
 
 def test_compute_comes_from_the_run_and_the_baseline(setup, tok, no_plot):

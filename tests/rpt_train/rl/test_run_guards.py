@@ -85,6 +85,23 @@ def test_resume_compares_paths_as_the_files_they_name(task, tmp_path, monkeypatc
     Trainer(config(task, tmp_path / "run", resume=True, shards="shards/", max_steps=3)).train()  # no refusal
 
 
+def logged_steps(out: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_resume_without_a_checkpoint_starts_fresh_or_refuses_and_steps_never_go_back(task, tmp_path, capsys):
+    out = tmp_path / "run"
+    Trainer(config(task, out, resume=True)).train()  # nothing there yet: a fresh start, said in one line
+    assert capsys.readouterr().err == f"warning: --resume: no checkpoint in {out}; starting fresh at step 0\n"
+    for state in out.glob("checkpoints/step-*/trainer_state.pt"):  # every loadable state gone (a crash)
+        state.unlink()
+    with pytest.raises(RptError, match=r"^--resume: .* logged steps up to 2 but holds no loadable"):
+        Trainer(config(task, out, resume=True))
+    Trainer(config(task, out, max_steps=3)).train()  # started over: the earlier attempt's lines are dropped
+    assert "dropped 2 lines of an earlier attempt" in capsys.readouterr().err
+    assert logged_steps(out) == [1, 2, 3]
+
+
 def test_every_resumable_setting_is_a_train_option():
     fields = set(TrainConfig.__dataclass_fields__)
     assert RESUMABLE <= fields and {"lr", "seed", "model", "shards", "template"}.isdisjoint(RESUMABLE)
@@ -238,5 +255,5 @@ def test_two_runs_started_together_on_one_out(task, tmp_path, processes):
     assert loser.returncode == 1 and winner.returncode == 130
     assert loser_err.startswith(f"error: {out} is in use by rpt-train run (pid {winner.pid} ")
     assert loser_err.count("\n") == 1
-    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = logged_steps(out)
     assert steps == list(range(1, len(steps) + 1))  # one run's lines, none interleaved

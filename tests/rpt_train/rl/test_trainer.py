@@ -17,7 +17,8 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from rpt_train.cli.run import run, sigint_flag
+from rpt_train.cli.common import Terminated, stop_signals
+from rpt_train.cli.run import run
 from rpt_train.errors import RptError
 from rpt_train.rl import objective_rpt
 from rpt_train.rl import trainer as trainer_mod
@@ -249,13 +250,16 @@ def test_dynamic_sampling_draws_more_contexts(task, tmp_path):
     assert 1 <= m["groups"] <= 4
 
 
-def test_sigint_flag_first_sets_flag_second_interrupts():
-    with sigint_flag() as flag:
-        os.kill(os.getpid(), signal.SIGINT)
-        assert flag["hit"]
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+@pytest.mark.parametrize(("sig", "code", "second"), [(signal.SIGINT, 130, KeyboardInterrupt),
+                                                      (signal.SIGTERM, 143, Terminated)])  # fmt: skip
+def test_stop_signals_first_sets_the_flag_second_interrupts(sig, code, second):
+    before = signal.getsignal(sig)
+    with stop_signals() as flag:
+        os.kill(os.getpid(), sig)
+        assert flag.hit and flag.exit_code == code
+        with pytest.raises(second):
+            os.kill(os.getpid(), sig)
+    assert signal.getsignal(sig) is before
 
 
 def test_cli_run_smoke(task, tmp_path):
