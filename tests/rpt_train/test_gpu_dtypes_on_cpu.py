@@ -18,7 +18,7 @@ import torch
 from rpt_data.entropy import ProxyScorer
 from rpt_train.generate import SamplingParams, generate, left_pad
 from rpt_train.model.decode import DecodeOptions
-from rpt_train.model.logprobs import LogprobModule, token_logprobs
+from rpt_train.model.logprobs import LogprobModule, logprobs_from_hidden, token_logprobs
 from rpt_train.prompts import load_template
 from rpt_train.rl.grpo import GrpoLossConfig
 from rpt_train.rl.objective import ObjectiveContext
@@ -156,3 +156,19 @@ def test_proxy_scoring_in_bfloat16_under_autocast(model):
     for a, b in zip(ref, bf16, strict=True):
         assert a.dtype == b.dtype == np.float32
         np.testing.assert_allclose(b[1:], a[1:], atol=0.05)
+
+
+@pytest.mark.parametrize("chunk", [64, 7], ids=["one-chunk", "chunked"])
+def test_logged_entropy_is_computed_in_float32_under_autocast(chunk):
+    """The LM head runs in bfloat16 under autocast (as it does on the GPU), but the entropy of those
+    logits must be summed in float32: a bfloat16 row dot is off by ~0.4%."""
+    g = torch.Generator().manual_seed(0)
+    hidden, weight = torch.randn(64, 32, generator=g), torch.randn(500, 32, generator=g) * 0.5
+    targets = torch.randint(0, 500, (64,), generator=g)
+    with bf16_autocast():
+        _, entropy = logprobs_from_hidden(hidden, weight, targets, 1.0, chunk)
+    z = torch.nn.functional.linear(hidden.bfloat16(), weight.bfloat16()).double()  # the same logits
+    p = z.softmax(-1)
+    expected = -(p * z.log_softmax(-1)).sum(-1)
+    assert entropy.dtype == torch.float32
+    torch.testing.assert_close(entropy.double(), expected, atol=1e-4, rtol=1e-5)
