@@ -45,6 +45,9 @@ RESUMABLE = frozenset({
 })  # fmt: skip
 OBJECTIVE_NAMES = ("rpt", "rlp")  # rpt_train.rl.objective.OBJECTIVES (a test keeps the two equal)
 DTYPES = ("float32", "bfloat16")
+# Half a bfloat16 unit (8 significant bits) at |w| = 0.02, a typical weight: 2^-6 * 2^-7 / 2 = 2^-14 = 6.1e-5.
+# AdamW moves each weight by about lr per step, so a smaller lr on bfloat16 parameters changes nothing.
+BF16_MIN_LR = 2.0**-14
 
 
 @dataclass
@@ -127,8 +130,19 @@ class TrainConfig:
         None, "cpu | cuda | cuda:N (default: CUDA when present; LOCAL_RANK under torchrun)."
     )
     dtype: str = _opt("float32", "Parameter dtype; AdamW states follow it.", choices=DTYPES)
-    bf16: bool = _opt(True, "bfloat16 autocast for forward passes (CUDA only; ignored on CPU).")
-    gradient_checkpointing: bool = _opt(False, "Recompute decoder layers in backward to save memory.")
+    bf16: bool = _opt(
+        True, "bfloat16 autocast for forward passes over float32 master weights (CUDA; on a CPU only with "
+        "--cpu-autocast). Under --fsdp it is FSDP2's param_dtype instead.",
+    )  # fmt: skip
+    cpu_autocast: bool = _opt(
+        False, "Also apply --bf16 on a CPU: the GPU's dtype setup (bfloat16 compute and KV cache over "
+        "float32 weights), as the tests run it; fast only where the CPU has bfloat16 matrix units (AMX).",
+    )  # fmt: skip
+    tf32: bool = _opt(True, "CUDA: TF32 tensor cores for float32 matmuls (what autocast leaves in float32).")
+    gradient_checkpointing: str = _opt(
+        "auto", "Recompute decoder layers in backward to save memory; auto = on on CUDA (real lengths need "
+        "it: benchmarks/GPU.md), off on a CPU.", choices=("auto", "on", "off"),
+    )  # fmt: skip
     compile: bool = _opt(False, "torch.compile the decoder layers.")
     compile_decode: bool = _opt(
         False, "Rollouts: torch.compile a fixed-shape decode step (replayed from CUDA graphs on CUDA)."
@@ -160,6 +174,13 @@ class TrainConfig:
                 f"--num-generations 1 with --advantage {self.advantage}: one completion per context has no "
                 "group to compare with, so every advantage is 0 and nothing is learned; use "
                 "--num-generations >= 2 (or --advantage anchor)"
+            )
+        if self.dtype == "bfloat16" and 0 < self.lr < BF16_MIN_LR:  # lr 0: a dry run, allowed
+            raise RptError(
+                f"--lr {self.lr:g} with --dtype bfloat16: an AdamW step moves a weight by about lr, less "
+                "than "
+                f"half a bfloat16 unit at |w| ~ 0.02 ({BF16_MIN_LR:.1e}), so updates round away; train "
+                "float32 master weights (--dtype float32, the default; --bf16 autocasts the compute)"
             )
         if self.num_generations == 1 and self.dynamic_sampling:
             raise RptError("--dynamic-sampling keeps groups whose rewards differ, which needs "

@@ -99,6 +99,9 @@ class Trainer:
         self.rank, self.world = self.info.rank, self.info.world_size
         self.device = torch.device(cfg.device) if cfg.device else self.info.device
         self.run_dir = Path(cfg.out)
+        if self.device.type == "cuda" and cfg.tf32:  # float32 matmuls (evaluation, the EMA) on tensor cores
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         if not cfg.shards:
             raise RptError("no shard directory given (SHARDS)")
         self.tokenizer_file = resolve_tokenizer_file(cfg.tokenizer or resolve_model_dir(cfg.model))
@@ -186,12 +189,18 @@ class Trainer:
     # ---- setup ----
     @property
     def _bf16(self) -> bool:
-        return self.cfg.bf16 and self.device.type == "cuda"
+        return self.cfg.bf16 and (self.device.type == "cuda" or self.cfg.cpu_autocast)
 
     def _autocast(self):
         if self._bf16 and not (self.cfg.fsdp and self.info.distributed):
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    @property
+    def _checkpointing(self) -> bool:
+        """``--gradient-checkpointing auto``: on CUDA, where real lengths need it (benchmarks/GPU.md)."""
+        mode = self.cfg.gradient_checkpointing
+        return mode == "on" or (mode == "auto" and self.device.type == "cuda")
 
     def _check_model_fits(self, model_dir: Path) -> None:
         """The tokenizer must belong to the policy (``rpt_train.pairing``, the check build and eval make
@@ -209,7 +218,7 @@ class Trainer:
         model_dir = resolve_model_dir(source)
         torch.manual_seed(self.cfg.seed)
         model = Qwen3ForCausalLM.from_pretrained(model_dir, dtype=self.cfg.dtype, device=self.device)
-        model.gradient_checkpointing = self.cfg.gradient_checkpointing
+        model.gradient_checkpointing = self._checkpointing
         if self.cfg.compile:
             for layer in model.model.layers:
                 layer.compile(dynamic=True)
@@ -346,10 +355,29 @@ class Trainer:
                 out["skipped"] = 1
                 return out
             self._stepped = True
+            before = [p.detach().clone() for p in self._local_params()]
             self.optimizer.step()
+            out["update_ratio"] = self._update_ratio(before)
             self.scheduler.step()
             self.objective.after_step(self.model)
         return out
+
+    def _local_params(self) -> list[torch.Tensor]:
+        """This rank's trained parameters (its shards under FSDP2)."""
+        ps = [p for p in self.model.parameters() if p.requires_grad]
+        return [p.to_local() if hasattr(p, "to_local") else p for p in ps]
+
+    def _update_ratio(self, before: list[torch.Tensor]) -> float:
+        """||w_after - w_before|| / ||w_before|| over all parameters: 0 means the step moved nothing (an
+        lr below the parameters' rounding), so "the weights did not move" shows in metrics.jsonl."""
+        after = self._local_params()
+        diff = sum(
+            float((a.detach().float() - b.float()).norm()) ** 2 for a, b in zip(after, before, strict=True)
+        )
+        norm = sum(float(b.float().norm()) ** 2 for b in before)
+        if self.cfg.fsdp and self.info.distributed:  # shards: sum the squares over ranks
+            diff, norm = D.all_reduce_sum(diff), D.all_reduce_sum(norm)
+        return math.sqrt(diff / max(norm, 1e-30))
 
     def train_step(self) -> dict | None:
         """One GRPO step; None when some rank's data ran out (every rank then stops together)."""
