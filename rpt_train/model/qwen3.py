@@ -73,8 +73,16 @@ class Attention(nn.Module):
             # (a masked GQA call can fall back to the slow math path on CUDA). One query sees every key.
             y = F.scaled_dot_product_attention(q.reshape(B, self.n_kv, -1, self.hd), k, v, attn_mask=mask)
         else:
+            gqa = self.n_kv != self.n_heads
+            if gqa and mask is not None:
+                # A mask with enable_gqa sends CUDA SDPA to its math backend, which materialises a float32
+                # (B, H, T, K) score tensor per layer (GB at training lengths); with K/V repeated to H heads
+                # the memory-efficient kernel takes the mask (benchmarks/GPU.md counts both).
+                k = k.repeat_interleave(self.n_heads // self.n_kv, dim=1)  # (B, H, K, hd)
+                v = v.repeat_interleave(self.n_heads // self.n_kv, dim=1)
+                gqa = False
             y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=self.n_kv != self.n_heads
+                q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=gqa
             )  # (B, H, T, hd)
         return self.o_proj(y.reshape(B, self.n_heads, T, self.hd).transpose(1, 2).reshape(B, T, -1))
 
