@@ -255,11 +255,12 @@ def _check_inputs(prompts: list[list[int]], num_samples: int, pad_id: int, vocab
 
 
 def _cache_dtype(model) -> torch.dtype:
-    """The KV cache holds what attention computes in: autocast's dtype when it is on, else the weights'."""
+    """The KV cache holds what attention computes in: autocast's dtype when it is on, else the dtype a
+    wrapper computes in (FSDP2's param_dtype: its sharded parameters stay float32), else the weights'."""
     device_type = model.device.type
     if torch.is_autocast_enabled(device_type):
         return torch.get_autocast_dtype(device_type)
-    return model.dtype
+    return getattr(model, "compute_dtype", None) or model.dtype
 
 
 def rows_that_fit(model, slots: int, free_bytes: int, fraction: float = 0.5) -> int:

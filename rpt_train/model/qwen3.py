@@ -136,6 +136,9 @@ class Qwen3ForCausalLM(nn.Module):
             config.head_dim, config.rope_theta, config.rope_scaling, config.max_position_embeddings
         )
         self.gradient_checkpointing = False
+        # The dtype forward computes in when a wrapper casts the weights for it (FSDP2's mixed-precision
+        # param_dtype, set by rpt_train.distributed.wrap_fsdp2); None: the weights' own dtype.
+        self.compute_dtype: torch.dtype | None = None
         if self.lm_head.weight.is_meta:  # from_pretrained builds on meta and assigns the checkpoint's tensors
             self.tie_weights()
         else:

@@ -6,6 +6,9 @@ are refused, and every step logs how far the weights moved."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,8 @@ from rpt_train.rl.trainer import Trainer
 from tests.rpt_train.taskkit import save_model_dir, think_copy_model, tiny_tokenizer, write_task_shards
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+REPO = Path(__file__).resolve().parents[3]
+TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +93,42 @@ def test_the_update_to_weight_ratio_is_logged_and_is_zero_when_nothing_moved(tas
     Trainer(config(task, tmp_path / "b", "rpt", num_iterations=1, beta=0.0)).train()
     ratios = [json.loads(Path(tmp_path / d / "metrics.jsonl").read_text())["update_ratio"] for d in "ab"]
     assert ratios[0] == 0.0 and ratios[1] > 0.0
+
+
+FSDP_RUN = """
+import json, sys, torch
+torch.set_num_threads(1)
+from rpt_train.model.kv_cache import KVCache
+from rpt_train.rl.config import TrainConfig
+from rpt_train.rl.trainer import Trainer
+caches = []
+for_model = KVCache.for_model.__func__
+KVCache.for_model = classmethod(lambda *a: caches.append(str(a[-1])) or for_model(*a))
+cfg = TrainConfig(shards=sys.argv[1], model=sys.argv[2], out=sys.argv[3], template='think', max_new_tokens=4,
+    max_steps=2, lr=1e-2, warmup_steps=0, batch_size=2, num_generations=3, micro_batch_size=4,
+    logprob_chunk=3,
+    temperature=1.0, quiet=True, save_every=0, sample_every=0, device='cpu', fsdp=True, cpu_autocast=True,
+    num_iterations=2, beta=0.1)
+tr = Trainer(cfg)
+res = tr.train()
+m = [json.loads(line) for line in open(sys.argv[3] + '/metrics.jsonl')] if tr.rank == 0 else []
+out = {'caches': sorted(set(caches)), 'step': res.step, 'ratios': [r['update_ratio'] for r in m]}
+open(f'rank{tr.rank}.json', 'w').write(json.dumps(out))
+"""
+
+
+def test_two_fsdp2_ranks_with_a_bfloat16_param_dtype(task, tmp_path):
+    """FSDP2 on the CPU (gloo), ``MixedPrecisionPolicy(param_dtype=bfloat16)``: the rollout's KV cache
+    follows the param dtype (not the sharded float32 parameters), and two steps train."""
+    script = tmp_path / "fsdp_run.py"
+    script.write_text(FSDP_RUN)
+    env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV}
+    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           str(script), str(task["plain"]), str(task["model"]), str(tmp_path / "out")]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    errors = [line for line in proc.stderr.splitlines() if "Error" in line and "ChildFailed" not in line]
+    assert proc.returncode == 0, "\n".join(errors[-6:]) or proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert all(r["caches"] == ["torch.bfloat16"] and r["step"] == 2 for r in ranks), ranks
+    assert all(x > 0 for x in ranks[0]["ratios"]) and len(ranks[0]["ratios"]) == 2
