@@ -263,6 +263,14 @@ def _cache_dtype(model) -> torch.dtype:
     return getattr(model, "compute_dtype", None) or model.dtype
 
 
+def free_device_memory(device: torch.device) -> int:
+    """Bytes a new allocation can take on a CUDA device: what the driver has free plus what PyTorch's
+    allocator holds cached but unused (``memory_reserved - memory_allocated``). ``mem_get_info`` alone
+    misses the cache, which after the first update holds the freed activations: rollouts would shrink."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+
+
 def rows_that_fit(model, slots: int, free_bytes: int, fraction: float = 0.5) -> int:
     """Rows of ``slots`` KV-cache slots (plus their logits and float32 sampler scratch) that fit in
     ``fraction`` of ``free_bytes``: how many rows one generate() call may take on an accelerator."""
