@@ -45,6 +45,7 @@ RESUMABLE = frozenset({
 })  # fmt: skip
 OBJECTIVE_NAMES = ("rpt", "rlp")  # rpt_train.rl.objective.OBJECTIVES (a test keeps the two equal)
 DTYPES = ("float32", "bfloat16")
+ROLLOUT_WEIGHTS = ("auto", "policy", "bf16-copy")
 # Half a bfloat16 unit (8 significant bits) at |w| = 0.02, a typical weight: 2^-6 * 2^-7 / 2 = 2^-14 = 6.1e-5.
 # AdamW moves each weight by about lr per step, so a smaller lr on bfloat16 parameters changes nothing.
 BF16_MIN_LR = 2.0**-14
@@ -147,6 +148,12 @@ class TrainConfig:
     compile_decode: bool = _opt(
         False, "Rollouts: torch.compile a fixed-shape decode step (replayed from CUDA graphs on CUDA)."
     )
+    rollout_weights: str = _opt(
+        "auto", "Weights rollouts run on: policy, or bf16-copy (a bfloat16 copy refreshed after each "
+        "optimizer step, 2 bytes per parameter: a captured --compile-decode step then reads bf16 weights "
+        "instead of re-casting float32 ones at every replay); auto = bf16-copy with --compile-decode under "
+        "--bf16 autocast (not --fsdp), else policy.", choices=ROLLOUT_WEIGHTS,
+    )  # fmt: skip
     fsdp: bool = _opt(False, "Shard parameters with FSDP2 instead of replicating with DDP (torchrun).")
     logprob_chunk: int = _opt(1024, "Completion tokens per LM-head chunk when computing log-probs.", ge=1)
     # ---- data

@@ -58,6 +58,7 @@ from rpt_train.rl.checkpoint import (
 )
 from rpt_train.rl.config import TrainConfig, format_differences, resume_differences
 from rpt_train.rl.objective import ObjectiveContext, build_objective
+from rpt_train.rl.precision import local_params, refresh_rollout_copy, rollout_copy, update_ratio
 from rpt_train.rl.rollout import (
     RolloutBatch,
     RolloutSpec,
@@ -132,6 +133,8 @@ class Trainer:
             self.model.set_reshard_after_forward(False, recurse=False)
         self.policy = self.logprob_module if fsdp else D.wrap_ddp(self.logprob_module, self.info)
         self.sync_module = self.model if fsdp else self.policy  # what no_sync acts on
+        # None: rollouts run on the policy itself
+        self.rollout_model = rollout_copy(self.model, cfg, self._bf16, fsdp)
         self.objective.attach(ObjectiveContext(
             self.model, self.tokenizer, cfg.micro_batch_size, cfg.logprob_chunk, self._autocast,
             stop_token_ids(self.tokenizer), self.tokenizer.pad_id or 0, fsdp,
@@ -164,6 +167,7 @@ class Trainer:
             if resumed_changes:
                 self.logger.message(f"resume: applying {format_differences(resumed_changes)}")
             self._saved_step = self.step
+            refresh_rollout_copy(self.rollout_model, self.model)
 
     def _warn(self, text: str) -> None:
         """A warning on the main rank's stderr, also under --quiet (it is not progress)."""
@@ -315,7 +319,8 @@ class Trainer:
 
     def _rollout(self, rows: list[dict], spec: RolloutSpec | None = None, generator=None) -> RolloutBatch:
         with torch.no_grad(), self._autocast(), D.fsdp_gathered(self.model):
-            batch = rollout(self.model, self.tokenizer, self.template, rows, spec or self.spec, generator)
+            model = self.rollout_model or self.model
+            batch = rollout(model, self.tokenizer, self.template, rows, spec or self.spec, generator)
         return self.objective.score(batch)
 
     def _draw(self, rows: list[dict]) -> tuple[RolloutBatch, RolloutBatch, int]:
@@ -355,29 +360,15 @@ class Trainer:
                 out["skipped"] = 1
                 return out
             self._stepped = True
-            before = [p.detach().clone() for p in self._local_params()]
+            before = [p.detach().clone() for p in local_params(self.model)]
             self.optimizer.step()
-            out["update_ratio"] = self._update_ratio(before)
+            out["update_ratio"] = update_ratio(
+                self.model, before, fsdp=self.cfg.fsdp and self.info.distributed
+            )
             self.scheduler.step()
             self.objective.after_step(self.model)
+            refresh_rollout_copy(self.rollout_model, self.model)
         return out
-
-    def _local_params(self) -> list[torch.Tensor]:
-        """This rank's trained parameters (its shards under FSDP2)."""
-        ps = [p for p in self.model.parameters() if p.requires_grad]
-        return [p.to_local() if hasattr(p, "to_local") else p for p in ps]
-
-    def _update_ratio(self, before: list[torch.Tensor]) -> float:
-        """||w_after - w_before|| / ||w_before|| over all parameters: 0 means the step moved nothing (an
-        lr below the parameters' rounding), so "the weights did not move" shows in metrics.jsonl."""
-        after = self._local_params()
-        diff = sum(
-            float((a.detach().float() - b.float()).norm()) ** 2 for a, b in zip(after, before, strict=True)
-        )
-        norm = sum(float(b.float().norm()) ** 2 for b in before)
-        if self.cfg.fsdp and self.info.distributed:  # shards: sum the squares over ranks
-            diff, norm = D.all_reduce_sum(diff), D.all_reduce_sum(norm)
-        return math.sqrt(diff / max(norm, 1e-30))
 
     def train_step(self) -> dict | None:
         """One GRPO step; None when some rank's data ran out (every rank then stops together)."""

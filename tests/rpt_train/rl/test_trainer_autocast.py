@@ -16,6 +16,7 @@ import torch
 
 from rpt_train.errors import RptError
 from rpt_train.model.kv_cache import KVCache
+from rpt_train.rl import trainer as trainer_mod
 from rpt_train.rl.config import TrainConfig
 from rpt_train.rl.trainer import Trainer
 from tests.rpt_train.taskkit import save_model_dir, think_copy_model, tiny_tokenizer, write_task_shards
@@ -100,6 +101,7 @@ import json, sys, torch
 torch.set_num_threads(1)
 from rpt_train.model.kv_cache import KVCache
 from rpt_train.rl.config import TrainConfig
+from rpt_train.rl import trainer as trainer_mod
 from rpt_train.rl.trainer import Trainer
 caches = []
 for_model = KVCache.for_model.__func__
@@ -132,3 +134,25 @@ def test_two_fsdp2_ranks_with_a_bfloat16_param_dtype(task, tmp_path):
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert all(r["caches"] == ["torch.bfloat16"] and r["step"] == 2 for r in ranks), ranks
     assert all(x > 0 for x in ranks[0]["ratios"]) and len(ranks[0]["ratios"]) == 2
+
+
+def test_rollouts_run_on_a_bfloat16_copy_refreshed_after_each_step(task, tmp_path, monkeypatch):
+    """``--rollout-weights bf16-copy`` (auto with --compile-decode under autocast): a captured decode step
+    reads bfloat16 weights instead of re-casting the float32 ones at every replay."""
+    seen = []
+    real = trainer_mod.rollout
+    monkeypatch.setattr(trainer_mod, "rollout", lambda model, *a: seen.append(model) or real(model, *a))
+    trainer = Trainer(config(task, tmp_path / "a", "rpt", rollout_weights="bf16-copy", beta=0.0))
+    copy = trainer.rollout_model
+    assert copy is not None and all(p.dtype == torch.bfloat16 for p in copy.parameters())
+    for _ in range(2):
+        trainer.train_step()
+        for c, p in zip(copy.parameters(), trainer.model.parameters(), strict=True):
+            assert torch.equal(c, p.detach().to(torch.bfloat16))
+    assert len(seen) == 2 and all(m is copy for m in seen)
+    assert Trainer(config(task, tmp_path / "b", "rpt", compile_decode=True)).rollout_model is not None
+    assert Trainer(config(task, tmp_path / "c", "rpt")).rollout_model is None  # auto: no captured step
+    assert (
+        Trainer(config(task, tmp_path / "d", "rpt", compile_decode=True, cpu_autocast=False)).rollout_model
+        is None
+    )
