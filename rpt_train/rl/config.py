@@ -34,14 +34,15 @@ if TYPE_CHECKING:
 # What ``rpt-train run --resume`` may change from the saved run: how long the run goes on, what it logs and
 # keeps, where it runs and how it splits work to fit in memory. None of them changes what a step computes
 # from the saved state (micro-batching and chunking change floating-point summation order only;
-# rollout_batch_size changes which random numbers each sample draws, not their distribution; a resume on
+# rollout_batch_size changes which random numbers each sample draws, not their distribution; tf32 and
+# rollout_weights change rounding only (of float32 matmuls, of the rollout's weights); a resume on
 # another kind of device is refused when the checkpoint's sampler state does not fit it). Any other
 # difference from the saved run is refused: it would be recorded but not in force for the steps before.
 RESUMABLE = frozenset({
     "resume", "out", "max_steps", "epochs", "max_bad_steps", "save_every", "keep_last", "val_every",
-    "val_samples", "sample_every", "num_samples", "tensorboard", "quiet", "device", "fsdp", "compile",
-    "gradient_checkpointing", "micro_batch_size", "rollout_batch_size", "logprob_chunk", "max_flops",
-    "match_flops",
+    "val_samples", "sample_every", "num_samples", "tensorboard", "quiet", "device", "fsdp", "compile", "tf32",
+    "rollout_weights", "gradient_checkpointing", "micro_batch_size", "rollout_batch_size", "logprob_chunk",
+    "max_flops", "match_flops",
 })  # fmt: skip
 OBJECTIVE_NAMES = ("rpt", "rlp")  # rpt_train.rl.objective.OBJECTIVES (a test keeps the two equal)
 DTYPES = ("float32", "bfloat16")
