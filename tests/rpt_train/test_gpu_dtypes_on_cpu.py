@@ -26,7 +26,14 @@ from rpt_train.rl.objective_rlp import RlpObjective
 from rpt_train.rl.objective_rpt import RptObjective
 from rpt_train.rl.rollout import RolloutSpec, rollout, sampling_params, stop_token_ids
 from rpt_train.rl.update import MicroBatchSettings, backward_micro_batches, batched_logprobs
-from tests.rpt_train.taskkit import TextTemplate, repeat_rows, task_rows, tiny_model, tiny_tokenizer
+from tests.rpt_train.taskkit import (
+    TextTemplate,
+    repeat_rows,
+    save_model_dir,
+    task_rows,
+    tiny_model,
+    tiny_tokenizer,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -147,12 +154,17 @@ def test_rlp_scoring_and_ema_under_autocast(model, tok):
         torch.testing.assert_close(ema[name], p.detach() - 0.005)
 
 
-def test_proxy_scoring_in_bfloat16_under_autocast(model):
-    """``rpt-data build`` on a GPU: the proxy loaded in bfloat16 (``load_proxy``'s CUDA default), scoring
-    under bfloat16 autocast; entropies close to the float32 proxy's."""
+def test_proxy_scoring_in_bfloat16_under_autocast(model, tok, tmp_path):
+    """``rpt-data build`` on a GPU: the proxy loaded in bfloat16 (``load_proxy``; its CUDA default) and
+    scored under bfloat16 autocast; entropies close to the float32 proxy's."""
+    from rpt_data.proxy import load_proxy
+
+    save_model_dir(tmp_path / "proxy", tok, model=model)
+    proxy = load_proxy(str(tmp_path / "proxy"), None, "bfloat16", torch.device("cpu"), top_k=4)
+    assert proxy.model.dtype == torch.bfloat16 and proxy.dtype == "bfloat16"
     docs = [[3, 4, 5, 6, 7, 8, 9, 10, 11, 12] * 3, list(range(2, 19)), [7, 8]]
     ref = ProxyScorer(model.eval(), top_k=4, batch_tokens=64, autocast=False).score(docs)
-    bf16 = ProxyScorer(model.to(torch.bfloat16), top_k=4, batch_tokens=64, autocast=True).score(docs)
+    bf16 = ProxyScorer(proxy.model, top_k=4, batch_tokens=64, autocast=True).score(docs)
     for a, b in zip(ref, bf16, strict=True):
         assert a.dtype == b.dtype == np.float32
         np.testing.assert_allclose(b[1:], a[1:], atol=0.05)
