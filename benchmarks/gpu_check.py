@@ -20,6 +20,7 @@ Needs only torch, transformers, numpy-free stdlib; never imports polars or datas
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -314,6 +315,26 @@ def run_objective_steps(model, device, quick: bool) -> dict:
 # ------------------------------------------------------------------------------------------ main
 
 
+def release(device) -> None:
+    """Hand the freed memory of a finished part back, so the next part's peak is its own."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+
+
+def part(results: Results, key: str, fn, device):
+    """Run one part and record its result under ``key``; a failure is recorded as its one-line error and
+    the check goes on to the next part (every part's figures survive any other's failure)."""
+    try:
+        value = fn()
+    except Exception as e:  # noqa: BLE001 - any failure of one part must leave the others
+        results.put(key, {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"})
+        value = None
+    release(device)
+    return value
+
+
 def measure(out: Path, quick: bool) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results = Results(out)
@@ -323,24 +344,38 @@ def measure(out: Path, quick: bool) -> None:
                            "hbm_TBps": spec.hbm_tbps, "cuda": torch.version.cuda})  # fmt: skip
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # float32 master-weight paths use tensor cores
-        results.put("ceilings", measure_ceilings(device))
+        part(results, "ceilings", lambda: results.put("ceilings", measure_ceilings(device)), device)
     shape = QUICK if quick else Shape()
     model = build_model(device, quick)
     prompts, stops, params = workload(shape, model.config.vocab_size, device)
     results.put("shape", {**shape.__dict__, "stop_ids": len(stops), "params": model.num_parameters()})
-    eager, gen = run_ours(model, prompts, params, shape, DecodeOptions(), device)
-    lengths = eager.pop("lengths")
-    results.put("rollout_ours_eager", eager)
-    results.put("rollout_prediction", predict_rollout(model.config, shape.prompt_len, lengths, spec))
-    results.put("rollout_transformers", run_transformers(model, prompts, stops, shape, device))
-    results.put("grpo_update", run_update(model, prompts, gen, shape, device, spec.bf16_tflops))
-    del gen
-    results.put("objective_steps", run_objective_steps(model, device, quick))
-    if device.type != "cuda":  # inductor on a CPU takes minutes to compile; the CPU tests check the shapes
-        return
-    compiled, _ = run_ours(model, prompts, params, shape, DecodeOptions(compile=True), device)
-    compiled.pop("lengths")
-    results.put("rollout_ours_compiled", compiled)
+    state: dict = {}
+
+    def eager():
+        r, state["gen"] = run_ours(model, prompts, params, shape, DecodeOptions(), device)
+        lengths = r.pop("lengths")
+        results.put("rollout_ours_eager", r)
+        results.put("rollout_prediction", predict_rollout(model.config, shape.prompt_len, lengths, spec))
+
+    def compiled():
+        r, _ = run_ours(model, prompts, params, shape, DecodeOptions(compile=True), device)
+        r.pop("lengths")
+        results.put("rollout_ours_compiled", r)
+
+    part(results, "rollout_ours_eager", eager, device)
+    if device.type == "cuda":  # inductor on a CPU takes minutes to compile; the CPU tests check the shapes
+        part(results, "rollout_ours_compiled", compiled, device)
+    part(results, "rollout_transformers",
+         lambda: results.put("rollout_transformers", run_transformers(model, prompts, stops, shape, device)),
+         device)  # fmt: skip
+    if "gen" in state:
+        part(results, "grpo_update",
+             lambda: results.put("grpo_update", run_update(model, prompts, state.pop("gen"), shape, device,
+                                                           spec.bf16_tflops)), device)  # fmt: skip
+    state.clear()
+    release(device)
+    steps = lambda: results.put("objective_steps", run_objective_steps(model, device, quick))  # noqa: E731
+    part(results, "objective_steps", steps, device)
 
 
 def summary(out: Path) -> str:
@@ -370,15 +405,17 @@ def summary(out: Path) -> str:
         d = data["device"]
         add("device", f"{d['name']} (torch {d['torch']}, CUDA {d['cuda']}; datasheet: bf16 "
                       f"{d['peak_bf16_TFLOPs']} TFLOP/s, HBM {d['hbm_TBps']} TB/s)")  # fmt: skip
-    if "ceilings" in data:
+    if "error" in data.get("ceilings", {}):
+        add("measured ceilings", data["ceilings"]["error"])
+    elif "ceilings" in data:
         c = data["ceilings"]
         add("measured ceilings", f"copy {c['copy_TBps']} TB/s, bf16 matmul {c['bf16_matmul_TFLOPs']} TFLOP/s")
     hf = data.get("rollout_transformers")
     for key, label in (("rollout_ours_eager", "rollout, ours (eager)"),
                        ("rollout_ours_compiled", "rollout, ours (compiled + CUDA graphs)")):  # fmt: skip
         r = data.get(key)
-        if not r:
-            add(label, "not measured")
+        if not r or "error" in r:
+            add(label, r["error"] if r else "not measured")
             continue
         text = (f"{r['tokens_per_s']:,} new tok/s ({r['new_tokens']:,} tokens in {r['seconds']} s, "
                 f"length mean {r['mean_len']} / max {r['max_len']}; peak {r['peak_GiB']} GiB)")  # fmt: skip
@@ -389,19 +426,24 @@ def summary(out: Path) -> str:
         add("rollout, transformers generate", f"{hf['tokens_per_s']:,} new tok/s ({hf['seconds']} s, "
                                               f"{hf['steps']} steps; peak {hf['peak_GiB']} GiB)")  # fmt: skip
     elif hf:
-        add("rollout, transformers generate", f"{hf['error']} (peak {hf['peak_GiB']} GiB)")
+        add("rollout, transformers generate", f"{hf['error']} (peak {hf.get('peak_GiB')} GiB)")
     pred = data.get("rollout_prediction")
     if pred and "floor_tokens_per_s" in pred:
         add("rollout prediction (benchmarks/GPU.md, these lengths)",
             f"eager {pred['eager_tokens_per_s']:,}, captured {pred['captured_tokens_per_s']:,}, bandwidth "
             f"floor {pred['floor_tokens_per_s']:,} new tok/s")  # fmt: skip
     up = data.get("grpo_update")
-    if up:
+    if up and "error" in up:
+        add("GRPO update", up["error"])
+    elif up:
         mfu = "-" if up["MFU"] is None else f"{100 * up['MFU']:.1f}%"
         add("GRPO update (fp32 weights, bf16 autocast, fused AdamW)",
             f"{up['tokens_per_s']:,} tok/s ({up['tokens']:,} tokens in {up['seconds']} s), MFU {mfu} "
             f"({up['model_TFLOP']} TFLOP); peak {up['peak_GiB']} GiB")  # fmt: skip
     steps = data.get("objective_steps")
+    if steps and "error" in steps:
+        add("trainer steps", steps["error"])
+        steps = None
     for objective in ("rpt", "rlp"):
         r = (steps or {}).get(objective)
         if r:

@@ -113,7 +113,7 @@ ARGS=(
   algorithm.kl_ctrl.kl_coef=0
   # ---- policy update (--loss-agg, --epsilon, --num-iterations 1, one optimizer step per batch)
   actor_rollout_ref.model.path="$MODEL"
-  actor_rollout_ref.model.enable_gradient_checkpointing=True   # --gradient-checkpointing
+  actor_rollout_ref.model.enable_gradient_checkpointing=True   # --gradient-checkpointing on
   actor_rollout_ref.actor.loss_agg_mode=token-mean
   actor_rollout_ref.actor.clip_ratio_low="$EPSILON"
   actor_rollout_ref.actor.clip_ratio_high="$EPSILON_HIGH"

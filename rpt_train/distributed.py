@@ -197,6 +197,8 @@ def wrap_fsdp2(
     for layer in bare.model.layers:
         fully_shard(layer, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard_after_forward)
     fully_shard(bare, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard_after_forward)
+    if param_dtype is not None and hasattr(bare, "compute_dtype"):
+        bare.compute_dtype = param_dtype  # what forward runs in (rollouts size their KV cache by it)
     for method in ("hidden_states", "logits"):
         if hasattr(bare, method):
             register_fsdp_forward_method(bare, method)

@@ -255,11 +255,20 @@ def _check_inputs(prompts: list[list[int]], num_samples: int, pad_id: int, vocab
 
 
 def _cache_dtype(model) -> torch.dtype:
-    """The KV cache holds what attention computes in: autocast's dtype when it is on, else the weights'."""
+    """The KV cache holds what attention computes in: autocast's dtype when it is on, else the dtype a
+    wrapper computes in (FSDP2's param_dtype: its sharded parameters stay float32), else the weights'."""
     device_type = model.device.type
     if torch.is_autocast_enabled(device_type):
         return torch.get_autocast_dtype(device_type)
-    return model.dtype
+    return getattr(model, "compute_dtype", None) or model.dtype
+
+
+def free_device_memory(device: torch.device) -> int:
+    """Bytes a new allocation can take on a CUDA device: what the driver has free plus what PyTorch's
+    allocator holds cached but unused (``memory_reserved - memory_allocated``). ``mem_get_info`` alone
+    misses the cache, which after the first update holds the freed activations: rollouts would shrink."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
 
 
 def rows_that_fit(model, slots: int, free_bytes: int, fraction: float = 0.5) -> int:

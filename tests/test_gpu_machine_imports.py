@@ -61,4 +61,43 @@ def test_the_gpu_checks_throughput_part_runs_at_toy_sizes_without_polars_and_dat
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "throughput.json").read_text())
     assert {"rollout_ours_eager", "rollout_transformers", "grpo_update"} <= results.keys()
+    failed = {k: v["error"] for k, v in results.items() if isinstance(v, dict) and "error" in v}
+    assert not failed, failed  # parts are guarded: a failure is recorded, not raised
     assert all(results["objective_steps"][o]["seconds_per_step"] > 0 for o in ("rpt", "rlp"))
+
+
+def test_the_smollm2_gpu_check_skips_with_a_reason_without_its_file_or_gguf(tmp_path, monkeypatch):
+    """A GPU machine without network has neither the GGUF nor the ``gguf`` package: a skip, not a failure."""
+    import importlib.util
+
+    import pytest
+
+    from tests.rpt_train.test_gpu import smollm2_file
+
+    monkeypatch.setenv("RPT_SMOLLM2_GGUF", str(tmp_path / "missing.gguf"))
+    with pytest.raises(pytest.skip.Exception, match="not found"):
+        smollm2_file()
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real(name, *a)
+    )
+    with pytest.raises(pytest.skip.Exception, match="gguf package"):
+        smollm2_file()
+
+
+def test_a_failing_part_of_the_check_leaves_the_others_and_the_summary(tmp_path):
+    """Each throughput part is guarded: a failure is recorded as one line, the next part still runs, and
+    the summary table shows both."""
+    import torch
+
+    from benchmarks import gpu_check
+
+    results = gpu_check.Results(tmp_path)
+    ran = []
+    gpu_check.part(results, "rollout_ours_eager", lambda: 1 / 0, torch.device("cpu"))
+    gpu_check.part(results, "grpo_update", lambda: ran.append(1), torch.device("cpu"))
+    saved = json.loads((tmp_path / "throughput.json").read_text())
+    assert ran == [1] and saved["rollout_ours_eager"] == {"error": "ZeroDivisionError: division by zero"}
+    table = gpu_check.summary(tmp_path)
+    assert "| rollout, ours (eager) | ZeroDivisionError: division by zero |" in table
+    assert (tmp_path / "summary.md").read_text().strip() == table

@@ -91,8 +91,10 @@ class DecodeWindow:
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         k_all, v_all = self.k[layer], self.v[layer]  # (B, n_kv, W, hd) views of the cache
-        k_all.index_copy_(2, self.slot, k)  # k: (B, n_kv, 1, hd) at the slot (a device index)
-        v_all.index_copy_(2, self.slot, v)
+        # Cast to the cache's dtype: under autocast the qk-norm's float32 weight leaves k in float32 while
+        # the cache holds autocast's dtype, and index_copy_ (not an autocast op) refuses a mix.
+        k_all.index_copy_(2, self.slot, k.to(k_all.dtype))  # k: (B, n_kv, 1, hd) at the slot (a device index)
+        v_all.index_copy_(2, self.slot, v.to(v_all.dtype))
         return k_all, v_all
 
 

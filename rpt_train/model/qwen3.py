@@ -73,8 +73,16 @@ class Attention(nn.Module):
             # (a masked GQA call can fall back to the slow math path on CUDA). One query sees every key.
             y = F.scaled_dot_product_attention(q.reshape(B, self.n_kv, -1, self.hd), k, v, attn_mask=mask)
         else:
+            gqa = self.n_kv != self.n_heads
+            if gqa and mask is not None:
+                # A mask with enable_gqa sends CUDA SDPA to its math backend, which materialises a float32
+                # (B, H, T, K) score tensor per layer (GB at training lengths); with K/V repeated to H heads
+                # the memory-efficient kernel takes the mask (benchmarks/GPU.md counts both).
+                k = k.repeat_interleave(self.n_heads // self.n_kv, dim=1)  # (B, H, K, hd)
+                v = v.repeat_interleave(self.n_heads // self.n_kv, dim=1)
+                gqa = False
             y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=self.n_kv != self.n_heads
+                q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=gqa
             )  # (B, H, T, hd)
         return self.o_proj(y.reshape(B, self.n_heads, T, self.hd).transpose(1, 2).reshape(B, T, -1))
 
@@ -128,6 +136,9 @@ class Qwen3ForCausalLM(nn.Module):
             config.head_dim, config.rope_theta, config.rope_scaling, config.max_position_embeddings
         )
         self.gradient_checkpointing = False
+        # The dtype forward computes in when a wrapper casts the weights for it (FSDP2's mixed-precision
+        # param_dtype, set by rpt_train.distributed.wrap_fsdp2); None: the weights' own dtype.
+        self.compute_dtype: torch.dtype | None = None
         if self.lm_head.weight.is_meta:  # from_pretrained builds on meta and assigns the checkpoint's tensors
             self.tie_weights()
         else:

@@ -34,17 +34,22 @@ if TYPE_CHECKING:
 # What ``rpt-train run --resume`` may change from the saved run: how long the run goes on, what it logs and
 # keeps, where it runs and how it splits work to fit in memory. None of them changes what a step computes
 # from the saved state (micro-batching and chunking change floating-point summation order only;
-# rollout_batch_size changes which random numbers each sample draws, not their distribution; a resume on
+# rollout_batch_size changes which random numbers each sample draws, not their distribution; tf32 and
+# rollout_weights change rounding only (of float32 matmuls, of the rollout's weights); a resume on
 # another kind of device is refused when the checkpoint's sampler state does not fit it). Any other
 # difference from the saved run is refused: it would be recorded but not in force for the steps before.
 RESUMABLE = frozenset({
     "resume", "out", "max_steps", "epochs", "max_bad_steps", "save_every", "keep_last", "val_every",
-    "val_samples", "sample_every", "num_samples", "tensorboard", "quiet", "device", "fsdp", "compile",
-    "gradient_checkpointing", "micro_batch_size", "rollout_batch_size", "logprob_chunk", "max_flops",
-    "match_flops",
+    "val_samples", "sample_every", "num_samples", "tensorboard", "quiet", "device", "fsdp", "compile", "tf32",
+    "rollout_weights", "gradient_checkpointing", "micro_batch_size", "rollout_batch_size", "logprob_chunk",
+    "max_flops", "match_flops",
 })  # fmt: skip
 OBJECTIVE_NAMES = ("rpt", "rlp")  # rpt_train.rl.objective.OBJECTIVES (a test keeps the two equal)
 DTYPES = ("float32", "bfloat16")
+ROLLOUT_WEIGHTS = ("auto", "policy", "bf16-copy")
+# Half a bfloat16 unit (8 significant bits) at |w| = 0.02, a typical weight: 2^-6 * 2^-7 / 2 = 2^-14 = 6.1e-5.
+# AdamW moves each weight by about lr per step, so a smaller lr on bfloat16 parameters changes nothing.
+BF16_MIN_LR = 2.0**-14
 
 
 @dataclass
@@ -127,12 +132,29 @@ class TrainConfig:
         None, "cpu | cuda | cuda:N (default: CUDA when present; LOCAL_RANK under torchrun)."
     )
     dtype: str = _opt("float32", "Parameter dtype; AdamW states follow it.", choices=DTYPES)
-    bf16: bool = _opt(True, "bfloat16 autocast for forward passes (CUDA only; ignored on CPU).")
-    gradient_checkpointing: bool = _opt(False, "Recompute decoder layers in backward to save memory.")
+    bf16: bool = _opt(
+        True, "bfloat16 autocast for forward passes over float32 master weights (CUDA; on a CPU only with "
+        "--cpu-autocast). Under --fsdp it is FSDP2's param_dtype instead.",
+    )  # fmt: skip
+    cpu_autocast: bool = _opt(
+        False, "Also apply --bf16 on a CPU: the GPU's dtype setup (bfloat16 compute and KV cache over "
+        "float32 weights), as the tests run it; fast only where the CPU has bfloat16 matrix units (AMX).",
+    )  # fmt: skip
+    tf32: bool = _opt(True, "CUDA: TF32 tensor cores for float32 matmuls (what autocast leaves in float32).")
+    gradient_checkpointing: str = _opt(
+        "auto", "Recompute decoder layers in backward to save memory; auto = on on CUDA (real lengths need "
+        "it: benchmarks/GPU.md), off on a CPU.", choices=("auto", "on", "off"),
+    )  # fmt: skip
     compile: bool = _opt(False, "torch.compile the decoder layers.")
     compile_decode: bool = _opt(
         False, "Rollouts: torch.compile a fixed-shape decode step (replayed from CUDA graphs on CUDA)."
     )
+    rollout_weights: str = _opt(
+        "auto", "Weights rollouts run on: policy, or bf16-copy (a bfloat16 copy refreshed after each "
+        "optimizer step, 2 bytes per parameter: a captured --compile-decode step then reads bf16 weights "
+        "instead of re-casting float32 ones at every replay); auto = bf16-copy with --compile-decode under "
+        "--bf16 autocast (not --fsdp), else policy.", choices=ROLLOUT_WEIGHTS,
+    )  # fmt: skip
     fsdp: bool = _opt(False, "Shard parameters with FSDP2 instead of replicating with DDP (torchrun).")
     logprob_chunk: int = _opt(1024, "Completion tokens per LM-head chunk when computing log-probs.", ge=1)
     # ---- data
@@ -160,6 +182,13 @@ class TrainConfig:
                 f"--num-generations 1 with --advantage {self.advantage}: one completion per context has no "
                 "group to compare with, so every advantage is 0 and nothing is learned; use "
                 "--num-generations >= 2 (or --advantage anchor)"
+            )
+        if self.dtype == "bfloat16" and 0 < self.lr < BF16_MIN_LR:  # lr 0: a dry run, allowed
+            raise RptError(
+                f"--lr {self.lr:g} with --dtype bfloat16: an AdamW step moves a weight by about lr, less "
+                "than "
+                f"half a bfloat16 unit at |w| ~ 0.02 ({BF16_MIN_LR:.1e}), so updates round away; train "
+                "float32 master weights (--dtype float32, the default; --bf16 autocasts the compute)"
             )
         if self.num_generations == 1 and self.dynamic_sampling:
             raise RptError("--dynamic-sampling keeps groups whose rewards differ, which needs "

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from rpt_train.generate import SamplingParams, generate, left_pad, rows_that_fit
+from rpt_train.generate import SamplingParams, free_device_memory, generate, left_pad, rows_that_fit
 from rpt_train.model.decode import DecodeOptions
 from rpt_train.prompts import PromptTemplate
 from rpt_train.rl.grpo import frac_zero_std
@@ -177,7 +177,7 @@ def contexts_per_call(model, prompts: Sequence[Sequence[int]], spec: RolloutSpec
     many as fit in half the free memory (each generate() call allocates its whole KV cache up front)."""
     if model.device.type != "cuda":
         return len(prompts)
-    free, _ = torch.cuda.mem_get_info(model.device)
+    free = free_device_memory(model.device)
     slots = max(len(p) for p in prompts) + spec.sampling.max_new_tokens
     return max(1, rows_that_fit(model, slots, free) // spec.num_generations)
 

@@ -60,6 +60,7 @@ from rpt_train.rl.checkpoint import (
 )
 from rpt_train.rl.config import TrainConfig, format_differences, resume_differences
 from rpt_train.rl.objective import ObjectiveContext, build_objective
+from rpt_train.rl.precision import local_params, refresh_rollout_copy, rollout_copy, update_ratio
 from rpt_train.rl.rollout import (
     RolloutBatch,
     RolloutSpec,
@@ -101,6 +102,9 @@ class Trainer:
         self.rank, self.world = self.info.rank, self.info.world_size
         self.device = torch.device(cfg.device) if cfg.device else self.info.device
         self.run_dir = Path(cfg.out)
+        if self.device.type == "cuda" and cfg.tf32:  # float32 matmuls (evaluation, the EMA) on tensor cores
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         if not cfg.shards:
             raise RptError("no shard directory given (SHARDS)")
         self.tokenizer_file = resolve_tokenizer_file(cfg.tokenizer or resolve_model_dir(cfg.model))
@@ -134,6 +138,8 @@ class Trainer:
             self.model.set_reshard_after_forward(False, recurse=False)
         self.policy = self.logprob_module if fsdp else D.wrap_ddp(self.logprob_module, self.info)
         self.sync_module = self.model if fsdp else self.policy  # what no_sync acts on
+        # None: rollouts run on the policy itself
+        self.rollout_model = rollout_copy(self.model, cfg, self._bf16, fsdp)
         self.objective.attach(ObjectiveContext(
             self.model, self.tokenizer, cfg.micro_batch_size, cfg.logprob_chunk, self._autocast,
             stop_token_ids(self.tokenizer), self.tokenizer.pad_id or 0, fsdp,
@@ -166,6 +172,7 @@ class Trainer:
             if resumed_changes:
                 self.logger.message(f"resume: applying {format_differences(resumed_changes)}")
             self._saved_step = self.step
+            refresh_rollout_copy(self.rollout_model, self.model)
         elif dropped := self.logger.truncate_after(0):  # an earlier attempt's lines: steps never go back
             self._warn(f"starting at step 0: dropped {dropped} lines of an earlier attempt from "
                        f"{self.run_dir}'s metrics and samples")  # fmt: skip
@@ -206,12 +213,18 @@ class Trainer:
     # ---- setup ----
     @property
     def _bf16(self) -> bool:
-        return self.cfg.bf16 and self.device.type == "cuda"
+        return self.cfg.bf16 and (self.device.type == "cuda" or self.cfg.cpu_autocast)
 
     def _autocast(self):
         if self._bf16 and not (self.cfg.fsdp and self.info.distributed):
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    @property
+    def _checkpointing(self) -> bool:
+        """``--gradient-checkpointing auto``: on CUDA, where real lengths need it (benchmarks/GPU.md)."""
+        mode = self.cfg.gradient_checkpointing
+        return mode == "on" or (mode == "auto" and self.device.type == "cuda")
 
     def _check_model_fits(self, model_dir: Path) -> None:
         """The tokenizer must belong to the policy (``rpt_train.pairing``, the check build and eval make
@@ -229,7 +242,7 @@ class Trainer:
         model_dir = resolve_model_dir(source)
         torch.manual_seed(self.cfg.seed)
         model = Qwen3ForCausalLM.from_pretrained(model_dir, dtype=self.cfg.dtype, device=self.device)
-        model.gradient_checkpointing = self.cfg.gradient_checkpointing
+        model.gradient_checkpointing = self._checkpointing
         if self.cfg.compile:
             for layer in model.model.layers:
                 layer.compile(dynamic=True)
@@ -326,7 +339,8 @@ class Trainer:
 
     def _rollout(self, rows: list[dict], spec: RolloutSpec | None = None, generator=None) -> RolloutBatch:
         with torch.no_grad(), self._autocast(), D.fsdp_gathered(self.model):
-            batch = rollout(self.model, self.tokenizer, self.template, rows, spec or self.spec, generator)
+            model = self.rollout_model or self.model
+            batch = rollout(model, self.tokenizer, self.template, rows, spec or self.spec, generator)
         return self.objective.score(batch)
 
     def _draw(self, rows: list[dict]) -> tuple[RolloutBatch, RolloutBatch, int]:
@@ -366,9 +380,14 @@ class Trainer:
                 out["skipped"] = 1
                 return out
             self._stepped = True
+            before = [p.detach().clone() for p in local_params(self.model)]
             self.optimizer.step()
+            out["update_ratio"] = update_ratio(
+                self.model, before, fsdp=self.cfg.fsdp and self.info.distributed
+            )
             self.scheduler.step()
             self.objective.after_step(self.model)
+            refresh_rollout_copy(self.rollout_model, self.model)
         return out
 
     def train_step(self) -> dict | None:

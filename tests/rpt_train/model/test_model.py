@@ -169,3 +169,25 @@ def test_bad_config_values_are_clear_errors():
         Qwen3Config.from_hf_dict({"model_type": "qwen3", "rope_parameters": {"rope_type": "linear"}})
     plain = Qwen3Config.from_hf_dict({"rope_parameters": {"rope_type": "default", "rope_theta": 5e5}})
     assert plain.rope_theta == 5e5
+
+
+def test_masked_attention_never_asks_for_grouped_query_heads(monkeypatch):
+    """A mask with ``enable_gqa`` falls to CUDA's math backend (a float32 (B, H, T, T) per layer): padded
+    training forwards, padded prefill and chunked cache forwards repeat K/V instead. The numbers do not
+    change (the other tests here compare them); only the kernel SDPA may pick does."""
+    model = tiny_model(num_attention_heads=4, num_key_value_heads=2)
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, is_causal=False, enable_gqa=False, **kw):
+        calls.append((attn_mask is not None, enable_gqa or k.shape[1] != q.shape[1]))
+        return sdpa(q, k, v, attn_mask=attn_mask, is_causal=is_causal, enable_gqa=enable_gqa, **kw)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    ids, mask = padded_batch()
+    with torch.no_grad():
+        model(ids, attention_mask=mask)  # padded training / log-prob forward
+        model(ids[:, :6])  # unpadded: plain causal, grouped heads allowed
+    decode(model, ids, mask, [7, 3, 2])  # padded prefill, then cache forwards of several tokens
+    assert (False, True) in calls, "the unmasked causal path keeps enable_gqa"
+    assert all(not gqa for masked, gqa in calls if masked), calls

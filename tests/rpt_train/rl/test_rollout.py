@@ -214,7 +214,8 @@ def test_dynamic_batch_draws_until_enough_informative_groups(tok):
 
 def test_contexts_per_generate_call_follow_free_memory_on_cuda(monkeypatch):
     """rollout_batch_size 0: every context in one call on a CPU; on CUDA, as many as half the free memory
-    holds (a stand-in model says it lives on CUDA; the free memory is faked)."""
+    holds, the allocator's cached free memory included (a stand-in model says it lives on CUDA; the free
+    memory is faked)."""
     from types import SimpleNamespace
 
     from rpt_train.rl import rollout as rollout_mod
@@ -229,4 +230,11 @@ def test_contexts_per_generate_call_follow_free_memory_on_cuda(monkeypatch):
     per_slot = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * 4  # K, V in float32
     per_row = 100 * per_slot + 12 * cfg.vocab_size  # 10 + 90 slots, and the sampler's scratch
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (2 * 8 * per_row, 10**12))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 0)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 0)
     assert rollout_mod.contexts_per_call(on_cuda, prompts, spec) == 2  # 8 rows = 2 contexts of G = 4
+    # After an update the allocator keeps freed activations cached: free to reuse, though the driver
+    # counts them as used. 16 rows' worth reserved, 8 of them allocated: room for 8 more rows.
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 2 * 16 * per_row)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 2 * 8 * per_row)
+    assert rollout_mod.contexts_per_call(on_cuda, prompts, spec) == 4  # 16 rows

@@ -300,7 +300,7 @@ def test_kl_to_frozen_reference_and_gradient_checkpointing(task, tmp_path):
 
     plain = Trainer(config(task, tmp_path / "p", max_steps=2)).train()
     assert "kl" not in metrics(tmp_path / "p")[0]  # only measured when a reference exists
-    ckpt = Trainer(config(task, tmp_path / "c", max_steps=2, gradient_checkpointing=True)).train()
+    ckpt = Trainer(config(task, tmp_path / "c", max_steps=2, gradient_checkpointing="on")).train()
     wa, wb = weights(plain.checkpoint), weights(ckpt.checkpoint)
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
 
