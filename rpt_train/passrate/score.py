@@ -83,6 +83,8 @@ class PassRateConfig:
 
     def __post_init__(self) -> None:
         check(self)
+        if not self.model:
+            raise RptError("no model to score with: give --model DIR")
 
     def settings(self, tok: Tokenizer, chunk: int) -> EvalSettings:
         """Eval's rollout settings for chunk ``chunk`` (its own seed, so chunks are scored independently)."""

@@ -159,12 +159,18 @@ def load_selection(side: str, shards: str, band: Band, split: str = "train") -> 
 
 
 def selected_rows(
-    cfg: Any, rows: Iterable[dict[str, Any]], run_dir: Path, resumed: bool, log: Callable[[str], None]
+    cfg: Any,
+    rows: Iterable[dict[str, Any]],
+    run_dir: Path,
+    resumed: bool,
+    log: Callable[[str], None],
+    main: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """The training rows a run keeps under ``--pass-rates`` (``cfg`` is its ``TrainConfig``).
 
-    Records the band, the counts and the side file's hash in ``RUN/selection.json``; a resumed run must
-    find the same side file there (its options are refused by the resume check when they change)."""
+    Records the band, the counts and the side file's hash in ``RUN/selection.json`` (the ``main`` rank
+    writes it); a resumed run must find the same side file there (its options are refused by the resume
+    check when they change)."""
     selection = load_selection(cfg.pass_rates, cfg.shards, cfg.band())
     path = run_dir / SELECTION
     if resumed and path.is_file():
@@ -172,7 +178,8 @@ def selected_rows(
         if saved != selection.source["sha256"]:
             raise RptError(f"--resume: {cfg.pass_rates} changed since the run started (its hash is not "
                            f"{path}'s); resume with the same file, or train into another --out")  # fmt: skip
-    write_json_atomic(path, selection.record())
+    if main:
+        write_json_atomic(path, selection.record())
     c = selection.counts
     log(f"pass-rate selection: {c['kept']} of {c['rows']} training positions kept ({c['below_band']} at or "
         f"below {selection.band.above}, {c['above_band']} at or above {selection.band.below}, {c['margin']} "

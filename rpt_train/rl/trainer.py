@@ -151,7 +151,8 @@ class Trainer:
         self.mb = MicroBatchSettings(self.objective, cfg.temperature, cfg.micro_batch_size)
         self.logger = MetricsLogger(self.run_dir, cfg.quiet, cfg.tensorboard, self.rank, cfg.max_steps)
         if cfg.pass_rates:  # only the positions the band keeps (the stream still counts every row read)
-            self._rows = selected_rows(cfg, self.stream, self.run_dir, ckpt is not None, self.logger.message)
+            self._rows = selected_rows(cfg, self.stream, self.run_dir, ckpt is not None, self.logger.message,
+                                       self.info.is_main)  # fmt: skip
         self.step, self.bad_steps, self.skipped_rows = 0, 0, 0
         self.n_params, self.train_flops = self.model.num_parameters(), 0.0  # rpt_train.compute
         self.max_flops = run_flops(cfg.match_flops) if cfg.match_flops else cfg.max_flops
