@@ -143,8 +143,12 @@ class TrainConfig:
         None, "Train only on positions chosen by their pass rates: the OUT of `rpt-train passrate` on "
         "SHARDS/train (unscored positions are dropped and counted; see OUT/selection.json).",
     )  # fmt: skip
-    pass_above: float = _opt(0.0, "--pass-rates: keep positions whose sampled pass@1 is above this.")
-    pass_below: float = _opt(1.0, "--pass-rates: ... and below this (strict; above 1 keeps all-right ones).")
+    pass_above: float = _opt(
+        0.0, "--pass-rates: keep positions whose sampled pass@1 is above this (strict; 0: not all wrong)."
+    )
+    pass_below: float = _opt(
+        1.0, "--pass-rates: ... and below this (strict; 1: not all right, above 1 keeps those too)."
+    )
     pass_margin: float | None = _opt(
         None, "--pass-rates: ... and whose pass@1 exceeds the next-token probability of the true token by "
         "at least this (off by default).",
