@@ -14,7 +14,8 @@ training rolls out and rewards; the template settings come from the recipe's ``[
 position)``, ``rpt_train.passrate.select``), ``passrate_summary.json`` (by entropy bucket and span class,
 ``report``), ``passrate_config.json``; all written atomically. Positions are scored in fixed chunks whose
 seeds depend only on the chunk, each saved under ``OUT/.passrate_parts/`` as it finishes: an interrupted
-run resumes where it stopped, a finished one reruns for free, and either gives the same numbers.
+run resumes where it stopped, a finished one reruns for free, a larger ``--max-samples`` scores only the
+new positions (the sample is a prefix of one seeded order), and each gives the same numbers.
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ from rpt_train.tokenizer import Tokenizer
 CHUNK = 256  # positions per saved part; each part's rollouts draw from their own seed
 PARTS, SUMMARY, CONFIG = ".passrate_parts", "passrate_summary.json", "passrate_config.json"
 COLUMNS = ("doc_id", "position", "context", "label", "boundaries", "entropy", "token_id")
-_NOT_KEY = ("out", "quiet")  # settings that change no score
+# Settings that change no score: --max-samples only says how many of the same ranked positions are scored,
+# so raising it reuses every full chunk already scored.
+_NOT_KEY = ("out", "quiet", "max_samples")
 
 
 @dataclass
@@ -183,7 +186,7 @@ def _run(cfg: PassRateConfig) -> dict[str, Any]:
     key.update(fingerprint=fingerprint, weights=weights_sha256(Path(cfg.model)), chunk=CHUNK)
     parts = _parts_dir(out, key)
     chunks = [rows[i : i + CHUNK] for i in range(0, len(rows), CHUNK)]
-    todo = [i for i in range(len(chunks)) if not (parts / f"{i:06d}.json").is_file()]
+    todo = [i for i, chunk in enumerate(chunks) if _saved_size(parts / f"{i:06d}.json") != len(chunk)]
     model = (
         Qwen3ForCausalLM.from_pretrained(cfg.model, dtype=cfg.dtype, device=cfg.device).eval()
         if todo
@@ -196,7 +199,8 @@ def _run(cfg: PassRateConfig) -> dict[str, Any]:
     for i, chunk in enumerate(chunks):
         path = parts / f"{i:06d}.json"
         if i in todo:
-            write_json_atomic(path, score_chunk(model, tok, chunk, cfg.settings(tok, i), progress))
+            scored = score_chunk(model, tok, chunk, cfg.settings(tok, i), progress)
+            write_json_atomic(path, {"n": len(chunk), **scored})
         part = json.loads(path.read_text(encoding="utf-8"))
         for name in scores:
             scores[name] += part[name]
@@ -216,6 +220,15 @@ def _run(cfg: PassRateConfig) -> dict[str, Any]:
         print(report.format_table(table, cfg.samples, kept))
         print(f"scored {scored_now} of {len(recs)} positions in {seconds:.1f} s; wrote {out / SIDE_FILE}")
     return summary
+
+
+def _saved_size(path: Path) -> int | None:
+    """Positions in a saved part (None when there is none): a last chunk of another size is scored again,
+    since its rollouts were batched differently."""
+    try:
+        return int(json.loads(path.read_text(encoding="utf-8"))["n"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _parts_dir(out: Path, key: dict[str, Any]) -> Path:

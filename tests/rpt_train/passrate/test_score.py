@@ -137,3 +137,14 @@ def test_cli_prints_the_gates_and_takes_train_settings_from_the_recipe(tmp_path,
         passrate_cmd, [str(tmp_path / "no"), "--model", str(model_dir), "--out", str(tmp_path)]
     )
     assert bad.exit_code == 1 and "error: no train/ shards" in bad.output
+
+
+def test_a_larger_sample_scores_only_the_new_positions(tmp_path, model_dir, monkeypatch):
+    monkeypatch.setattr("rpt_train.passrate.score.CHUNK", 2)
+    shards = write_split(tmp_path / "shards", ROWS)
+    assert run_passrate(config(shards, model_dir, tmp_path / "a", max_samples=3))["scored_now"] == 3
+    grown = run_passrate(config(shards, model_dir, tmp_path / "a", max_samples=5))
+    assert grown["positions"] == 5 and grown["scored_now"] == 3  # chunk 0 kept; chunk 1 grew; chunk 2 new
+    fresh = run_passrate(config(shards, model_dir, tmp_path / "b", max_samples=5))
+    assert fresh["scored_now"] == 5
+    assert read_side_file(tmp_path / "a")[0] == read_side_file(tmp_path / "b")[0]
