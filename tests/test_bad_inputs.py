@@ -76,12 +76,17 @@ COMMANDS: dict[str, Command] = {
     "rpt-train eval": Command(train_main, ("eval",), lambda w: [
         str(w.shards), "--base", str(w.model), "--out", str(w.out), "--max-samples", "2", "--mode", "ntp",
         "--quiet"], "dir"),
+    "rpt-train passrate": Command(train_main, ("passrate",), lambda w: [
+        str(w.shards), "--model", str(w.model), "--out", str(w.out), "--max-samples", "2", "--samples", "2",
+        "--template", "plain", "--quiet"], "dir"),
 }  # fmt: skip
 
 ALL = frozenset(COMMANDS)
 READS_CORPUS = {"rpt-data build", "rpt-data tokenizer train", "rpt-train pretrain", "rpt-train convert gguf"}
-READS_SHARDS = {"rpt-data inspect", "rpt-data export verl", "rpt-train run", "rpt-train eval"}
-LOADS_MODEL = {"rpt-data build", "rpt-train run", "rpt-train eval"}
+READS_SHARDS = {
+    "rpt-data inspect", "rpt-data export verl", "rpt-train run", "rpt-train eval", "rpt-train passrate",
+}  # fmt: skip
+LOADS_MODEL = {"rpt-data build", "rpt-train run", "rpt-train eval", "rpt-train passrate"}
 DIR_WRITERS = {k for k, c in COMMANDS.items() if c.writes == "dir"}
 WRITERS = {k for k, c in COMMANDS.items() if c.writes}
 

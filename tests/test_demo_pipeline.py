@@ -3,9 +3,10 @@ the tables appear.
 
 This is `make demo` with smaller numbers (tests/pipelines/micro.toml), so CI checks that the README's main
 command works end to end: generate (with reasoning demonstrations) -> tokenizer -> pretrain -> build ->
-RPT with the think template -> compute-matched baseline -> eval (by bucket and by span class); then
-`make demo-rlp` (RLP from the same base on the same shards at the RPT run's compute, evaluated beside it)
-and RLP on shards that keep every position (RLP needs no entropy filter and no verifier).
+the base's pass rates on training positions (the gates) -> RPT with the think template -> compute-matched
+baseline -> eval (by bucket and by span class); then `make demo-rlp` (RLP from the same base on the same shards at the RPT run's
+compute, evaluated beside it) and RLP on shards that keep every position (RLP needs no entropy filter and
+no verifier).
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ def demo(tmp_path_factory) -> tuple[Path, str]:
 
 def test_demo_pipeline_end_to_end(demo):
     run, out = demo
-    for step in range(1, 8):
-        assert f"== [{step}/7]" in out
+    for step in range(1, 9):
+        assert f"== [{step}/8]" in out
     assert "easy >=0.5" in out and "medium >=1.0" in out and "hard >=1.5" in out
     assert "<think>" in (run / "pretrain.jsonl").read_text()
     table = json.loads((run / "eval" / "eval.json").read_text())
@@ -55,6 +56,12 @@ def test_demo_pipeline_end_to_end(demo):
     assert flops["base"] == 0 and flops["rpt"] > flops["step 2"] > 0
     assert abs(flops["cpt"] - flops["rpt"]) <= 0.5 * flops["rpt"]  # matched to within one pretraining step
     assert (run / "eval" / "eval.png").stat().st_size > 0
+    # The gates before RL: the base's pass rates on at most 20 training positions, printed and written.
+    assert "pass rates before RL" in out and "pass@4" in out
+    gates = json.loads((run / "passrates" / "passrate_summary.json").read_text())
+    assert gates["split"] == "train" and 0 < gates["positions"] <= 20 and gates["k"] == 4
+    assert all(0 <= gates["groups"]["all"][m] <= 1 for m in ("ntp", "p_true", "greedy", "pass1", "passk"))
+    assert gates["groups"]["all"]["pass1"] <= gates["groups"]["all"]["passk"]
     manifest = json.loads((run / "shards" / "manifest.json").read_text())
     assert manifest["counts"]["positions_kept"]["train"] > 0
 

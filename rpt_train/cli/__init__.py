@@ -17,6 +17,7 @@ COMMANDS = {
     "pretrain": "rpt_train.cli.pretrain:pretrain_cmd",
     "run": "rpt_train.cli.run:run",
     "eval": "rpt_train.cli.eval:eval_cmd",
+    "passrate": "rpt_train.cli.passrate:passrate_cmd",
     "convert": "rpt_train.cli.convert:convert_group",
 }
 

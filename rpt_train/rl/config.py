@@ -22,6 +22,7 @@ from rpt_train.config import option as _opt
 from rpt_train.errors import RptError
 from rpt_train.generate import SamplingParams
 from rpt_train.model.decode import DecodeOptions
+from rpt_train.passrate.estimate import Band
 from rpt_train.prompts import TEMPLATES, PromptTemplate, load_template
 from rpt_train.rl.grpo import ADVANTAGES, LOSS_AGG, GrpoLossConfig, silent_with_one_completion
 from rpt_train.rl.reward import REWARDS
@@ -160,6 +161,20 @@ class TrainConfig:
     # ---- data
     shuffle_buffer: int = _opt(10000, "Rows in the streaming shuffle buffer.", ge=1)
     epochs: int = _opt(0, "Passes over SHARDS/train (0 = repeat until --max-steps).", ge=0)
+    pass_rates: str | None = _opt(
+        None, "Train only on positions chosen by their pass rates: the OUT of `rpt-train passrate` on "
+        "SHARDS/train (unscored positions are dropped and counted; see OUT/selection.json).",
+    )  # fmt: skip
+    pass_above: float = _opt(
+        0.0, "--pass-rates: keep positions whose sampled pass@1 is above this (strict; 0: not all wrong)."
+    )
+    pass_below: float = _opt(
+        1.0, "--pass-rates: ... and below this (strict; 1: not all right, above 1 keeps those too)."
+    )
+    pass_margin: float | None = _opt(
+        None, "--pass-rates: ... and whose pass@1 exceeds the next-token probability of the true token by "
+        "at least this (off by default).",
+    )  # fmt: skip
     # ---- validation, logging, checkpoints
     val_every: int = _opt(0, "Greedy mean reward on SHARDS/val every N steps (0 = off).", ge=0)
     val_samples: int = _opt(64, "Fixed number of val contexts.", ge=1)
@@ -190,11 +205,18 @@ class TrainConfig:
                 f"half a bfloat16 unit at |w| ~ 0.02 ({BF16_MIN_LR:.1e}), so updates round away; train "
                 "float32 master weights (--dtype float32, the default; --bf16 autocasts the compute)"
             )
+        if self.pass_rates and not self.pass_above < self.pass_below:
+            raise RptError(f"--pass-above {self.pass_above} must be below --pass-below {self.pass_below}: "
+                           "the band keeps pass rates strictly between them")  # fmt: skip
         if self.num_generations == 1 and self.dynamic_sampling:
             raise RptError("--dynamic-sampling keeps groups whose rewards differ, which needs "
                            "--num-generations >= 2")  # fmt: skip
 
     # ---- builders: the small objects the trainer's parts take
+    def band(self) -> Band:
+        """What ``--pass-rates`` keeps (``rpt_train.passrate.estimate.Band``)."""
+        return Band(self.pass_above, self.pass_below, self.pass_margin)
+
     def template_obj(self, chat: Chat | None = None) -> PromptTemplate:
         """The prompt template; ``chat`` is the policy's own chat format (``Tokenizer.chat``)."""
         return load_template(self.template, self.instruction_file, self.answer_tokens, chat)
@@ -226,7 +248,7 @@ class TrainConfig:
         return GrpoLossConfig(self.epsilon, self.epsilon_high, self.loss_agg, max_len)
 
 
-_PATHS = ("shards", "model", "tokenizer", "instruction_file", "out")
+_PATHS = ("shards", "model", "tokenizer", "instruction_file", "out", "pass_rates")
 
 
 def _same(name: str, a: Any, b: Any) -> bool:

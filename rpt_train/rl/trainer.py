@@ -47,6 +47,7 @@ from rpt_train.model import Qwen3ForCausalLM, resolve_model_dir
 from rpt_train.model.hf_io import read_config
 from rpt_train.model.logprobs import LogprobModule
 from rpt_train.pairing import check_pair, own_tokenizer
+from rpt_train.passrate.select import selected_rows
 from rpt_train.rl.checkpoint import (
     CHECKPOINTS,
     RUN_CONFIG,
@@ -160,6 +161,9 @@ class Trainer:
         self.spec = self._spec()
         self.mb = MicroBatchSettings(self.objective, cfg.temperature, cfg.micro_batch_size)
         self.logger = MetricsLogger(self.run_dir, cfg.quiet, cfg.tensorboard, self.rank, cfg.max_steps)
+        if cfg.pass_rates:  # only the positions the band keeps (the stream still counts every row read)
+            self._rows = selected_rows(cfg, self.stream, self.run_dir, ckpt is not None, self.logger.message,
+                                       self.info.is_main)  # fmt: skip
         self.step, self.bad_steps, self.skipped_rows = 0, 0, 0
         self.n_params, self.train_flops = self.model.num_parameters(), 0.0  # rpt_train.compute
         self.max_flops = run_flops(cfg.match_flops) if cfg.match_flops else cfg.max_flops
