@@ -9,6 +9,9 @@ set -euo pipefail
 RUN=${RUN:-runs/demo}
 RECIPE=${RECIPE:-pipelines/tiny-cpu.toml}
 BIN=${BIN:-.venv/bin}
+# RLP trains on the positions RPT trained on: shards-rl/train when the demo built it, else shards/train.
+TRAIN_SHARDS=${TRAIN_SHARDS:-$RUN/shards-rl}
+[ -s "$TRAIN_SHARDS/manifest.json" ] || TRAIN_SHARDS=$RUN/shards
 t0=$(date +%s)
 step() { printf '\n== [%s] %s  (%ss elapsed)\n' "$1" "$2" "$(( $(date +%s) - t0 ))"; }
 
@@ -20,7 +23,7 @@ for need in base/model.safetensors shards/manifest.json rpt/run_config.json rpt/
 done
 
 step 1/2 "rpt-train run --objective rlp: thoughts rewarded by their information gain over an EMA no-think baseline, from $RUN/base, until the compute of $RUN/rpt"
-"$BIN/rpt-train" run "$RUN/shards" --config "$RECIPE" --model "$RUN/base" --out "$RUN/rlp" --resume \
+"$BIN/rpt-train" run "$TRAIN_SHARDS" --config "$RECIPE" --model "$RUN/base" --out "$RUN/rlp" --resume \
   --objective rlp --max-steps 100000 --match-flops "$RUN/rpt" ${RLP_ARGS:-}
 
 step 2/2 "evaluation on the held-out documents: base, the compute-matched baseline (if any), every RPT and RLP checkpoint"
