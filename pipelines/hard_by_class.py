@@ -7,7 +7,7 @@ A stand-in until shards carry a span class: the class is read off the context of
   elsewhere    anywhere else in the solution.
 Usage: python pipelines/hard_by_class.py RUN/shards RUN/eval [--bucket hard] [--max-samples 1000]
 Prints one line per model and mode (the cache's verdicts, the same positions as the table), and the paired
-difference against the base's ntp per class.
+difference against the base's ntp per class (--ref cpt/ntp: against another model and mode).
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ def main() -> None:
     ap.add_argument("--bucket", default="hard")
     ap.add_argument("--max-samples", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ref", default="base/ntp", help="LABEL/MODE the paired differences are against")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     cache = json.loads((Path(a.eval_dir) / "eval_cache.json").read_text())
@@ -56,7 +57,8 @@ def main() -> None:
     idx = [i for i, r in enumerate(rows) if a.bucket in row_buckets(r)]
     cls = {i: span_class(rows[i]["context"]) for i in idx}
     models = {label_of(k, Path(a.eval_dir)): v for k, v in cache["models"].items()}
-    base = models.get("base", {}).get("ntp")
+    ref_label, ref_mode = a.ref.rsplit("/", 1)
+    base = models.get(ref_label, {}).get(ref_mode)
     counts = {c: sum(1 for i in idx if cls[i] == c) for c in CLASSES}
     print(f"{a.bucket}: {len(idx)} positions: " + ", ".join(f"{c} {n}" for c, n in counts.items()))
     out = {}
