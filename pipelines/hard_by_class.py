@@ -49,11 +49,12 @@ def main() -> None:
     ap.add_argument("--bucket", default="hard")
     ap.add_argument("--max-samples", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", default="val", help="val (the evaluation) or train (pass rates of training positions)")
     ap.add_argument("--ref", default="base/ntp", help="LABEL/MODE the paired differences are against")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     cache = json.loads((Path(a.eval_dir) / "eval_cache.json").read_text())
-    rows = load_rows(SimpleNamespace(shards=a.shards, split="val", max_samples=a.max_samples, seed=a.seed))
+    rows = load_rows(SimpleNamespace(shards=a.shards, split=a.split, max_samples=a.max_samples, seed=a.seed))
     idx = [i for i, r in enumerate(rows) if a.bucket in row_buckets(r)]
     cls = {i: span_class(rows[i]["context"]) for i in idx}
     models = {label_of(k, Path(a.eval_dir)): v for k, v in cache["models"].items()}
