@@ -49,7 +49,9 @@ def main() -> None:
     ap.add_argument("--bucket", default="hard")
     ap.add_argument("--max-samples", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--split", default="val", help="val (the evaluation) or train (pass rates of training positions)")
+    ap.add_argument(
+        "--split", default="val", help="val (the evaluation) or train (pass rates of training positions)"
+    )
     ap.add_argument("--ref", default="base/ntp", help="LABEL/MODE the paired differences are against")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
@@ -69,12 +71,22 @@ def main() -> None:
             for c in CLASSES + ("all",):
                 sel = [i for i in idx if c == "all" or cls[i] == c]
                 acc = 100 * sum(verdicts[i] for i in sel) / max(1, len(sel))
-                d = stats.paired_difference([verdicts[i] for i in sel], [base[i] for i in sel]) if base else None
+                d = (
+                    stats.paired_difference([verdicts[i] for i in sel], [base[i] for i in sel])
+                    if base
+                    else None
+                )
                 cells.append((c, len(sel), acc, d))
                 out[f"{name}/{mode}/{c}"] = {"n": len(sel), "acc": acc, "diff": d}
-            print(f"{name:22s} {mode:9s} " + "  ".join(
-                f"{c} {acc:5.1f} ({100 * d[0]:+.1f} [{100 * d[1]:+.1f},{100 * d[2]:+.1f}])" if d else f"{c} {acc:5.1f}"
-                for c, n, acc, d in cells))
+            print(
+                f"{name:22s} {mode:9s} "
+                + "  ".join(
+                    f"{c} {acc:5.1f} ({100 * d[0]:+.1f} [{100 * d[1]:+.1f},{100 * d[2]:+.1f}])"
+                    if d
+                    else f"{c} {acc:5.1f}"
+                    for c, n, acc, d in cells
+                )
+            )
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1))
 

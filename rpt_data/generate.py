@@ -68,7 +68,9 @@ def drill_demonstration(record: dict, rng: random.Random, think_results: float) 
     return {
         **record,
         "problem": add_thoughts(record["problem"], rng, p_result=0.0, empty=DRILL_EMPTY_IN_PROBLEM),
-        "solution": add_thoughts(record["solution"], rng, p_result=think_results, empty=DRILL_EMPTY_IN_SOLUTION),
+        "solution": add_thoughts(
+            record["solution"], rng, p_result=think_results, empty=DRILL_EMPTY_IN_SOLUTION
+        ),
     }
 
 

@@ -12,7 +12,13 @@ from rpt_train.cli.common import config_command
 def generate(cfg: GenerateConfig) -> None:
     """Write a synthetic OmniMATH-format math corpus (worked problems with \\boxed{} answers)."""
     digest, written = write_corpus(
-        cfg.out, cfg.n, cfg.seed, cfg.quiet, cfg.think_fraction, cfg.think_results, cfg.think_drills,
+        cfg.out,
+        cfg.n,
+        cfg.seed,
+        cfg.quiet,
+        cfg.think_fraction,
+        cfg.think_results,
+        cfg.think_drills,
         cfg.drills_only,
     )
     drills = f" and {written - cfg.n} drills" if written > cfg.n else ""

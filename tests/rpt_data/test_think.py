@@ -88,8 +88,13 @@ def test_drills_only_corpus_thinks_before_or_inside_results(tmp_path):
 
     out = tmp_path / "d.jsonl"
     _, written = write_corpus(out, 300, seed=3, think_fraction=0.5, think_results=1.0, drills_only=True)
-    assert written == 300 and write_corpus(tmp_path / "e.jsonl", 300, seed=3, think_fraction=0.5,
-                                           think_results=1.0, drills_only=True)[0] == _
+    assert (
+        written == 300
+        and write_corpus(
+            tmp_path / "e.jsonl", 300, seed=3, think_fraction=0.5, think_results=1.0, drills_only=True
+        )[0]
+        == _
+    )
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert all(r["source"] == "rpt-synth-drill" for r in records)
     demos = [r for r in records if THINK_OPEN in r["solution"]]
