@@ -46,7 +46,8 @@ format: setup
 	$(PY) -m ruff check --fix rpt_train rpt_data tests benchmarks
 
 # The offline demo: tokenizer -> tiny base model -> RPT shards -> GRPO -> evaluation table. Every artifact
-# lands under $(RUN); rerunning resumes or skips finished steps.
+# lands under $(RUN); rerunning resumes or skips finished steps. SEED=N make demo: the RL step (with its
+# baseline and evaluation) with seed N, beside the seed-0 run, reusing its base and shards.
 demo: setup
 	RUN=$(RUN) RECIPE=$(RECIPE) bash pipelines/demo.sh
 

@@ -10,11 +10,12 @@ demonstrations and drills do not. The file is written atomically (temp file, the
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from rpt_data.synth import dump_record, generate_records
-from rpt_data.think import add_thoughts, drill
+from rpt_data.think import THINK_CLOSE, THINK_OPEN, add_thoughts, drill
 from rpt_train.config import check, option
 from rpt_train.corpus.spans import SPANS_FIELD
 from rpt_train.errors import RptError
@@ -23,6 +24,8 @@ from rpt_train.progress import Progress
 
 # Empty thoughts per demonstration: enough that "think, find nothing to work out, go on" is a habit.
 EMPTY_IN_PROBLEM, EMPTY_IN_SOLUTION = 2, 4
+# In a drill demonstration (--drills-only): a drill is a sentence and one equation, so fewer.
+DRILL_EMPTY_IN_PROBLEM, DRILL_EMPTY_IN_SOLUTION = 1, 2
 
 
 @dataclass
@@ -38,6 +41,12 @@ class GenerateConfig:
     )
     think_drills: float = option(
         0.0, "Extra arithmetic drills (+, -, x worked out in a thought), as a share of --n.", ge=0
+    )
+    drills_only: bool = option(
+        False,
+        "Every record is a plain arithmetic drill (one +, - or x); --think-fraction of them become "
+        "demonstrations whose thought may start inside the result (--think-results: the share of results "
+        "worked out).",
     )
     quiet: bool = option(False, "No progress display.")
 
@@ -59,8 +68,22 @@ def demonstration(record: dict, rng: random.Random, think_results: float) -> dic
     }
 
 
-def drill_record(rng: random.Random) -> dict:
+def drill_demonstration(record: dict, rng: random.Random, think_results: float) -> dict:
+    """A plain drill as a demonstration: its result worked out in a thought that starts before the result
+    or inside it (``add_thoughts``), and empty thoughts elsewhere."""
+    return {
+        **record,
+        "problem": add_thoughts(record["problem"], rng, p_result=0.0, empty=DRILL_EMPTY_IN_PROBLEM),
+        "solution": add_thoughts(
+            record["solution"], rng, p_result=think_results, empty=DRILL_EMPTY_IN_SOLUTION
+        ),
+    }
+
+
+def drill_record(rng: random.Random, plain: bool = False) -> dict:
     problem, solution, answer = drill(rng)
+    if plain:
+        solution = re.sub(f"{re.escape(THINK_OPEN)}.*?{re.escape(THINK_CLOSE)}", "", solution)
     return {
         "domain": ["Mathematics -> Prealgebra -> Arithmetic"],
         "difficulty": 1.0,
@@ -79,15 +102,19 @@ def write_corpus(
     think_fraction: float = 0.0,
     think_results: float = 0.8,
     think_drills: float = 0.0,
+    drills_only: bool = False,
 ) -> tuple[str, int]:
     """Generate ``n`` records from ``seed`` into ``out`` (JSON lines); returns (sha256, records written).
 
     A share ``think_fraction`` of them become reasoning demonstrations, chosen and written from their own
     generator, so the plain records are the same whatever the fraction; ``think_drills * n`` arithmetic
-    drills are interleaved at random places.
+    drills are interleaved at random places. With ``drills_only`` every record is a plain drill and a share
+    ``think_fraction`` of them demonstrations (``drill_demonstration``); ``think_drills`` must then be 0.
     """
     if n < 1:
         raise RptError(f"--n must be at least 1, got {n}")
+    if drills_only and think_drills:
+        raise RptError("--think-drills adds drills to generated problems; with --drills-only leave it at 0")
     out = Path(out)
     if out.is_dir():
         raise RptError(f"{out}: is a directory; give a .jsonl file path")
@@ -97,7 +124,14 @@ def write_corpus(
             think_rng, drill_rng = random.Random(f"think:{seed}"), random.Random(f"drill:{seed}")
             p_drill = think_drills / (1 + think_drills)  # per written document
             written = n
-            for record in generate_records(n, seed):
+            if drills_only:
+                for _ in range(n):
+                    record = drill_record(drill_rng, plain=True)
+                    if think_fraction and think_rng.random() < think_fraction:
+                        record = drill_demonstration(record, think_rng, think_results)
+                    f.write(dump_record(record))
+                    progress.update(1)
+            for record in generate_records(n, seed) if not drills_only else ():
                 while think_drills and drill_rng.random() < p_drill:
                     f.write(dump_record(drill_record(drill_rng)))
                     written += 1

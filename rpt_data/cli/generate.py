@@ -12,7 +12,15 @@ from rpt_train.cli.common import config_command
 def generate(cfg: GenerateConfig) -> None:
     """Write a synthetic OmniMATH-format math corpus (worked problems with \\boxed{} answers)."""
     digest, written = write_corpus(
-        cfg.out, cfg.n, cfg.seed, cfg.quiet, cfg.think_fraction, cfg.think_results, cfg.think_drills
+        cfg.out,
+        cfg.n,
+        cfg.seed,
+        cfg.quiet,
+        cfg.think_fraction,
+        cfg.think_results,
+        cfg.think_drills,
+        cfg.drills_only,
     )
     drills = f" and {written - cfg.n} drills" if written > cfg.n else ""
-    click.echo(f"wrote {cfg.n} records{drills} to {cfg.out} (sha256 {digest})")
+    kind = " drills" if cfg.drills_only else " records"
+    click.echo(f"wrote {cfg.n}{kind}{drills} to {cfg.out} (sha256 {digest})")

@@ -87,3 +87,39 @@ def test_drills_are_interleaved_and_worked_out(tmp_path):
     for r in drills:
         thought = re.search(r"<think>(.*)</think>", r["solution"]).group(1)
         assert thought.endswith(" so " + r["answer"]) and r["solution"].endswith(r["answer"] + "$.")
+
+
+def test_drills_only_corpus_thinks_before_or_inside_results(tmp_path):
+    import json
+
+    from rpt_data.generate import write_corpus
+    from rpt_train.errors import RptError
+
+    out = tmp_path / "d.jsonl"
+    _, written = write_corpus(out, 300, seed=3, think_fraction=0.5, think_results=1.0, drills_only=True)
+    assert (
+        written == 300
+        and write_corpus(
+            tmp_path / "e.jsonl", 300, seed=3, think_fraction=0.5, think_results=1.0, drills_only=True
+        )[0]
+        == _
+    )
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all(r["source"] == "rpt-synth-drill" for r in records)
+    demos = [r for r in records if THINK_OPEN in r["solution"]]
+    assert 100 < len(demos) < 200  # about half; the rest plain
+    inside = 0
+    for r in records:
+        plain = re.sub(r"<think>.*?</think>", "", r["solution"])
+        assert plain.endswith(" = " + r["answer"] + "$.")  # the plain drill, with the thoughts taken out
+        worked = re.search(r"<think>([^<]+)</think>(\d*)", r["solution"])
+        if r in demos:
+            assert worked and worked.group(1).endswith(" so " + r["answer"])
+            before = r["solution"][: worked.start()].replace("<think></think>", "")
+            inside += not before.endswith("= ")  # the thought starts after some digits of the result
+            assert r["answer"].startswith(before.split("= ")[-1])
+        else:
+            assert THINK_OPEN not in r["solution"] + r["problem"]
+    assert 0.2 * len(demos) < inside < 0.6 * len(demos)  # 40% of multi-digit results, by design
+    with pytest.raises(RptError):
+        write_corpus(tmp_path / "f.jsonl", 10, drills_only=True, think_drills=0.5)
