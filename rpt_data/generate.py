@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rpt_data.synth import dump_record, generate_records
-from rpt_data.think import THINK_CLOSE, THINK_OPEN, add_thoughts, drill
+from rpt_data.think import THINK_CLOSE, THINK_OPEN, add_thoughts, demonstrable_results, drill
 from rpt_train.config import check, option
-from rpt_train.corpus.spans import SPANS_FIELD
+from rpt_train.corpus.spans import COMPUTED_OP, GIVEN, SPANS_FIELD
 from rpt_train.errors import RptError
 from rpt_train.io import atomic_path, sha256_file
 from rpt_train.progress import Progress
@@ -26,6 +26,8 @@ from rpt_train.progress import Progress
 EMPTY_IN_PROBLEM, EMPTY_IN_SOLUTION = 2, 4
 # In a drill demonstration (--drills-only): a drill is a sentence and one equation, so fewer.
 DRILL_EMPTY_IN_PROBLEM, DRILL_EMPTY_IN_SOLUTION = 1, 2
+_THOUGHT = re.compile(f"{re.escape(THINK_OPEN)}.*?{re.escape(THINK_CLOSE)}")
+_NUMBER = re.compile(r"\d+")  # a drill states non-negative integers only
 
 
 @dataclass
@@ -70,9 +72,10 @@ def demonstration(record: dict, rng: random.Random, think_results: float) -> dic
 
 def drill_demonstration(record: dict, rng: random.Random, think_results: float) -> dict:
     """A plain drill as a demonstration: its result worked out in a thought that starts before the result
-    or inside it (``add_thoughts``), and empty thoughts elsewhere."""
+    or inside it (``add_thoughts``), and empty thoughts elsewhere; its ``spans`` dropped, as in
+    ``demonstration``."""
     return {
-        **record,
+        **{k: v for k, v in record.items() if k != SPANS_FIELD},
         "problem": add_thoughts(record["problem"], rng, p_result=0.0, empty=DRILL_EMPTY_IN_PROBLEM),
         "solution": add_thoughts(
             record["solution"], rng, p_result=think_results, empty=DRILL_EMPTY_IN_SOLUTION
@@ -81,10 +84,11 @@ def drill_demonstration(record: dict, rng: random.Random, think_results: float) 
 
 
 def drill_record(rng: random.Random, plain: bool = False) -> dict:
+    """One arithmetic drill (``rpt_data.think.drill``): with its worked thought, or ``plain`` without it and
+    with ``spans``: the operands the problem states are ``given``, the result ``computed_op`` (the operands
+    the solution restates are copied text)."""
     problem, solution, answer = drill(rng)
-    if plain:
-        solution = re.sub(f"{re.escape(THINK_OPEN)}.*?{re.escape(THINK_CLOSE)}", "", solution)
-    return {
+    record = {
         "domain": ["Mathematics -> Prealgebra -> Arithmetic"],
         "difficulty": 1.0,
         "problem": problem,
@@ -92,6 +96,13 @@ def drill_record(rng: random.Random, plain: bool = False) -> dict:
         "answer": answer,
         "source": "rpt-synth-drill",
     }
+    if plain:
+        record["solution"] = solution = _THOUGHT.sub("", solution)
+        record[SPANS_FIELD] = {
+            "problem": [[m.start(), m.end(), GIVEN] for m in _NUMBER.finditer(problem)],
+            "solution": [[a, b, COMPUTED_OP] for a, b in sorted(demonstrable_results(solution))],
+        }
+    return record
 
 
 def write_corpus(

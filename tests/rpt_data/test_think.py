@@ -123,3 +123,25 @@ def test_drills_only_corpus_thinks_before_or_inside_results(tmp_path):
     assert 0.2 * len(demos) < inside < 0.6 * len(demos)  # 40% of multi-digit results, by design
     with pytest.raises(RptError):
         write_corpus(tmp_path / "f.jsonl", 10, drills_only=True, think_drills=0.5)
+
+
+def test_plain_drills_carry_their_spans_and_demonstrations_drop_them(tmp_path):
+    import json
+
+    from rpt_data.generate import write_corpus
+
+    out = tmp_path / "d.jsonl"
+    write_corpus(out, 200, seed=5, think_fraction=0.5, think_results=1.0, drills_only=True)
+    plain = demos = 0
+    for r in map(json.loads, out.read_text().splitlines()):
+        if THINK_OPEN in r["problem"] + r["solution"]:
+            demos += 1
+            assert "spans" not in r  # a thought may open inside a number: its spans would be wrong
+            continue
+        plain += 1
+        a, op, b = re.fullmatch(r"[A-Za-z ]+\$(\d+) (\S+) (\d+)\$[.?]", r["problem"]).groups()
+        given = [(r["problem"][s:e], c) for s, e, c in r["spans"]["problem"]]
+        result = [(r["solution"][s:e], c) for s, e, c in r["spans"]["solution"]]
+        assert given == [(a, "given"), (b, "given")]
+        assert result == [(r["answer"], "computed_op")]  # the restated operands are copied text
+    assert plain > 50 and demos > 50
