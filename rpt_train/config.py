@@ -34,7 +34,18 @@ T = TypeVar("T")
 # a command defined elsewhere is known too). A table not listed is a typo ([trian]) whose settings would
 # otherwise be silently replaced by the defaults. Listed here, not only registered, because the CLIs import
 # their commands lazily: `rpt-train run` must know [eval] without importing the evaluator.
-RECIPE_TABLES = {"convert", "data", "eval", "export", "generate", "inspect", "pretrain", "tokenizer", "train"}
+RECIPE_TABLES = {
+    "convert",
+    "data",
+    "eval",
+    "export",
+    "generate",
+    "inspect",
+    "passrate",
+    "pretrain",
+    "tokenizer",
+    "train",
+}
 
 _BOUNDS = {
     "ge": (lambda v, b: v >= b, ">="),
