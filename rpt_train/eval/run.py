@@ -265,6 +265,7 @@ def _run_eval(cfg: EvalConfig) -> list[dict[str, Any]]:
     table = result_rows(rows, entries)
     summary = _summary(cfg, rows, key, table)
     summary["vs_rpt"] = run_differences(rows, entries)
+    summary["vs_cpt"] = cpt_differences(rows, entries)
     write_json_atomic(out / TABLE, table)
     write_json_atomic(out / SUMMARY, summary)
     if not cfg.quiet:
@@ -326,6 +327,27 @@ def run_differences(rows: list[dict[str, Any]], entries: list[ModelEntry]) -> di
                 diff, lo, hi = map(_finite, stats.paired_difference(ours[bucket], theirs[bucket]))
                 cells[f"{mode}/{bucket}"] = {"diff": diff, "ci_low": lo, "ci_high": hi}
         out[label] = cells
+    return out
+
+
+def cpt_differences(rows: list[dict[str, Any]], entries: list[ModelEntry]) -> dict[str, dict[str, Any]]:
+    """Each run's last checkpoint (the RPT run and every ``--run-as``), in each mode, minus the
+    compute-matched baseline's next-token verdicts, paired on the same positions: the comparison that says
+    whether RL beat spending its compute on next-token training. ``{RUN: {"mode/bucket": {"diff", "ci_low",
+    "ci_high"}}}``; empty without ``--cpt``."""
+    cpt = next((e for e in entries if e.label == "cpt"), None)
+    if cpt is None or "ntp" not in cpt.verdicts:
+        return {}
+    theirs = bucket_verdicts(rows, cpt.verdicts["ntp"])
+    out: dict[str, dict[str, Any]] = {}
+    for entry in (e for e in entries if e.run is not None and e.label == e.run):
+        cells = {}
+        for mode, verdicts in entry.verdicts.items():
+            ours = bucket_verdicts(rows, verdicts)
+            for bucket in BUCKETS:
+                diff, lo, hi = map(_finite, stats.paired_difference(ours[bucket], theirs[bucket]))
+                cells[f"{mode}/{bucket}"] = {"diff": diff, "ci_low": lo, "ci_high": hi}
+        out[entry.run] = cells
     return out
 
 

@@ -505,3 +505,20 @@ def test_run_differences_pair_each_run_as_runs_last_checkpoint_with_the_rpt_runs
     assert cell["diff"] == 0.5
     assert cell["ci_low"] == pytest.approx(0.5 - 0.5658, abs=1e-3) and cell["ci_high"] == 1.0  # clipped
     assert eval_run.run_differences(rows, entries[:1] + entries[2:]) == {}  # no RPT run: nothing to pair
+
+
+def test_cpt_differences_pair_each_runs_last_checkpoint_with_the_baselines_next_token():
+    """Hand-checked: on 4 hard positions rpt's reasoning is right on 3 (1,1,1,0), cpt's next token on 1
+    (1,0,0,0): d = 0, 1, 1, 0, mean 0.5, sd 0.577, half-width 1.96 * 0.577 / 2 = 0.566; an intermediate
+    checkpoint is not paired."""
+    rows = [{"entropy": 2.0}] * 4
+    entries = [
+        eval_run.ModelEntry("cpt", Path("c"), verdicts={"ntp": [1, 0, 0, 0], "reasoning": [1, 1, 1, 1]}),
+        eval_run.ModelEntry("step 5", Path("s"), verdicts={"reasoning": [0, 0, 0, 0]}, run="rpt"),
+        eval_run.ModelEntry("rpt", Path("r"), verdicts={"reasoning": [1, 1, 1, 0]}, run="rpt"),
+    ]
+    diffs = eval_run.cpt_differences(rows, entries)
+    assert list(diffs) == ["rpt"]
+    cell = diffs["rpt"]["reasoning/hard"]
+    assert cell["diff"] == 0.5 and cell["ci_low"] == pytest.approx(0.5 - 0.5658, abs=1e-3)
+    assert eval_run.cpt_differences(rows, entries[1:]) == {}  # no baseline: nothing to pair
