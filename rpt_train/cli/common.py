@@ -228,7 +228,11 @@ def config_command(
                     raise_naming_out(e, cfg)
                     raise
 
-        for fld in reversed([f for f in dataclasses.fields(cls) if f.init]):
+        # The command's own fields first, then those of shared option classes it inherits (RolloutOptions):
+        # --help leads with what the command is about.
+        own = set(vars(cls).get("__annotations__", {}))
+        fields = [f for f in dataclasses.fields(cls) if f.init]
+        for fld in reversed(sorted(fields, key=lambda f: f.name not in own)):
             command = _param(fld, _inner_type(hints[fld.name]))(command)
         command = click.option(
             "--config",

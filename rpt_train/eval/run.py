@@ -41,6 +41,7 @@ from rpt_train.eval.score import (
     DEFAULT_MODES,
     MODES,
     EvalSettings,
+    RolloutOptions,
     bucket_verdicts,
     evaluate_model,
     row_buckets,
@@ -52,9 +53,8 @@ from rpt_train.model import Qwen3ForCausalLM
 from rpt_train.model.hf_io import read_config, weights_sha256
 from rpt_train.pairing import check_pair
 from rpt_train.progress import Progress
-from rpt_train.prompts import TEMPLATES, load_template
+from rpt_train.prompts import load_template
 from rpt_train.rl.checkpoint import TRAINER_STATE, checkpoint_steps
-from rpt_train.rl.reward import REWARDS
 from rpt_train.shards import check_tokenizer, checked_manifest, iter_rows, shard_paths
 from rpt_train.tokenizer import Tokenizer
 
@@ -72,7 +72,7 @@ CACHE, TABLE, SUMMARY, PLOT = "eval_cache.json", "eval.json", "eval_summary.json
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(RolloutOptions):
     shards: str = option(
         "shards", "RPT shard directory (from `rpt-data build`).", argument=True, required=True
     )
@@ -98,23 +98,10 @@ class EvalConfig:
         choices=MODES,
         flag="--mode",
     )
-    template: str = option("plain", "Prompt template of reasoning mode (as in training).", choices=TEMPLATES)
-    answer_tokens: int = option(1, "plain / think: tokens that form the prediction.", ge=1)
-    instruction_file: str | None = option(None, "Replace the template's instruction text.")
-    reward: str = option(
-        "prefix", "The training reward; a reasoning rollout counts when it earns 1.", choices=REWARDS
-    )
     max_samples: int | None = option(2000, "Positions per bucket at most, chosen deterministically.", ge=1)
-    max_prompt_tokens: int = option(512, "Contexts are left-truncated to this many tokens.", ge=1)
-    max_new_tokens: int = option(256, "Reasoning completion cap; a cut-off completion is wrong.", ge=1)
     temperature: float = option(0.8, "Sampled mode: the training temperature (0 = greedy).", ge=0)
     samples: int = option(4, "Sampled mode: seeded rollouts per position (their mean is its verdict).", ge=1)
-    batch_size: int = option(32, "Positions per generate() call.", ge=1)
     seed: int = option(0, "Seed of the position sample and of sampled rollouts.")
-    device: str | None = option(None, "cpu | cuda | cuda:N (default: CUDA when present).")
-    dtype: str | None = option(
-        None, "Model dtype (default: the checkpoint's).", choices=("float32", "bfloat16")
-    )
     quiet: bool = option(False, "No progress line, table or summary.")
 
     def __post_init__(self) -> None:

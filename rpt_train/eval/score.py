@@ -25,11 +25,12 @@ from typing import Any
 
 import torch
 
+from rpt_train.config import option
 from rpt_train.generate import SamplingParams, generate
 from rpt_train.model import Qwen3ForCausalLM
 from rpt_train.progress import Progress
-from rpt_train.prompts import PromptTemplate
-from rpt_train.rl.reward import score_rows
+from rpt_train.prompts import TEMPLATES, PromptTemplate
+from rpt_train.rl.reward import REWARDS, score_rows
 from rpt_train.rl.rollout import RolloutSpec, rollout, sampling_params
 from rpt_train.tokenizer import Tokenizer
 
@@ -99,6 +100,26 @@ def accuracy_by_bucket(
 def encode_prompts(tok: Tokenizer, texts: Sequence[str], max_prompt_tokens: int) -> list[list[int]]:
     """Token ids of each prompt, left-truncated to the last ``max_prompt_tokens`` (the end matters most)."""
     return [ids[-max_prompt_tokens:] or [tok.pad_id or 0] for ids in tok.encode_batch(list(texts))]
+
+
+@dataclass
+class RolloutOptions:
+    """The rollout options every command that rolls out as training does shares (``rpt-train eval``,
+    ``rpt-train passrate``): one definition of their names, defaults, bounds and help."""
+
+    template: str = option("plain", "Prompt template of the rollouts (as in training).", choices=TEMPLATES)
+    answer_tokens: int = option(1, "plain / think: tokens that form the prediction.", ge=1)
+    instruction_file: str | None = option(None, "Replace the template's instruction text.")
+    reward: str = option(
+        "prefix", "The training reward; a rollout counts as correct when it earns 1.", choices=REWARDS
+    )
+    max_prompt_tokens: int = option(512, "Contexts are left-truncated to this many tokens.", ge=1)
+    max_new_tokens: int = option(256, "Completion cap; a cut-off completion is wrong.", ge=1)
+    batch_size: int = option(32, "Positions per generate() call.", ge=1)
+    device: str | None = option(None, "cpu | cuda | cuda:N (default: CUDA when present).")
+    dtype: str | None = option(
+        None, "Model dtype (default: the checkpoint's).", choices=("float32", "bfloat16")
+    )
 
 
 @dataclass

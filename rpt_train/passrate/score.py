@@ -32,7 +32,13 @@ import torch
 
 from rpt_train.config import check, config_to_dict, option
 from rpt_train.errors import RptError, warn
-from rpt_train.eval.score import EvalSettings, encode_prompts, reasoning_correct, sampled_accuracy
+from rpt_train.eval.score import (
+    EvalSettings,
+    RolloutOptions,
+    encode_prompts,
+    reasoning_correct,
+    sampled_accuracy,
+)
 from rpt_train.io import write_json_atomic
 from rpt_train.lock import output_lock
 from rpt_train.model import Qwen3ForCausalLM
@@ -42,8 +48,7 @@ from rpt_train.passrate import report
 from rpt_train.passrate.estimate import pass_at_k
 from rpt_train.passrate.select import SIDE_FILE, split_fingerprint, write_side_file
 from rpt_train.progress import Progress
-from rpt_train.prompts import TEMPLATES, load_template
-from rpt_train.rl.reward import REWARDS
+from rpt_train.prompts import load_template
 from rpt_train.shards import check_schema, check_tokenizer, checked_manifest, iter_rows, shard_paths
 from rpt_train.tokenizer import Tokenizer
 
@@ -56,7 +61,7 @@ _NOT_KEY = ("out", "quiet", "max_samples")
 
 
 @dataclass
-class PassRateConfig:
+class PassRateConfig(RolloutOptions):
     shards: str = option(
         "shards", "RPT shard directory (from `rpt-data build`).", argument=True, required=True
     )
@@ -67,21 +72,8 @@ class PassRateConfig:
     max_samples: int | None = option(
         None, "Score at most this many positions, chosen by a seeded hash of (doc_id, position).", ge=1
     )
-    template: str = option("plain", "Prompt template (as in training).", choices=TEMPLATES)
-    answer_tokens: int = option(1, "plain / think: tokens that form the prediction.", ge=1)
-    instruction_file: str | None = option(None, "Replace the template's instruction text.")
-    reward: str = option(
-        "prefix", "The training reward; a rollout is correct when it earns 1.", choices=REWARDS
-    )
-    max_prompt_tokens: int = option(512, "Contexts are left-truncated to this many tokens.", ge=1)
-    max_new_tokens: int = option(256, "Completion cap; a cut-off completion is wrong.", ge=1)
     temperature: float = option(0.8, "Temperature of the sampled rollouts (the training temperature).", gt=0)
-    batch_size: int = option(32, "Positions per generate() call.", ge=1)
     seed: int = option(0, "Seed of the position sample and of the sampled rollouts.")
-    device: str | None = option(None, "cpu | cuda | cuda:N (default: CUDA when present).")
-    dtype: str | None = option(
-        None, "Model dtype (default: the checkpoint's).", choices=("float32", "bfloat16")
-    )
     quiet: bool = option(False, "No progress line or table.")
 
     def __post_init__(self) -> None:
