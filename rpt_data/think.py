@@ -26,7 +26,8 @@ from __future__ import annotations
 import random
 import re
 
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+from rpt_train.chat import THINK_CLOSE, THINK_OPEN
+
 # An integer result of A op B, with op one of + - \times \cdot, not inside a larger expression.
 _RESULT = re.compile(r"(?<![\d.^{}\\a-zA-Z])(?<![\\]times )(?<![\\]cdot )(?<![\\]div )(?<![-+*/] )"
                      r"(\d+) (\+|-|\\times|\\cdot) (\d+) = (\d+)(?![\d.])")  # fmt: skip

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import tokenizers
 from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from rpt_train.chat import THINK_CLOSE, THINK_OPEN
 from rpt_train.config import check, option, unescape
 from rpt_train.corpus import DEFAULT_TEMPLATE, ReadStats, iter_documents
 from rpt_train.errors import RptError
@@ -35,8 +36,8 @@ ADDED_TOKENS: tuple[tuple[str, bool], ...] = (
     ("<|endoftext|>", True),
     ("<|im_start|>", True),
     ("<|im_end|>", True),
-    ("<think>", False),
-    ("</think>", False),
+    (THINK_OPEN, False),
+    (THINK_CLOSE, False),
 )
 MIN_VOCAB_SIZE = 256 + len(ADDED_TOKENS)
 

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from rpt_train.chat import THINK_CLOSE
 from rpt_train.errors import RptError
-from rpt_train.prompts import THINK_END, ChatTemplate, PromptTemplate, fill_instruction
+from rpt_train.prompts import ChatTemplate, PromptTemplate, fill_instruction
 from rpt_train.verl_reward import DATA_SOURCE
 
 if TYPE_CHECKING:
@@ -124,10 +125,10 @@ def check_verl_can_stop(template: PromptTemplate) -> None:
 def check_think_end(template: PromptTemplate, tokenizer: Tokenizer) -> None:
     """Refuse a thinking template with a tokenizer whose ``</think>`` is special: verl decodes completions
     with ``skip_special_tokens=True``, which would delete it, so no completion could ever be scored."""
-    tid = tokenizer.token_to_id(THINK_END)
+    tid = tokenizer.token_to_id(THINK_CLOSE)
     if template.thinks and tid is not None and tid in tokenizer.special_ids:
         raise RptError(
-            f"{tokenizer.source}: {THINK_END} (id {tid}) is a special token, and verl decodes completions "
+            f"{tokenizer.source}: {THINK_CLOSE} (id {tid}) is a special token, and verl decodes completions "
             f"with skip_special_tokens=True, so it would vanish and every {template.name} completion would "
             f'score the format penalty; mark it "special": false in the model\'s tokenizer.json and '
             "tokenizer_config.json (the ids do not change)"

@@ -23,7 +23,7 @@ from rpt_train.errors import RptError
 
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
-THINK_OPEN = "<think>"
+THINK_OPEN = "<think>"  # Qwen3's thought tags: the one definition (prompts, generation, tokenizers)
 THINK_CLOSE = "</think>"
 EMPTY_THINK = f"{THINK_OPEN}\n\n{THINK_CLOSE}\n\n"
 ROLES = ("system", "user", "assistant")

@@ -43,13 +43,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-from rpt_train.chat import render_chat
+from rpt_train.chat import THINK_CLOSE, THINK_OPEN, render_chat
 from rpt_train.chat_template import BUILTIN_QWEN3, Chat
 from rpt_train.errors import RptError
 
 CONTEXT_PLACEHOLDER = "{context}"
-THINK_OPEN = "<think>"
-THINK_END = "</think>"
 BOX_OPEN = "\\boxed{"
 ANSWER_OPEN = "<answer>"
 ANSWER_CLOSE = "</answer>"
@@ -107,8 +105,8 @@ class PromptTemplate(Protocol):
 
 def after_think(text: str) -> str | None:
     """The text after the last ``</think>``; None when the model never closed its reasoning."""
-    i = text.rfind(THINK_END)
-    return None if i < 0 else text[i + len(THINK_END) :]
+    i = text.rfind(THINK_CLOSE)
+    return None if i < 0 else text[i + len(THINK_CLOSE) :]
 
 
 def _balanced_end(text: str, start: int) -> int | None:
@@ -312,20 +310,20 @@ class ThinkTemplate:
         return context + THINK_OPEN
 
     def extract(self, completion_text: str) -> str | None:
-        i = completion_text.find(THINK_END)
-        rest = None if i < 0 else completion_text[i + len(THINK_END) :]
+        i = completion_text.find(THINK_CLOSE)
+        rest = None if i < 0 else completion_text[i + len(THINK_CLOSE) :]
         return rest or None
 
     def extract_ids(self, token_ids: Sequence[int], decode_fn: DecodeFn) -> str | None:
         ids = list(token_ids)
-        end = next((i for i, t in enumerate(ids) if decode_fn([t]) == THINK_END), None)
+        end = next((i for i, t in enumerate(ids) if decode_fn([t]) == THINK_CLOSE), None)
         answer = [] if end is None else ids[end + 1 : end + 1 + self.answer_tokens]
         return decode_fn(answer) if answer else None
 
     def stop_after(self, token_to_id: Callable[[str], int | None]) -> tuple[int, int] | None:
-        end = token_to_id(THINK_END)
+        end = token_to_id(THINK_CLOSE)
         if end is None:
-            raise RptError(f"the think template needs a tokenizer with a single {THINK_END} token")
+            raise RptError(f"the think template needs a tokenizer with a single {THINK_CLOSE} token")
         return end, self.answer_tokens
 
     def configure(self, instruction_file, answer_tokens: int, chat: Chat | None) -> ThinkTemplate:

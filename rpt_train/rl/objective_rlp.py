@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from rpt_train.chat import THINK_CLOSE
 from rpt_train.errors import RptError
 from rpt_train.generate import left_pad
 from rpt_train.model import Qwen3ForCausalLM
 from rpt_train.model.logprobs import token_logprobs
-from rpt_train.prompts import THINK_END
 from rpt_train.rl.grpo import GrpoLossConfig, LossAgg, get_loss_agg, grpo_loss, leave_one_out_advantages
 from rpt_train.rl.rollout import RolloutBatch, RolloutSpec, truncate_context
 
@@ -118,9 +118,9 @@ class RlpObjective:
         if ctx.fsdp:
             raise RptError("--objective rlp does not support --fsdp yet (its EMA baseline is a full copy "
                            "of the weights on every rank); use DDP")  # fmt: skip
-        end = ctx.tokenizer.token_to_id(THINK_END)
+        end = ctx.tokenizer.token_to_id(THINK_CLOSE)
         if end is None:
-            raise RptError(f"--objective rlp needs a tokenizer with a single {THINK_END} token")
+            raise RptError(f"--objective rlp needs a tokenizer with a single {THINK_CLOSE} token")
         self.ctx, self.end_id = ctx, end
         model = ctx.model
         with torch.device("meta"):
@@ -132,9 +132,9 @@ class RlpObjective:
 
     def rollout_spec(self, spec: RolloutSpec, tokenizer: Tokenizer) -> RolloutSpec:
         """Thoughts stop *at* ``</think>``: what follows is scored, never sampled."""
-        end = tokenizer.token_to_id(THINK_END)
+        end = tokenizer.token_to_id(THINK_CLOSE)
         if end is None:
-            raise RptError(f"--objective rlp needs a tokenizer with a single {THINK_END} token")
+            raise RptError(f"--objective rlp needs a tokenizer with a single {THINK_CLOSE} token")
         return dataclasses.replace(spec, sampling=dataclasses.replace(spec.sampling, stop_after=(end, 0)))
 
     @torch.no_grad()
