@@ -34,17 +34,24 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 __all__ = ["micro", "processes", "task"]  # fixtures, used by name
 
 
-def test_sigterm_saves_a_checkpoint_that_resumes_to_the_same_bytes(task, tmp_path, processes):
-    out = tmp_path / "stopped"
-    proc = start_run(task, out)  # --max-steps 100000: only the signal stops it
-    processes.append(proc)
-    wait_for_steps(out, proc)
+def terminate(proc: subprocess.Popen, out: Path) -> tuple[Path, int, str]:
+    """SIGTERM a running command: it exits 143 and names the checkpoint it saved in one line; returns that
+    checkpoint, its step and the command's stderr."""
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143, stderr[-2000:]
     ckpt = latest_checkpoint(out)
     k = int(ckpt.name.removeprefix("step-"))
     assert stdout == f"terminated: {k} steps; checkpoint {ckpt} (continue it with --resume)\n"
+    return ckpt, k, stderr
+
+
+def test_sigterm_saves_a_checkpoint_that_resumes_to_the_same_bytes(task, tmp_path, processes):
+    out = tmp_path / "stopped"
+    proc = start_run(task, out)  # --max-steps 100000: only the signal stops it
+    processes.append(proc)
+    wait_for_steps(out, proc)
+    ckpt, k, stderr = terminate(proc, out)
     assert "SIGTERM: finishing this step, then saving a checkpoint" in stderr and "Traceback" not in stderr
     resumed = Trainer(config(task, out, resume=True, max_steps=k + 2)).train()
     straight = Trainer(config(task, tmp_path / "straight", max_steps=k + 2)).train()
@@ -87,12 +94,7 @@ def test_pretrain_sigterm_then_resume_continues_to_the_same_bytes(micro, tmp_pat
     while latest_checkpoint(out) is None:  # a step was trained and saved: stop it mid-run
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
         time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 143, stderr[-2000:]
-    ckpt = latest_checkpoint(out)
-    k = int(ckpt.name.removeprefix("step-"))
-    assert stdout == f"terminated: {k} steps; checkpoint {ckpt} (continue it with --resume)\n"
+    ckpt, k, _ = terminate(proc, out)
     assert not (out / "model.safetensors").exists()  # a stopped pretraining leaves no final model
     with pytest.raises(RptError, match="holds a pretraining checkpoint .*; pass --resume"):
         pretrain(pretrain_config(micro, out))
