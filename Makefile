@@ -38,12 +38,12 @@ gpu-check:
 	PYTHONPATH=. bash benchmarks/gpu_check.sh
 
 lint: setup
-	$(PY) -m ruff check rpt_train rpt_data tests benchmarks
-	$(PY) -m ruff format --check rpt_train rpt_data tests benchmarks
+	$(PY) -m ruff check rpt_core rpt_train rpt_data tests benchmarks
+	$(PY) -m ruff format --check rpt_core rpt_train rpt_data tests benchmarks
 
 format: setup
-	$(PY) -m ruff format rpt_train rpt_data tests benchmarks
-	$(PY) -m ruff check --fix rpt_train rpt_data tests benchmarks
+	$(PY) -m ruff format rpt_core rpt_train rpt_data tests benchmarks
+	$(PY) -m ruff check --fix rpt_core rpt_train rpt_data tests benchmarks
 
 # The offline demo: tokenizer -> tiny base model -> RPT shards -> GRPO -> evaluation table. Every artifact
 # lands under $(RUN); rerunning resumes or skips finished steps. SEED=N make demo: the RL step (with its

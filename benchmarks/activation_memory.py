@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
+from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
 
 ROWS, LAYERS = 2, 2
 

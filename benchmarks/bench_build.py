@@ -38,7 +38,7 @@ QWEN3_TOKENIZER = REPO / "tests" / "fixtures" / "qwen3" / "tokenizer.json"
 def make_proxy(path: Path) -> None:
     import torch
 
-    from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
+    from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
 
     torch.manual_seed(0)
     cfg = Qwen3Config.preset(
@@ -76,10 +76,10 @@ def child_forward(args: dict) -> dict:
     """The build's blocks through ``ProxyScorer.score`` only."""
     import itertools
 
+    from rpt_core.data.corpus.readers import iter_documents
+    from rpt_core.model import Qwen3ForCausalLM
+    from rpt_core.text.tokenizer import Tokenizer
     from rpt_data.entropy import ProxyScorer
-    from rpt_train.corpus.readers import iter_documents
-    from rpt_train.model import Qwen3ForCausalLM
-    from rpt_train.tokenizer import Tokenizer
 
     tok = Tokenizer.load(args["proxy_model"])
     model = Qwen3ForCausalLM.from_pretrained(args["proxy_model"], dtype="float32", device=args["device"])

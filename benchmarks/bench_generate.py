@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import torch
 
-from rpt_train.generate import SamplingParams, generate, sample_full
-from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
+from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
+from rpt_core.model.generation import SamplingParams, generate, sample_full
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 VOCAB = 151936

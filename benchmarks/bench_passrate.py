@@ -21,14 +21,14 @@ from pathlib import Path
 
 import torch
 
-from rpt_train.config import build_config, load_toml_section
+from rpt_core.model import Qwen3ForCausalLM
+from rpt_core.runtime.config import build_config, load_toml_section
+from rpt_core.runtime.progress import Progress
+from rpt_core.text.tokenizer import Tokenizer
 from rpt_train.eval.run import TRAINING_KEYS
-from rpt_train.model import Qwen3ForCausalLM
 from rpt_train.passrate.score import PassRateConfig, load_rows, score_chunk
-from rpt_train.progress import Progress
 from rpt_train.rl.config import TrainConfig
 from rpt_train.rl.trainer import Trainer
-from rpt_train.tokenizer import Tokenizer
 
 
 def main() -> None:

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
 from rpt_data.entropy import ProxyScorer
-from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
 
 REPO = Path(__file__).resolve().parents[1]
 TOP_K = 16

@@ -34,9 +34,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from anywhere, without install
 
 from benchmarks.rollout_model import gpu_spec, predict_rollout, update_flops  # noqa: E402
-from rpt_train.generate import SamplingParams, generate  # noqa: E402
-from rpt_train.model import Qwen3Config, Qwen3ForCausalLM  # noqa: E402
-from rpt_train.model.decode import DecodeOptions  # noqa: E402
+from rpt_core.model import Qwen3Config, Qwen3ForCausalLM  # noqa: E402
+from rpt_core.model.decode import DecodeOptions  # noqa: E402
+from rpt_core.model.generation import SamplingParams, generate  # noqa: E402
 
 RESULTS = "throughput.json"
 
@@ -193,7 +193,7 @@ def run_transformers(model, prompts, stops, shape: Shape, device) -> dict:
 def run_update(model, prompts, gen, shape: Shape, device, peak_tflops: float) -> dict:
     """One GRPO update (forward + backward over every sequence, clip, fused AdamW) in the trainer's setting:
     float32 master weights and bfloat16 autocast. Timed on the second of two updates."""
-    from rpt_train.model.logprobs import LogprobModule
+    from rpt_core.model.logprobs import LogprobModule
     from rpt_train.rl.objective_rpt import RptObjective
     from rpt_train.rl.rollout import RolloutBatch
     from rpt_train.rl.update import MicroBatchSettings, backward_micro_batches

@@ -30,7 +30,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rpt_train.model import Qwen3Config  # noqa: E402
+from rpt_core.model import Qwen3Config  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -226,8 +226,8 @@ def _tensors(obj) -> list[torch.Tensor]:
 
 def _step_bytes(model, rows: int, context: int) -> tuple[int, int]:
     """(ops, bytes) of one decode step + sampling draw of ``model`` (CPU, values irrelevant)."""
-    from rpt_train.generate import SamplingParams, sample_full
-    from rpt_train.model.decode import decode_step
+    from rpt_core.model.decode import decode_step
+    from rpt_core.model.generation import SamplingParams, sample_full
 
     cache = model.new_kv_cache(rows, context + 1)
     cache.length = context
@@ -242,8 +242,8 @@ def _step_bytes(model, rows: int, context: int) -> tuple[int, int]:
 def measure(config: Qwen3Config) -> StepCosts:
     """Fit the byte terms on the real shape (zero weights, CPU) and time the host cost per op on a hollow
     model (the real layer count, tiny matrices): the difference of a 65- and a 1-token generation."""
-    from rpt_train.generate import SamplingParams, generate
-    from rpt_train.model import Qwen3ForCausalLM
+    from rpt_core.model import Qwen3ForCausalLM
+    from rpt_core.model.generation import SamplingParams, generate
 
     with torch.device("meta"):
         model = Qwen3ForCausalLM(config)

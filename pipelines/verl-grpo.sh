@@ -23,7 +23,7 @@ MANIFEST=$DATA/manifest.json
 [ -f "$MANIFEST" ] || { echo "error: $MANIFEST not found: run 'rpt-data export verl SHARDS $DATA' first" >&2; exit 1; }
 DATA=$(cd "$DATA" && pwd)   # absolute: Ray workers need not share this working directory
 
-# What the export decided (see rpt_data/export_verl.py verl_settings): shell assignments, safely quoted.
+# What the export decided (see rpt_data/export/verl.py verl_settings): shell assignments, safely quoted.
 SETTINGS=$("$PYTHON" - "$MANIFEST" <<'PY'
 import json, shlex, sys
 m = json.load(open(sys.argv[1], encoding="utf-8"))
@@ -88,7 +88,7 @@ ARGS=(
   data.train_files="$DATA/train.parquet"
   data.val_files="$VAL_FILES"
   data.val_max_samples="$VAL_SAMPLES"
-  data.prompt_key=prompt                                 # chat messages (see rpt_data/export_verl.py)
+  data.prompt_key=prompt                                 # chat messages (see rpt_data/export/verl.py)
   data.reward_fn_key=data_source                         # "rpt" on every row
   data.max_prompt_length="$MAX_PROMPT_LENGTH"
   data.max_response_length="$RESPONSE_LENGTH"

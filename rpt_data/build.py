@@ -2,15 +2,15 @@
 
 Documents are processed in fixed blocks of ``block_docs`` in corpus order: a block is tokenized, scored
 with one ``ProxyScorer.score`` call (so the proxy's batches, and therefore its numbers, depend only on the
-block), its positions are selected (``rpt_data.select``) and its rows appended to the rank's shard buffers
+block), its positions are selected (``rpt_data.positions``) and its rows appended to the rank's shard buffers
 (``rpt_data.sink``). Memory is bounded by one block plus two shards' worth of rows, whatever the
 corpus size. Under ``torchrun`` rank r takes the blocks with ``b % world == r``; rank 0 merges the counts
 and writes ``OUT/manifest.json`` last, so its presence marks a complete build.
 
 Reruns: the same config on the same inputs and OUT resumes an interrupted build (or is a no-op when
-complete); a different config, or inputs whose fingerprints (``rpt_train.corpus.fingerprint``: size and
+complete); a different config, or inputs whose fingerprints (``rpt_core.data.corpus.fingerprint``: size and
 sha256 of every file, the revision of a Hub dataset) changed since, is refused unless ``overwrite``. OUT
-is locked for the build (``rpt_train.lock``). A rank checkpoints at the end of every block in which
+is locked for the build (``rpt_core.runtime.lock``). A rank checkpoints at the end of every block in which
 it wrote a shard (and at least every ``CHECKPOINT_SECONDS``), so a crash costs at most the blocks since.
 The default proxy is the RPT paper's, DeepSeek-R1-Distill-Qwen-1.5B (a Qwen2 model whose byte-level
 vocabulary is Qwen3's).
@@ -19,7 +19,7 @@ The manifest's counts add up: ``documents_read = documents_used + sum(documents_
 reasons, plus ``too_short`` (< 2 tokens), ``untokenizable`` and ``no_positions`` (nothing survived the
 filters)); per document, its n - 1 positions are ``split_char + truncated + positions_scored`` and
 ``positions_scored = positions_kept + short_context + below_threshold + over_cap``;
-``positions_kept[split] = sum(positions_kept_by_class[split])`` (classes of ``rpt_train.corpus.spans``,
+``positions_kept[split] = sum(positions_kept_by_class[split])`` (classes of ``rpt_core.data.corpus.spans``,
 ``none`` for rows of documents without spans). ``documents_duplicate`` counts the documents whose text
 (``content_id``) an earlier one had: they are used like the others, on the same side of the split as
 their original, so no validation text is also trained on.
@@ -41,9 +41,20 @@ from typing import Any
 
 import numpy as np
 
+from rpt_core.data.corpus.documents import DEFAULT_TEMPLATE, Document, content_id
+from rpt_core.data.corpus.fingerprint import input_fingerprints
+from rpt_core.data.corpus.inputs import DEFAULT_DATASET, DEFAULT_SPLIT
+from rpt_core.data.corpus.readers import ReadStats, iter_documents
+from rpt_core.data.corpus.spans import UNCLASSIFIED, class_key, ordered_counts
+from rpt_core.data.shards import SCHEMA_VERSION, SPLITS, Manifest
+from rpt_core.runtime import distributed as D
+from rpt_core.runtime.config import check, config_to_dict, option, unescape
+from rpt_core.runtime.errors import RptError
+from rpt_core.runtime.lock import output_lock
+from rpt_core.runtime.progress import Progress
+from rpt_core.text.tokenizer import Tokenizer
 from rpt_data.entropy import ProxyScorer
-from rpt_data.proxy import ProxyBundle, load_proxy, proxy_hashes
-from rpt_data.select import (
+from rpt_data.positions import (
     VAL_MIN_ENTROPY,
     SelectionRule,
     ValChoice,
@@ -53,19 +64,8 @@ from rpt_data.select import (
     select_positions,
     stored_entropies,
 )
+from rpt_data.proxy import ProxyBundle, load_proxy, proxy_hashes
 from rpt_data.sink import Counts, RankState, ShardSink, discard_if_empty, prepare_out, state_path
-from rpt_train import distributed as D
-from rpt_train.config import check, config_to_dict, option, unescape
-from rpt_train.corpus.documents import DEFAULT_TEMPLATE, Document, content_id
-from rpt_train.corpus.fingerprint import input_fingerprints
-from rpt_train.corpus.inputs import DEFAULT_DATASET, DEFAULT_SPLIT
-from rpt_train.corpus.readers import ReadStats, iter_documents
-from rpt_train.corpus.spans import UNCLASSIFIED, class_key, ordered_counts
-from rpt_train.errors import RptError
-from rpt_train.lock import output_lock
-from rpt_train.progress import Progress
-from rpt_train.shards import SCHEMA_VERSION, SPLITS, Manifest
-from rpt_train.tokenizer import Tokenizer
 
 DEFAULT_PROXY = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
 CHECKPOINT_SECONDS = 600.0  # also checkpoint when no shard was flushed for this long

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rpt_train.errors import RptError
+from rpt_core.runtime.errors import RptError
 
 TOPK_BLOCK = 128  # block width for the blocked top-k; 128 was fastest on CPU for V=151,936 (fp32 and bf16)
 

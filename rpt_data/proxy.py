@@ -1,9 +1,9 @@
 """The proxy of ``rpt-data build``: the model whose top-k entropy scores positions, and its tokenizer.
 
 ``load_proxy`` loads the tokenizer and the proxy and refuses a tokenizer that does not belong to the proxy
-(``rpt_train.pairing``, the trainer's and evaluator's check too): the entropies would belong to other tokens
-than the rows' labels. Ranks and devices come from ``rpt_train.distributed.init_distributed``, shared with
-the trainer.
+(``rpt_core.text.pairing``, the trainer's and evaluator's check too): the entropies would belong to other
+tokens than the rows' labels. Ranks and devices come from ``rpt_core.runtime.distributed.init_distributed``,
+shared with the trainer.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from pathlib import Path
 
 import torch
 
-from rpt_train.errors import RptError
-from rpt_train.io import sha256_file
-from rpt_train.model import Qwen3Config, Qwen3ForCausalLM, parse_dtype, resolve_model_dir
-from rpt_train.model.hf_io import weights_sha256
-from rpt_train.pairing import check_pair
-from rpt_train.tokenizer import TOKENIZER_FILE, Tokenizer, resolve_tokenizer_file
+from rpt_core.model import Qwen3Config, Qwen3ForCausalLM, parse_dtype, resolve_model_dir
+from rpt_core.model.hf_io import weights_sha256
+from rpt_core.runtime.errors import RptError
+from rpt_core.runtime.files import sha256_file
+from rpt_core.text.pairing import check_pair
+from rpt_core.text.tokenizer import TOKENIZER_FILE, Tokenizer, resolve_tokenizer_file
 
 
 @dataclass

@@ -30,12 +30,20 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rpt_train import distributed as D
-from rpt_train.corpus.fingerprint import input_changes
-from rpt_train.corpus.spans import ordered_counts
-from rpt_train.errors import RptError
-from rpt_train.io import sha256_file, write_json_atomic
-from rpt_train.shards import MANIFEST_NAME, SCHEMA, SPLITS, Manifest, rows_to_table, shard_name, write_shard
+from rpt_core.data.corpus.fingerprint import input_changes
+from rpt_core.data.corpus.spans import ordered_counts
+from rpt_core.data.shards import (
+    MANIFEST_NAME,
+    SCHEMA,
+    SPLITS,
+    Manifest,
+    rows_to_table,
+    shard_name,
+    write_shard,
+)
+from rpt_core.runtime import distributed as D
+from rpt_core.runtime.errors import RptError
+from rpt_core.runtime.files import sha256_file, write_json_atomic
 
 STATE_DIR = ".state"
 INPUTS_NAME = "inputs.json"

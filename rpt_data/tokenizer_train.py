@@ -19,12 +19,12 @@ from dataclasses import dataclass
 import tokenizers
 from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-from rpt_train.chat import THINK_CLOSE, THINK_OPEN
-from rpt_train.config import check, option, unescape
-from rpt_train.corpus import DEFAULT_TEMPLATE, ReadStats, iter_documents
-from rpt_train.errors import RptError
-from rpt_train.progress import Progress
-from rpt_train.tokenizer import Tokenizer
+from rpt_core.data.corpus import DEFAULT_TEMPLATE, ReadStats, iter_documents
+from rpt_core.runtime.config import check, option, unescape
+from rpt_core.runtime.errors import RptError
+from rpt_core.runtime.progress import Progress
+from rpt_core.text.chat import THINK_CLOSE, THINK_OPEN
+from rpt_core.text.tokenizer import Tokenizer
 
 # Copied from the Qwen3 tokenizer.json pre_tokenizer (a regex is data, not template code).
 QWEN_SPLIT_PATTERN = (

@@ -1,9 +1,9 @@
 """``rpt-train convert gguf``: a GGUF file (llama, qwen2 or qwen3) -> a Hugging Face model directory.
 
 The directory holds ``config.json`` and ``model.safetensors`` (the dequantized weights, un-permuted where
-llama.cpp permuted them: ``rpt_train.model.gguf``), ``tokenizer.json`` built from the GGUF vocabulary and
+llama.cpp permuted them: ``rpt_core.model.gguf``), ``tokenizer.json`` built from the GGUF vocabulary and
 merges and ``tokenizer_config.json`` with the special tokens and the model's chat template
-(``rpt_train.gguf_tokenizer``). It is loadable by ``Qwen3ForCausalLM.from_pretrained``, by every
+(``rpt_core.text.gguf_tokenizer``). It is loadable by ``Qwen3ForCausalLM.from_pretrained``, by every
 ``rpt-data`` / ``rpt-train`` command and by transformers, and is written atomically.
 """
 
@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rpt_train.config import check, option
-from rpt_train.errors import RptError
-from rpt_train.gguf_tokenizer import tokenizer_config_from_gguf, tokenizer_from_gguf
-from rpt_train.io import atomic_dir, write_json_atomic
-from rpt_train.model import Qwen3ForCausalLM
-from rpt_train.model.gguf import GgufFile
-from rpt_train.progress import Progress
-from rpt_train.tokenizer import Tokenizer
+from rpt_core.model import Qwen3ForCausalLM
+from rpt_core.model.gguf import GgufFile
+from rpt_core.runtime.config import check, option
+from rpt_core.runtime.errors import RptError
+from rpt_core.runtime.files import atomic_dir, write_json_atomic
+from rpt_core.runtime.progress import Progress
+from rpt_core.text.gguf_tokenizer import tokenizer_config_from_gguf, tokenizer_from_gguf
+from rpt_core.text.tokenizer import Tokenizer
 
 DTYPES = ("float32", "bfloat16", "float16")
 

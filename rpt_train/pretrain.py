@@ -28,17 +28,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rpt_train import distributed as D
+from rpt_core.data.corpus import DEFAULT_TEMPLATE, ReadStats, iter_documents
+from rpt_core.data.corpus.documents import content_id
+from rpt_core.data.shards import Manifest
+from rpt_core.model import PRESETS, Qwen3Config, Qwen3ForCausalLM, default_device
+from rpt_core.runtime import distributed as D
+from rpt_core.runtime.config import check, config_to_dict, option, unescape
+from rpt_core.runtime.errors import RptError, warn
+from rpt_core.runtime.files import write_json_atomic
+from rpt_core.runtime.lock import output_lock
+from rpt_core.runtime.metrics import METRICS_FILE, MetricsLogger, last_logged_step
+from rpt_core.runtime.progress import Progress
+from rpt_core.text.tokenizer import Tokenizer
 from rpt_train.compute import pretrain_flops
-from rpt_train.config import check, config_to_dict, option, unescape
-from rpt_train.corpus import DEFAULT_TEMPLATE, ReadStats, iter_documents
-from rpt_train.corpus.documents import content_id
-from rpt_train.errors import RptError, warn
-from rpt_train.io import write_json_atomic
-from rpt_train.lock import output_lock
-from rpt_train.metrics import METRICS_FILE, MetricsLogger, last_logged_step
-from rpt_train.model import PRESETS, Qwen3Config, Qwen3ForCausalLM, default_device
-from rpt_train.progress import Progress
 from rpt_train.rl.checkpoint import (
     RUN_CONFIG,
     latest_checkpoint,
@@ -48,8 +50,6 @@ from rpt_train.rl.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from rpt_train.shards import Manifest
-from rpt_train.tokenizer import Tokenizer
 
 
 @dataclass
@@ -213,8 +213,8 @@ def pretrain(cfg: PretrainConfig, stop: Callable[[], bool] = lambda: False) -> d
     """Train a model from scratch; returns a summary dict (also written to OUT/pretrain_summary.json).
 
     ``stop()`` is checked after every step: when true, a checkpoint is saved and the summary's ``stopped``
-    is set (no final model is written). OUT is locked meanwhile (``rpt_train.lock``); one that cannot be
-    written fails before any work."""
+    is set (no final model is written). OUT is locked meanwhile (``rpt_core.runtime.lock``); one that cannot
+    be written fails before any work."""
     with output_lock(cfg.out, "rpt-train pretrain"):
         return _pretrain(cfg, stop)
 

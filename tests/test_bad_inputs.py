@@ -23,12 +23,12 @@ import pytest
 import tokenizers
 from click.testing import CliRunner
 
+from rpt_core.data.shards import MANIFEST_NAME, shard_paths
+from rpt_core.model import Qwen3ForCausalLM
+from rpt_core.model.hf_io import WEIGHTS_NAME
 from rpt_data.build import BuildConfig, build
 from rpt_data.cli import main as data_main
 from rpt_train.cli import main as train_main
-from rpt_train.model import Qwen3ForCausalLM
-from rpt_train.model.hf_io import WEIGHTS_NAME
-from rpt_train.shards import MANIFEST_NAME, shard_paths
 from tests.rpt_train.faultkit import corrupt_data_pages, truncate, unwritable_dir, write_lock
 from tests.rpt_train.ggufkit import write_gguf
 from tests.rpt_train.taskkit import LETTERS, save_model_dir, tiny_tokenizer

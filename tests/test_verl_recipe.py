@@ -17,9 +17,9 @@ import jinja2
 import pytest
 from click.testing import CliRunner
 
+from rpt_core.text.prompts import load_template
 from rpt_data.cli import main as rpt_data
-from rpt_data.verl_format import RAW_CHAT_TEMPLATE, REWARD_FUNCTION, prompt_messages
-from rpt_train.prompts import load_template
+from rpt_data.export.verl_rows import RAW_CHAT_TEMPLATE, REWARD_FUNCTION, prompt_messages
 from tests.conftest import REPO
 from tests.rpt_train.taskkit import tiny_tokenizer, write_task_shards
 
@@ -33,7 +33,7 @@ def module_of(path: str):
 
 def test_every_repository_file_the_script_names_exists():
     named = set(re.findall(r"\b((?:pipelines|rpt_train|rpt_data)/[\w./-]+\.(?:py|toml|sh))\b", TEXT))
-    assert named >= {"rpt_data/export_verl.py", "pipelines/omnimath-qwen3-0.6b.toml"}
+    assert named >= {"rpt_data/export/verl.py", "pipelines/omnimath-qwen3-0.6b.toml"}
     for path in named:
         assert (REPO / path).is_file(), path
 

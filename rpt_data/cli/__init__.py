@@ -1,7 +1,7 @@
 """``rpt-data``: build RPT shards from an OmniMATH-style corpus, inspect them, export them (to verl), make the
 embedded corpus and tokenizer.
 
-Thin: each command is generated from its config dataclass (``rpt_train.cli.common.config_command``) and
+Thin: each command is generated from its config dataclass (``rpt_core.runtime.cli.config_command``) and
 calls one function. ``python -m rpt_data.cli`` (for torchrun) runs the same group.
 """
 
@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import click
 
+from rpt_core.runtime.cli import LazyRptGroup
 from rpt_data import __version__
-from rpt_train.cli.common import LazyRptGroup
 
 # Imported when used: `build` needs torch and `inspect` polars, `export verl` neither.
 COMMANDS = {
     "build": "rpt_data.cli.build:build",
-    "inspect": "rpt_data.cli.inspect:inspect",
+    "inspect": "rpt_data.cli.inspect_shards:inspect",
     "export": "rpt_data.cli.export:export_group",
     "generate": "rpt_data.cli.generate:generate",
     "tokenizer": "rpt_data.cli.tokenizer:tokenizer_group",

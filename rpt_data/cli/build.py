@@ -4,9 +4,9 @@
 
 from __future__ import annotations
 
+from rpt_core.runtime.cli import config_command
 from rpt_data.build import BuildConfig
 from rpt_data.build import build as run_build
-from rpt_train.cli.common import config_command
 
 
 @config_command(BuildConfig, "data", name="build")

@@ -1,13 +1,13 @@
 """``rpt-data export verl SHARDS OUT``: options generated from ``ExportConfig`` (``[export]`` of a recipe,
 which takes the prompt and reward settings of ``[train]`` unless it sets them); the work is
-``rpt_data.export_verl.export_verl``."""
+``rpt_data.export.verl.export_verl``."""
 
 from __future__ import annotations
 
 import click
 
-from rpt_data.export_verl import TRAINING_KEYS, ExportConfig, export_verl
-from rpt_train.cli.common import config_command
+from rpt_core.runtime.cli import config_command
+from rpt_data.export.verl import TRAINING_KEYS, ExportConfig, export_verl
 
 
 @click.group("export", context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,11 +1,11 @@
-"""``rpt-data generate``: options generated from ``GenerateConfig``; the work is ``rpt_data.generate``."""
+"""``rpt-data generate``: options generated from ``GenerateConfig``; the work is ``rpt_data.synth.writer``."""
 
 from __future__ import annotations
 
 import click
 
-from rpt_data.generate import GenerateConfig, write_corpus
-from rpt_train.cli.common import config_command
+from rpt_core.runtime.cli import config_command
+from rpt_data.synth.writer import GenerateConfig, write_corpus
 
 
 @config_command(GenerateConfig, "generate", name="generate")

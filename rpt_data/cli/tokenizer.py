@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import click
 
+from rpt_core.runtime.cli import config_command
 from rpt_data.tokenizer_train import TokenizerTrainConfig, train_from_corpus
-from rpt_train.cli.common import config_command
 
 
 @click.group("tokenizer", context_settings={"help_option_names": ["-h", "--help"]})

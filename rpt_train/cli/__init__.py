@@ -1,7 +1,7 @@
 """``rpt-train``: pretrain a tiny base, run RL (RPT) on shards, evaluate next-token accuracy, convert GGUF
 checkpoints.
 
-Thin: each command is generated from its config dataclass (``rpt_train.cli.common.config_command``) and
+Thin: each command is generated from its config dataclass (``rpt_core.runtime.cli.config_command``) and
 calls one function. ``python -m rpt_train.cli`` (for torchrun) runs the same group.
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import click
 
+from rpt_core.runtime.cli import LazyRptGroup
 from rpt_train import __version__
-from rpt_train.cli.common import LazyRptGroup
 
-# Imported when used, so importing this package (or rpt_train.cli.common, as rpt-data does) loads no torch.
+# Imported when used, so importing this package (or rpt_core.runtime.cli, as rpt-data does) loads no torch.
 COMMANDS = {
     "pretrain": "rpt_train.cli.pretrain:pretrain_cmd",
     "run": "rpt_train.cli.run:run",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from rpt_train.cli.common import config_command
+from rpt_core.runtime.cli import config_command
 from rpt_train.convert import ConvertGgufConfig, convert_gguf
 
 

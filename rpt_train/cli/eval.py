@@ -6,7 +6,7 @@ are the defaults of ``[eval]`` so that evaluation rolls out exactly as training 
 
 from __future__ import annotations
 
-from rpt_train.cli.common import config_command
+from rpt_core.runtime.cli import config_command
 from rpt_train.eval.run import TRAINING_KEYS, EvalConfig, run_eval
 
 

@@ -6,7 +6,7 @@ settings are the defaults of ``[passrate]``, so positions are rolled out and rew
 
 from __future__ import annotations
 
-from rpt_train.cli.common import config_command
+from rpt_core.runtime.cli import config_command
 from rpt_train.eval.run import TRAINING_KEYS
 from rpt_train.passrate.score import PassRateConfig, run_passrate
 

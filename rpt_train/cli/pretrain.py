@@ -1,7 +1,7 @@
 """``rpt-train pretrain``: next-token pretraining of a small Qwen3 from scratch (``rpt_train.pretrain``).
 
 Ctrl-C or SIGTERM stops it after the current step with a checkpoint that ``--resume`` continues exactly,
-then exits 130 or 143, as ``rpt-train run`` does (``rpt_train.cli.common.stop_signals``).
+then exits 130 or 143, as ``rpt-train run`` does (``rpt_core.runtime.cli.stop_signals``).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from rpt_train.cli.common import config_command, stop_signals
+from rpt_core.runtime.cli import config_command, stop_signals
 from rpt_train.pretrain import PretrainConfig, pretrain
 
 

@@ -1,10 +1,10 @@
 """``rpt-train run SHARDS``: RL training (RPT by default) on shards; options generated from ``TrainConfig``.
 
 Ctrl-C or SIGTERM (a scheduler's preemption) is turned into a request to stop after the current step
-(``rpt_train.cli.common.stop_signals``); the trainer then saves a checkpoint that ``--resume`` continues
+(``rpt_core.runtime.cli.stop_signals``); the trainer then saves a checkpoint that ``--resume`` continues
 exactly, and the command exits with status 130 (Ctrl-C) or 143 (SIGTERM), so scripts can tell a stopped
 run from a finished one. A second signal interrupts at once (the trainer still saves the state from
-before the step in progress). OUT is locked for the run (``rpt_train.lock``).
+before the step in progress). OUT is locked for the run (``rpt_core.runtime.lock``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from rpt_train.cli.common import config_command, stop_signals
+from rpt_core.runtime.cli import config_command, stop_signals
 from rpt_train.rl.config import TrainConfig
 
 
@@ -26,8 +26,8 @@ def run(cfg: TrainConfig) -> None:
     (one line per step), OUT/samples.jsonl and checkpoints under OUT/checkpoints/. Run under torchrun for
     data parallelism (DDP, or --fsdp).
     """
-    from rpt_train.distributed import cleanup, init_distributed
-    from rpt_train.lock import output_lock
+    from rpt_core.runtime.distributed import cleanup, init_distributed
+    from rpt_core.runtime.lock import output_lock
     from rpt_train.rl.trainer import Trainer
 
     info = init_distributed(cfg.device)

@@ -1,7 +1,7 @@
 """Accuracy by span class: the evaluated positions of each entropy bucket regrouped by where they sit.
 
 A row of ``eval.json`` with a ``class`` key covers the positions of its ``bucket`` whose shard rows carry
-that ``span_class`` (``rpt_train.corpus.spans``: ``given``, ``computed_op``, ``computed``, ``text``): the
+that ``span_class`` (``rpt_core.data.corpus.spans``: ``given``, ``computed_op``, ``computed``, ``text``): the
 same positions, the same verdicts, no new choice, so the class rows of a bucket add up to it (less the
 positions without a class, which get no row). The hard bucket's class rows answer the question the
 buckets cannot: are the hard positions that RL improved operand digits (irreducibly random) or results
@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from rpt_train.corpus.spans import CLASSES, class_key, ordered_counts
+from rpt_core.data.corpus.spans import CLASSES, class_key, ordered_counts
 from rpt_train.eval.score import BUCKETS, row_buckets
 
 CLASS_KEY = "class"  # the eval.json key that marks a class row (bucket rows have none)

@@ -30,9 +30,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rpt_train.chat_template import Chat
-from rpt_train.config import check, config_to_dict, option
-from rpt_train.errors import RptError, warn
+from rpt_core.data.shards import check_tokenizer, checked_manifest, iter_rows, shard_paths
+from rpt_core.model import Qwen3ForCausalLM
+from rpt_core.model.hf_io import read_config, weights_sha256
+from rpt_core.runtime.config import check, config_to_dict, option
+from rpt_core.runtime.errors import RptError, warn
+from rpt_core.runtime.files import sha256_bytes, write_json_atomic
+from rpt_core.runtime.lock import output_lock
+from rpt_core.runtime.progress import Progress
+from rpt_core.text.chat_template import Chat
+from rpt_core.text.pairing import check_pair
+from rpt_core.text.prompts import load_template
+from rpt_core.text.tokenizer import Tokenizer
 from rpt_train.eval import stats
 from rpt_train.eval.classes import CLASS_KEY, Group, bucket_rows, group_verdicts, positions_by_class
 from rpt_train.eval.report import format_table, plot_report
@@ -47,16 +56,7 @@ from rpt_train.eval.score import (
     row_buckets,
     select_samples,
 )
-from rpt_train.io import sha256_bytes, write_json_atomic
-from rpt_train.lock import output_lock
-from rpt_train.model import Qwen3ForCausalLM
-from rpt_train.model.hf_io import read_config, weights_sha256
-from rpt_train.pairing import check_pair
-from rpt_train.progress import Progress
-from rpt_train.prompts import load_template
 from rpt_train.rl.checkpoint import TRAINER_STATE, checkpoint_steps
-from rpt_train.shards import check_tokenizer, checked_manifest, iter_rows, shard_paths
-from rpt_train.tokenizer import Tokenizer
 
 # What a model's reasoning must match to be compared with training: taken from a recipe's [train] table
 # unless its [eval] table says otherwise (rpt_train.cli.eval).
@@ -206,7 +206,7 @@ def _pruned(entry: ModelEntry, entries: list[ModelEntry]) -> Iterator[None]:
 def run_eval(cfg: EvalConfig) -> list[dict[str, Any]]:
     """Evaluate every model on the same positions; write and return the rows of eval.json.
 
-    OUT is locked meanwhile (``rpt_train.lock``): one that cannot be written fails before any work."""
+    OUT is locked meanwhile (``rpt_core.runtime.lock``): one that cannot be written fails before any work."""
     with output_lock(cfg.out, "rpt-train eval"):
         return _run_eval(cfg)
 

@@ -7,7 +7,7 @@ hard >= 1.5), as in the paper. Every mode gives each position a verdict in [0, 1
   shard row's ground-truth ``token_id``.
 * ``reasoning``: next-token reasoning through the *training* rollout path (``rpt_train.rl.rollout``: the
   same template, prompt truncation, stop ids and cut-off rule) scored by the same reward code
-  (``rpt_train.rl.reward.score_rows``); 1 when the greedy rollout earns the full reward.
+  (``rpt_core.reward.score_rows``); 1 when the greedy rollout earns the full reward.
 * ``sampled``: the same with ``samples`` rollouts at the training temperature; the verdict is the share
   of them that earn the full reward (how often the policy itself is right).
 
@@ -25,14 +25,14 @@ from typing import Any
 
 import torch
 
-from rpt_train.config import option
-from rpt_train.generate import SamplingParams, generate
-from rpt_train.model import Qwen3ForCausalLM
-from rpt_train.progress import Progress
-from rpt_train.prompts import TEMPLATES, PromptTemplate
-from rpt_train.rl.reward import REWARDS, score_rows
+from rpt_core.model import Qwen3ForCausalLM
+from rpt_core.model.generation import SamplingParams, generate
+from rpt_core.reward import REWARDS, score_rows
+from rpt_core.runtime.config import option
+from rpt_core.runtime.progress import Progress
+from rpt_core.text.prompts import TEMPLATES, PromptTemplate
+from rpt_core.text.tokenizer import Tokenizer
 from rpt_train.rl.rollout import RolloutSpec, rollout, sampling_params
-from rpt_train.tokenizer import Tokenizer
 
 BUCKETS: dict[str, float] = {"easy": 0.5, "medium": 1.0, "hard": 1.5}
 MODES = ("ntp", "reasoning", "sampled")

@@ -11,7 +11,7 @@ Per position of the split (all of them, or ``--max-samples`` chosen by a seeded 
 The rollouts and their scoring are eval's (``rpt_train.eval.score``), so pass rates are measured exactly as
 training rolls out and rewards; the template settings come from the recipe's ``[train]`` unless
 ``[passrate]`` sets them. Output under OUT: ``passrates.parquet`` (the side file keyed by ``(doc_id,
-position)``, ``rpt_train.passrate.select``), ``passrate_summary.json`` (by entropy bucket and span class,
+position)``, ``rpt_train.passrate.selection``), ``passrate_summary.json`` (by entropy bucket and span class,
 ``report``), ``passrate_config.json``; all written atomically. Positions are scored in fixed chunks whose
 seeds depend only on the chunk, each saved under ``OUT/.passrate_parts/`` as it finishes: an interrupted
 run resumes where it stopped, a finished one reruns for free, a larger ``--max-samples`` scores only the
@@ -30,8 +30,17 @@ from typing import Any
 
 import torch
 
-from rpt_train.config import check, config_to_dict, option
-from rpt_train.errors import RptError, warn
+from rpt_core.data.shards import check_schema, check_tokenizer, checked_manifest, iter_rows, shard_paths
+from rpt_core.model import Qwen3ForCausalLM
+from rpt_core.model.hf_io import read_config, weights_sha256
+from rpt_core.runtime.config import check, config_to_dict, option
+from rpt_core.runtime.errors import RptError, warn
+from rpt_core.runtime.files import write_json_atomic
+from rpt_core.runtime.lock import output_lock
+from rpt_core.runtime.progress import Progress
+from rpt_core.text.pairing import check_pair
+from rpt_core.text.prompts import load_template
+from rpt_core.text.tokenizer import Tokenizer
 from rpt_train.eval.score import (
     EvalSettings,
     RolloutOptions,
@@ -39,18 +48,9 @@ from rpt_train.eval.score import (
     reasoning_correct,
     sampled_accuracy,
 )
-from rpt_train.io import write_json_atomic
-from rpt_train.lock import output_lock
-from rpt_train.model import Qwen3ForCausalLM
-from rpt_train.model.hf_io import read_config, weights_sha256
-from rpt_train.pairing import check_pair
 from rpt_train.passrate import report
 from rpt_train.passrate.estimate import pass_at_k
-from rpt_train.passrate.select import SIDE_FILE, split_fingerprint, write_side_file
-from rpt_train.progress import Progress
-from rpt_train.prompts import load_template
-from rpt_train.shards import check_schema, check_tokenizer, checked_manifest, iter_rows, shard_paths
-from rpt_train.tokenizer import Tokenizer
+from rpt_train.passrate.selection import SIDE_FILE, split_fingerprint, write_side_file
 
 CHUNK = 256  # positions per saved part; each part's rollouts draw from their own seed
 PARTS, SUMMARY, CONFIG = ".passrate_parts", "passrate_summary.json", "passrate_config.json"

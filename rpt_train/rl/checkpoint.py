@@ -2,7 +2,7 @@
 
 The trainer's ``state_dict()`` (torchtitan style: model, optimizer, scheduler, step, data position, RNGs,
 the objective's own state) is the unit. ``save_checkpoint`` splits it: the ``model`` entry becomes a
-Hugging Face model directory (``rpt_train.model.hf_io``), everything else ``trainer_state.pt``.
+Hugging Face model directory (``rpt_core.model.hf_io``), everything else ``trainer_state.pt``.
 ``load_checkpoint`` puts the same dict back together. Layout::
 
     RUN/checkpoints/step-000123/config.json         model config (Hugging Face format)
@@ -34,11 +34,11 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 
-from rpt_train.chat_template import SIDECAR_FILES
-from rpt_train.errors import RptError
-from rpt_train.io import atomic_dir, write_json_atomic, write_text_atomic
-from rpt_train.model import hf_io
-from rpt_train.model.config import Qwen3Config
+from rpt_core.model import hf_io
+from rpt_core.model.config import Qwen3Config
+from rpt_core.runtime.errors import RptError
+from rpt_core.runtime.files import atomic_dir, write_json_atomic, write_text_atomic
+from rpt_core.text.chat_template import SIDECAR_FILES
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -75,8 +75,8 @@ def save_checkpoint(
     """Write ``RUN/checkpoints/step-{step:06d}/`` atomically, point ``latest`` at it, prune old ones.
 
     ``state["model"]`` is the full model state dict (under FSDP2, gathered with
-    ``rpt_train.distributed.gather_full_state``). ``keep_last <= 0`` keeps every checkpoint. Call on the
-    main rank only.
+    ``rpt_core.runtime.distributed.gather_full_state``). ``keep_last <= 0`` keeps every checkpoint. Call on
+    the main rank only.
     """
     root = Path(run_dir) / CHECKPOINTS
     name = step_dir_name(step)

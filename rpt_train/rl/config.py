@@ -1,7 +1,7 @@
 """``TrainConfig``: every option of ``rpt-train run`` (GRPO on RPT shards), typed, with defaults and help.
 
 Precedence is the dataclass default < ``[train]`` of ``--config FILE.toml`` < command-line options (the
-mechanism is ``rpt_train.config``). Each field's help, choices and bounds are also its ``--option``:
+mechanism is ``rpt_core.runtime.config``). Each field's help, choices and bounds are also its ``--option``:
 ``rpt_train.cli.run`` builds its options from these fields, so a new setting is added here only.
 Defaults follow the RPT paper where it says (G = 8, temperature 0.8, lr 1e-6 constant after warmup, no
 KL) and verl / TRL elsewhere. The builders (``rollout_spec``, ``loss_config``, ...) turn the flat config
@@ -17,20 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rpt_train.config import check, config_to_dict
-from rpt_train.config import option as _opt
-from rpt_train.errors import RptError
-from rpt_train.generate import SamplingParams
-from rpt_train.model.decode import DecodeOptions
+from rpt_core.model.decode import DecodeOptions
+from rpt_core.model.generation import SamplingParams
+from rpt_core.reward import REWARDS
+from rpt_core.runtime.config import check, config_to_dict
+from rpt_core.runtime.config import option as _opt
+from rpt_core.runtime.errors import RptError
+from rpt_core.text.prompts import TEMPLATES, PromptTemplate, load_template
 from rpt_train.passrate.estimate import Band
-from rpt_train.prompts import TEMPLATES, PromptTemplate, load_template
 from rpt_train.rl.grpo import ADVANTAGES, LOSS_AGG, GrpoLossConfig, silent_with_one_completion
-from rpt_train.rl.reward import REWARDS
 from rpt_train.rl.rollout import RolloutSpec, sampling_params
 
 if TYPE_CHECKING:
-    from rpt_train.chat_template import Chat
-    from rpt_train.tokenizer import Tokenizer
+    from rpt_core.text.chat_template import Chat
+    from rpt_core.text.tokenizer import Tokenizer
 
 # What ``rpt-train run --resume`` may change from the saved run: how long the run goes on, what it logs and
 # keeps, where it runs and how it splits work to fit in memory. None of them changes what a step computes

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rpt_train.errors import RptError
+from rpt_core.runtime.errors import RptError
 
 # exp() of a log-ratio beyond this is inf in float32 or meaningless anyway; clamping keeps the loss finite.
 LOG_RATIO_CLAMP = 20.0

@@ -24,16 +24,16 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from rpt_train.errors import RptError
+from rpt_core.runtime.errors import RptError
 from rpt_train.rl.grpo import LossAgg
 from rpt_train.rl.objective_rlp import RlpObjective
 from rpt_train.rl.objective_rpt import RptObjective
 from rpt_train.rl.rollout import RolloutBatch, RolloutSpec
 
 if TYPE_CHECKING:
-    from rpt_train.model import Qwen3ForCausalLM
+    from rpt_core.model import Qwen3ForCausalLM
+    from rpt_core.text.tokenizer import Tokenizer
     from rpt_train.rl.config import TrainConfig
-    from rpt_train.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)

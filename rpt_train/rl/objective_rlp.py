@@ -32,18 +32,18 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from rpt_train.chat import THINK_CLOSE
-from rpt_train.errors import RptError
-from rpt_train.generate import left_pad
-from rpt_train.model import Qwen3ForCausalLM
-from rpt_train.model.logprobs import token_logprobs
+from rpt_core.model import Qwen3ForCausalLM
+from rpt_core.model.generation import left_pad
+from rpt_core.model.logprobs import token_logprobs
+from rpt_core.runtime.errors import RptError
+from rpt_core.text.chat import THINK_CLOSE
 from rpt_train.rl.grpo import GrpoLossConfig, LossAgg, get_loss_agg, grpo_loss, leave_one_out_advantages
 from rpt_train.rl.rollout import RolloutBatch, RolloutSpec, truncate_context
 
 if TYPE_CHECKING:
+    from rpt_core.text.tokenizer import Tokenizer
     from rpt_train.rl.config import TrainConfig
     from rpt_train.rl.objective import ObjectiveContext
-    from rpt_train.tokenizer import Tokenizer
 
 
 # ------------------------------------------------------------------------------------------ the math

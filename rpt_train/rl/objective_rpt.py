@@ -1,7 +1,7 @@
 """RPT's objective (arXiv 2506.08007): prefix-match reward -> group advantages -> GRPO clipped surrogate.
 
 ``score`` rewards each extracted prediction against the row's ground-truth bytes with the configured
-reward (``rpt_train.rl.reward``, the same code the evaluator and validation use) and turns each group's
+reward (``rpt_core.reward``, the same code the evaluator and validation use) and turns each group's
 rewards into advantages (``rpt_train.rl.grpo``). ``loss`` is ``grpo_loss``: the clipped surrogate, plus
 a k3 KL to a frozen reference when ``beta > 0``, aggregated as configured. RPT keeps no state of its own
 and needs none of the trainer's hooks (``attach``, ``rollout_spec``, ``after_step`` do nothing).
@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from rpt_core.reward import score_rows
 from rpt_train.rl.grpo import GrpoLossConfig, LossAgg, compute_advantages, get_loss_agg, grpo_loss
-from rpt_train.rl.reward import score_rows
 from rpt_train.rl.rollout import RolloutBatch, RolloutSpec
 
 if TYPE_CHECKING:
+    from rpt_core.text.tokenizer import Tokenizer
     from rpt_train.rl.config import TrainConfig
     from rpt_train.rl.objective import ObjectiveContext
-    from rpt_train.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ import math
 
 import torch
 
-from rpt_train import distributed as D
-from rpt_train.errors import RptError
-from rpt_train.model import Qwen3ForCausalLM
+from rpt_core.model import Qwen3ForCausalLM
+from rpt_core.runtime import distributed as D
+from rpt_core.runtime.errors import RptError
 
 
 def rollout_copy(model: Qwen3ForCausalLM, cfg, bf16: bool, fsdp: bool) -> Qwen3ForCausalLM | None:

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from rpt_train.generate import SamplingParams, free_device_memory, generate, left_pad, rows_that_fit
-from rpt_train.model.decode import DecodeOptions
-from rpt_train.prompts import PromptTemplate
+from rpt_core.model.decode import DecodeOptions
+from rpt_core.model.generation import SamplingParams, free_device_memory, generate, left_pad, rows_that_fit
+from rpt_core.text.prompts import PromptTemplate
+from rpt_core.text.tokenizer import Tokenizer, keep_last_tokens
 from rpt_train.rl.grpo import frac_zero_std
-from rpt_train.tokenizer import Tokenizer, keep_last_tokens
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class RolloutBatch:
 
 
 def truncate_context(tokenizer: Tokenizer, context: str, max_tokens: int) -> str:
-    """The last ``max_tokens`` tokens of ``context`` as text (``rpt_train.tokenizer.keep_last_tokens``)."""
+    """The last ``max_tokens`` tokens of ``context`` (``rpt_core.text.tokenizer.keep_last_tokens``)."""
     return keep_last_tokens(tokenizer, [context], max_tokens)[0]
 
 

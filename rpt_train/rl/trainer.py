@@ -37,17 +37,20 @@ from typing import Any
 
 import torch
 
-from rpt_train import distributed as D
+from rpt_core.data.shards import check_context_cap, check_tokenizer, checked_manifest, iter_rows, shard_paths
+from rpt_core.data.stream import ShardStream
+from rpt_core.model import Qwen3ForCausalLM, resolve_model_dir
+from rpt_core.model.hf_io import read_config
+from rpt_core.model.logprobs import LogprobModule
+from rpt_core.runtime import distributed as D
+from rpt_core.runtime.config import config_to_dict
+from rpt_core.runtime.errors import RptError, warn
+from rpt_core.runtime.files import write_json_atomic
+from rpt_core.runtime.metrics import METRICS_FILE, MetricsLogger, last_logged_step
+from rpt_core.text.pairing import check_pair, own_tokenizer
+from rpt_core.text.tokenizer import Tokenizer, resolve_tokenizer_file
 from rpt_train.compute import rl_step_flops
-from rpt_train.config import config_to_dict
-from rpt_train.errors import RptError, warn
-from rpt_train.io import write_json_atomic
-from rpt_train.metrics import METRICS_FILE, MetricsLogger, last_logged_step
-from rpt_train.model import Qwen3ForCausalLM, resolve_model_dir
-from rpt_train.model.hf_io import read_config
-from rpt_train.model.logprobs import LogprobModule
-from rpt_train.pairing import check_pair, own_tokenizer
-from rpt_train.passrate.select import selected_rows
+from rpt_train.passrate.selection import selected_rows
 from rpt_train.rl.checkpoint import (
     CHECKPOINTS,
     RUN_CONFIG,
@@ -72,9 +75,6 @@ from rpt_train.rl.rollout import (
     stop_token_ids,
 )
 from rpt_train.rl.update import MicroBatchSettings, backward_micro_batches, batched_logprobs
-from rpt_train.shards import check_context_cap, check_tokenizer, checked_manifest, iter_rows, shard_paths
-from rpt_train.stream import ShardStream
-from rpt_train.tokenizer import Tokenizer, resolve_tokenizer_file
 
 COLUMNS = ("doc_id", "position", "context", "label", "boundaries")  # and the objective's own ``columns``
 
@@ -134,7 +134,7 @@ class Trainer:
         fsdp = cfg.fsdp and self.info.distributed
         if fsdp:
             D.wrap_fsdp2(self.model, self.info, param_dtype=torch.bfloat16 if self._bf16 else None)
-            # The LM head runs outside the root's forward (chunked, in rpt_train.model.logprobs): keep the
+            # The LM head runs outside the root's forward (chunked, in rpt_core.model.logprobs): keep the
             # root's parameters gathered after hidden_states() until backward reshards them.
             self.model.set_reshard_after_forward(False, recurse=False)
         self.policy = self.logprob_module if fsdp else D.wrap_ddp(self.logprob_module, self.info)
@@ -231,7 +231,7 @@ class Trainer:
         return mode == "on" or (mode == "auto" and self.device.type == "cuda")
 
     def _check_model_fits(self, model_dir: Path) -> None:
-        """The tokenizer must belong to the policy (``rpt_train.pairing``, the check build and eval make
+        """The tokenizer must belong to the policy (``rpt_core.text.pairing``, the check build and eval make
         too; a --tokenizer other than the model's own must have its base vocabulary), and --top-k fit it."""
         config = read_config(model_dir)
         check_pair(

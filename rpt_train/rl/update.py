@@ -2,7 +2,7 @@
 gradient of an objective's loss.
 
 ``batched_logprobs`` (no grad: old / reference log-probs) and ``backward_micro_batches`` (the gradient)
-run a ``LogprobModule`` (``rpt_train.model.logprobs``) over a rollout batch in micro-batches trimmed of
+run a ``LogprobModule`` (``rpt_core.model.logprobs``) over a rollout batch in micro-batches trimmed of
 padding. Micro-batch losses are weighted by their share of the *global* normaliser of the objective's
 loss aggregation (tokens or sequences, summed over micro-batches and ranks), so accumulation and DDP give
 exactly the gradient of the whole batch.
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from rpt_train.distributed import no_sync
+from rpt_core.runtime.distributed import no_sync
 from rpt_train.rl.rollout import RolloutBatch
 
 if TYPE_CHECKING:

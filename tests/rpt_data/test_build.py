@@ -23,19 +23,19 @@ import tokenizers
 import torch
 from click.testing import CliRunner
 
+from rpt_core.data.corpus.documents import Document, content_id
+from rpt_core.data.corpus.readers import iter_documents
+from rpt_core.data.shards import Manifest, iter_rows, shard_paths
+from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
+from rpt_core.runtime.cli import RptGroup
+from rpt_core.runtime.errors import RptError
+from rpt_core.text.tokenizer import Tokenizer
 from rpt_data import build as build_module
 from rpt_data import proxy as proxy_module
 from rpt_data import sink
 from rpt_data.build import BuildConfig, build
 from rpt_data.cli.build import build as build_command
-from rpt_data.select import VAL_MIN_ENTROPY, choose_val_docs
-from rpt_train.cli.common import RptGroup
-from rpt_train.corpus.documents import Document, content_id
-from rpt_train.corpus.readers import iter_documents
-from rpt_train.errors import RptError
-from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
-from rpt_train.shards import Manifest, iter_rows, shard_paths
-from rpt_train.tokenizer import Tokenizer
+from rpt_data.positions import VAL_MIN_ENTROPY, choose_val_docs
 from tests.conftest import CHAMP, QWEN3_TOKENIZER
 
 REPO = Path(__file__).resolve().parents[2]
@@ -330,8 +330,8 @@ def test_resume_after_sigkill(base, work, make_cfg):
     assert not (diff := build_differences(out, base)), diff
 
 
-# Every file a build writes is committed by one os.replace (rpt_train.io.atomic_path): dying right before
-# or right after the n-th commit of a file visits each state a SIGKILL can leave on disk.
+# Every file a build writes is committed by one os.replace (rpt_core.runtime.files.atomic_path): dying right
+# before or right after the n-th commit of a file visits each state a SIGKILL can leave on disk.
 KILLED_AT = textwrap.dedent("""
     import json, os, signal, sys
     from pathlib import Path

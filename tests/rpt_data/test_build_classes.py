@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from rpt_core.data.corpus.readers import iter_documents
+from rpt_core.data.corpus.spans import CLASSES, COMPUTED, COMPUTED_OP, GIVEN, TEXT
+from rpt_core.data.shards import iter_rows, shard_paths
+from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
 from rpt_data.build import BuildConfig, build
 from rpt_data.tokenizer_train import train_tokenizer
-from rpt_train.corpus.readers import iter_documents
-from rpt_train.corpus.spans import CLASSES, COMPUTED, COMPUTED_OP, GIVEN, TEXT
-from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
-from rpt_train.shards import iter_rows, shard_paths
 
 REPO = Path(__file__).resolve().parents[2]
 SYNTH = REPO / "data" / "synthmath.jsonl"

@@ -15,6 +15,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
+from rpt_core.runtime.errors import RptError
 from rpt_data.entropy import (
     ProxyScorer,
     ScorerConfigError,
@@ -25,8 +27,6 @@ from rpt_data.entropy import (
     topk_values,
     window_spans,
 )
-from rpt_train.errors import RptError
-from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
 
 VOCAB = 4099  # > 4 * 16 * 128 and not a multiple of 128: exercises the blocked top-k and its ragged tail
 

@@ -13,9 +13,22 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from rpt_data import export_verl as export_verl_module
+from rpt_core.data.shards import (
+    ROW_GROUP_SIZE,
+    iter_rows,
+    rows_to_table,
+    shard_name,
+    shard_paths,
+    write_shard,
+)
+from rpt_core.runtime.errors import RptError
+from rpt_core.runtime.files import sha256_file
+from rpt_core.text.chat import render_chat
+from rpt_core.text.prompts import load_template
+from rpt_core.text.tokenizer import Tokenizer
+from rpt_data.export import verl as export_verl_module
 from rpt_data.cli import main
-from rpt_data.verl_format import (
+from rpt_data.export.verl_rows import (
     ABILITY,
     RAW_CHAT_TEMPLATE,
     SCHEMA,
@@ -23,13 +36,7 @@ from rpt_data.verl_format import (
     prompt_messages,
     verl_row,
 )
-from rpt_train.chat import render_chat
-from rpt_train.errors import RptError
-from rpt_train.io import sha256_file
-from rpt_train.prompts import load_template
 from rpt_train.rl.rollout import truncate_context
-from rpt_train.shards import ROW_GROUP_SIZE, iter_rows, rows_to_table, shard_name, shard_paths, write_shard
-from rpt_train.tokenizer import Tokenizer
 from tests.conftest import QWEN3_TOKENIZER, REPO
 from tests.rpt_train.taskkit import task_rows, tiny_tokenizer, write_task_shards
 
@@ -223,7 +230,7 @@ def test_user_errors_are_one_line(tiny, tmp_path):
 def test_the_clis_and_the_export_import_neither_torch_nor_polars():
     """The CLI groups import a command's module only when it runs: `export verl` starts in under a second."""
     code = (
-        "import sys, rpt_data.cli, rpt_train.cli, rpt_data.export_verl, rpt_train.verl_reward\n"
+        "import sys, rpt_data.cli, rpt_train.cli, rpt_data.export.verl, rpt_train.verl_reward\n"
         "print(sorted({'torch', 'polars', 'datasets'} & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)

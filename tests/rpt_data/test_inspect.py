@@ -11,8 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from rpt_data.cli.inspect import inspect
-from rpt_data.inspect import (
+from rpt_core.data.shards import rows_to_table, shard_name, write_shard
+from rpt_core.runtime.errors import RptError
+from rpt_data.cli.inspect_shards import inspect
+from rpt_data.shard_report import (
     escape,
     fill_bins,
     format_row,
@@ -22,8 +24,6 @@ from rpt_data.inspect import (
     split_label,
     summarize_split,
 )
-from rpt_train.errors import RptError
-from rpt_train.shards import rows_to_table, shard_name, write_shard
 
 
 def row(

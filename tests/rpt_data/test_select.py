@@ -11,7 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rpt_data.select import (
+from rpt_core.data.corpus.documents import Document, content_id
+from rpt_core.text.tokenizer import Tokenizer
+from rpt_data.positions import (
     VAL_MIN_ENTROPY,
     SelectionRule,
     cap_positions,
@@ -21,8 +23,6 @@ from rpt_data.select import (
     select_positions,
     stored_entropies,
 )
-from rpt_train.corpus.documents import Document, content_id
-from rpt_train.tokenizer import Tokenizer
 from tests.conftest import QWEN3_TOKENIZER
 
 

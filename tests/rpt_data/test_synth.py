@@ -10,9 +10,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from rpt_core.data.corpus.readers import ReadStats, iter_documents
 from rpt_data.cli.generate import generate
-from rpt_data.synth import FAMILIES, FIELD_ORDER, dump_record, generate_records
-from rpt_train.corpus.readers import ReadStats, iter_documents
+from rpt_data.synth.families import FAMILIES, FIELD_ORDER, dump_record, generate_records
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "data" / "synthmath.jsonl"

@@ -7,9 +7,9 @@ import json
 import re
 from pathlib import Path
 
-from rpt_data.synth import _c, _g, _record, generate_records
-from rpt_data.think import demonstrable_results
-from rpt_train.corpus.spans import COMPUTED, COMPUTED_OP, GIVEN, parse_spans
+from rpt_core.data.corpus.spans import COMPUTED, COMPUTED_OP, GIVEN, parse_spans
+from rpt_data.synth.families import _c, _g, _record, generate_records
+from rpt_data.synth.think import demonstrable_results
 
 COMMITTED = Path(__file__).resolve().parents[2] / "data" / "synthmath.jsonl"
 # sha256 of every record's problem and solution in data/synthmath.jsonl before spans were recorded.
@@ -64,7 +64,7 @@ def test_every_span_of_every_family_is_a_number_of_its_field_and_valid():
             for s, e, cls in spans:
                 assert NUMBER.fullmatch(r[field][s:e]), (r[field][s:e], r[field])
                 assert (cls == GIVEN) == (field == "problem"), r
-        # computed_op is exactly where rpt_data.think would work a result out in a thought
+        # computed_op is exactly where rpt_data.synth.think would work a result out in a thought
         ops = {(s, e) for s, e, c in r["spans"]["solution"] if c == COMPUTED_OP}
         assert ops == demonstrable_results(r["solution"]), r["solution"]
 

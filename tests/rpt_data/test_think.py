@@ -1,4 +1,4 @@
-"""Reasoning demonstrations (rpt_data.think): the scratch work is right and lands where it should."""
+"""Reasoning demonstrations (rpt_data.synth.think): the scratch work is right and lands where it should."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from rpt_data.think import THINK_CLOSE, THINK_OPEN, add_thoughts, scratch
+from rpt_data.synth.think import THINK_CLOSE, THINK_OPEN, add_thoughts, scratch
 
 
 def test_scratch_formats_by_hand():
@@ -52,7 +52,7 @@ def test_a_thought_can_start_inside_the_number_and_empty_thoughts_sit_at_token_b
 def test_demonstration_corpus_is_deterministic_and_keeps_plain_records(tmp_path):
     import json
 
-    from rpt_data.generate import write_corpus
+    from rpt_data.synth.writer import write_corpus
 
     a = write_corpus(tmp_path / "a.jsonl", 50, seed=1, think_fraction=0.5)
     b = write_corpus(tmp_path / "b.jsonl", 50, seed=1, think_fraction=0.5)
@@ -78,7 +78,7 @@ def test_demonstration_corpus_is_deterministic_and_keeps_plain_records(tmp_path)
 def test_drills_are_interleaved_and_worked_out(tmp_path):
     import json
 
-    from rpt_data.generate import write_corpus
+    from rpt_data.synth.writer import write_corpus
 
     _, written = write_corpus(tmp_path / "d.jsonl", 200, seed=2, think_drills=0.5)
     records = [json.loads(line) for line in (tmp_path / "d.jsonl").read_text().splitlines()]
@@ -92,8 +92,8 @@ def test_drills_are_interleaved_and_worked_out(tmp_path):
 def test_drills_only_corpus_thinks_before_or_inside_results(tmp_path):
     import json
 
-    from rpt_data.generate import write_corpus
-    from rpt_train.errors import RptError
+    from rpt_core.runtime.errors import RptError
+    from rpt_data.synth.writer import write_corpus
 
     out = tmp_path / "d.jsonl"
     _, written = write_corpus(out, 300, seed=3, think_fraction=0.5, think_results=1.0, drills_only=True)
@@ -128,7 +128,7 @@ def test_drills_only_corpus_thinks_before_or_inside_results(tmp_path):
 def test_plain_drills_carry_their_spans_and_demonstrations_drop_them(tmp_path):
     import json
 
-    from rpt_data.generate import write_corpus
+    from rpt_data.synth.writer import write_corpus
 
     out = tmp_path / "d.jsonl"
     write_corpus(out, 200, seed=5, think_fraction=0.5, think_results=1.0, drills_only=True)

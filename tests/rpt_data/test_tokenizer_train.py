@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from rpt_core.runtime.errors import RptError
+from rpt_core.text.tokenizer import Tokenizer
 from rpt_data.cli import main as rpt_data_main
 from rpt_data.cli.tokenizer import tokenizer_group
 from rpt_data.tokenizer_train import ADDED_TOKENS, train_tokenizer
-from rpt_train.errors import RptError
-from rpt_train.tokenizer import Tokenizer
 from tests.conftest import GSM8K, QWEN3_TOKENIZER
 
 QWEN_JSON = QWEN3_TOKENIZER

@@ -12,8 +12,8 @@ import tokenizers
 import torch
 from tokenizers import AddedToken, decoders, models, pre_tokenizers
 
-from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
-from rpt_train.tokenizer import Tokenizer, bytes_to_unicode
+from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
+from rpt_core.text.tokenizer import Tokenizer, bytes_to_unicode
 
 
 def tiny_tokenizer() -> Tokenizer:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from rpt_train.lock import LOCK_NAME
+from rpt_core.runtime.lock import LOCK_NAME
 
 
 def corrupt_data_pages(path: Path, column: str = "context") -> Path:

@@ -1,7 +1,7 @@
 """Small GGUF files for tests, written the way llama.cpp's converter lays them out: its tensor names, its
 q/k row permutation for llama, its metadata keys, and a tokenizer taken from a ``tokenizer.json``.
 
-Written independently of ``rpt_train.model.gguf`` (names spelled out here, the permutation in llama.cpp's
+Written independently of ``rpt_core.model.gguf`` (names spelled out here, the permutation in llama.cpp's
 forward direction), so a test that loads these files checks our reader against the format, not against
 itself.
 """
@@ -17,7 +17,7 @@ import numpy as np
 import tokenizers
 import torch
 
-from rpt_train.model import Qwen3ForCausalLM
+from rpt_core.model import Qwen3ForCausalLM
 
 NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5  # llama.cpp token types
 

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers
 
-from rpt_train import shards
-from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
-from rpt_train.tokenizer import Tokenizer
+from rpt_core.data import shards
+from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
+from rpt_core.text.tokenizer import Tokenizer
 
 LETTERS = "abcdefgh"
 

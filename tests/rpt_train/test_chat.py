@@ -1,4 +1,4 @@
-"""rpt_train.chat.render_chat must equal the official Qwen3 chat template as rendered by transformers."""
+"""rpt_core.text.chat.render_chat must equal the official Qwen3 chat template as rendered by transformers."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from rpt_train.chat import render_chat, split_reasoning
-from rpt_train.errors import RptError
+from rpt_core.runtime.errors import RptError
+from rpt_core.text.chat import render_chat, split_reasoning
 from tests.conftest import QWEN3_DIR
 
 QWEN_DIR = QWEN3_DIR

@@ -1,4 +1,4 @@
-"""The model's own chat template (``rpt_train.chat_template``, ``Tokenizer.chat``) renders exactly what
+"""The model's own chat template (``rpt_core.text.chat_template``, ``Tokenizer.chat``) renders exactly what
 transformers' ``apply_chat_template(tokenize=False)`` renders: Qwen3's official template, a SmolLM2-style
 ChatML template and a template that uses every sandbox feature, over a set of conversations and flags.
 Also: where the template is read from, the errors it raises, and what travels with a saved tokenizer.
@@ -15,9 +15,9 @@ import tokenizers
 import transformers
 from tokenizers import decoders, models, pre_tokenizers
 
-from rpt_train.chat_template import BUILTIN_QWEN3, ChatSpec, JinjaChat, read_chat_spec
-from rpt_train.errors import RptError
-from rpt_train.tokenizer import Tokenizer
+from rpt_core.runtime.errors import RptError
+from rpt_core.text.chat_template import BUILTIN_QWEN3, ChatSpec, JinjaChat, read_chat_spec
+from rpt_core.text.tokenizer import Tokenizer
 from tests.rpt_train.test_chat import CONVERSATIONS, QWEN_DIR
 
 SMOLLM2_STYLE = Path(__file__).resolve().parent / "fixtures" / "smollm2-style"

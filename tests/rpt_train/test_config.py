@@ -1,5 +1,5 @@
-"""The one config mechanism (rpt_train.config): field constraints, layering, and the options generated
-from a dataclass (rpt_train.cli.common.config_command)."""
+"""The one config mechanism (rpt_core.runtime.config): field constraints, layering, and the options generated
+from a dataclass (rpt_core.runtime.cli.config_command)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from rpt_train.cli.common import config_command
-from rpt_train.config import build_config, check, option
-from rpt_train.errors import RptError
+from rpt_core.model.logprobs import logprobs_from_hidden
+from rpt_core.runtime.cli import config_command
+from rpt_core.runtime.config import build_config, check, option
+from rpt_core.runtime.errors import RptError
+from rpt_core.text.tokenizer import Tokenizer
 from rpt_train.eval.run import EvalConfig
-from rpt_train.model.logprobs import logprobs_from_hidden
 from rpt_train.rl.config import OBJECTIVE_NAMES, TrainConfig
 from rpt_train.rl.objective import OBJECTIVES
-from rpt_train.tokenizer import Tokenizer
 from tests.rpt_train.test_chat import QWEN_DIR
 
 

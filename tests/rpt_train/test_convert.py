@@ -18,9 +18,9 @@ import transformers
 from click.testing import CliRunner
 from tokenizers import pre_tokenizers
 
+from rpt_core.model import Qwen3ForCausalLM
+from rpt_core.text.tokenizer import Tokenizer
 from rpt_train.cli import main
-from rpt_train.model import Qwen3ForCausalLM
-from rpt_train.tokenizer import Tokenizer
 from tests.rpt_train.ggufkit import write_gguf
 from tests.rpt_train.taskkit import tiny_model, tiny_tokenizer
 from tests.rpt_train.test_gguf_tokenizer import corpus_texts

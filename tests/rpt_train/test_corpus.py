@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rpt_train.corpus.documents import Document, render_text, template_fields
-from rpt_train.corpus.readers import ReadStats, count_documents, iter_documents, resolve_inputs
-from rpt_train.errors import RptError
+from rpt_core.data.corpus.documents import Document, render_text, template_fields
+from rpt_core.data.corpus.readers import ReadStats, count_documents, iter_documents, resolve_inputs
+from rpt_core.runtime.errors import RptError
 from tests.conftest import CHAMP
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from rpt_train.corpus.fingerprint import input_changes, input_fingerprints
+from rpt_core.data.corpus.fingerprint import input_changes, input_fingerprints
 
 
 def test_a_local_file_is_recorded_by_size_mtime_and_sha256(tmp_path):

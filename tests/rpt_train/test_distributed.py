@@ -11,8 +11,8 @@ import textwrap
 import pytest
 import torch
 
-from rpt_train import distributed as D
-from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
+from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
+from rpt_core.runtime import distributed as D
 
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -79,8 +79,8 @@ SCRIPT = textwrap.dedent(
     """
     import copy, json, os, sys
     import torch
-    from rpt_train import distributed as D
-    from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
+    from rpt_core.runtime import distributed as D
+    from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
 
     info = D.init_distributed()
     out = {"rank": info.rank, "world_size": info.world_size, "local_rank": info.local_rank,

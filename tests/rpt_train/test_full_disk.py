@@ -15,13 +15,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import rpt_core.data.shards as shards
 import rpt_train.rl.checkpoint as checkpoint
-import rpt_train.shards as shards
+from rpt_core.runtime.cli import config_command
+from rpt_core.runtime.config import option
+from rpt_core.runtime.files import atomic_path
 from rpt_data.cli import main as rpt_data
-from rpt_train.cli.common import config_command
 from rpt_train.cli.run import run
-from rpt_train.config import option
-from rpt_train.io import atomic_path
 from rpt_train.rl.checkpoint import latest_checkpoint, load_checkpoint
 from tests.rpt_data.test_build_guards import proxy, write_corpus
 from tests.rpt_train.rl.test_run_guards import cli_args, task

@@ -8,8 +8,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rpt_train.errors import RptError
-from rpt_train.generate import (
+from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
+from rpt_core.model.decode import DecodeOptions
+from rpt_core.model.generation import (
     Generation,
     SamplingParams,
     exponential_race,
@@ -17,8 +18,7 @@ from rpt_train.generate import (
     generate,
     race_sample,
 )
-from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
-from rpt_train.model.decode import DecodeOptions
+from rpt_core.runtime.errors import RptError
 
 VOCAB = 600  # > 2 * 128 and not a multiple of 128: the two-level race pads its last block
 PROMPTS = [[5, 17, 3], [9, 8, 7, 6, 5, 4, 3], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], [42]]
@@ -264,7 +264,7 @@ def test_stop_after_ends_a_row_n_tokens_after_its_trigger():
 
 def _successor_model():
     """A Qwen3 whose greedy next token after t is t + 1 (t < 15), and 8 after 15."""
-    from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
+    from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
 
     cfg = Qwen3Config(vocab_size=16, hidden_size=16, intermediate_size=16, num_hidden_layers=1,
                       num_attention_heads=2, num_key_value_heads=1, head_dim=8, tie_word_embeddings=False,
@@ -360,7 +360,7 @@ def test_logprobs_match_a_fresh_forward_with_rows_leaving(model):
 
 
 def test_in_place_softmax_equals_softmax():
-    from rpt_train.generate import softmax_
+    from rpt_core.model.generation import softmax_
 
     z = 5 * torch.randn(3, 1000, generator=torch.Generator().manual_seed(0))
     expected = torch.softmax(z, -1)
@@ -369,7 +369,7 @@ def test_in_place_softmax_equals_softmax():
 
 
 def test_rows_that_fit_counts_the_cache_and_the_sampler_scratch(model):
-    from rpt_train.generate import rows_that_fit
+    from rpt_core.model.generation import rows_that_fit
 
     cfg = model.config  # 2 layers, 2 KV heads of 16 dims, float32: 512 bytes of K and V per slot
     per_row = 100 * 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * 4 + 12 * VOCAB

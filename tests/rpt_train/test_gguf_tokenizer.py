@@ -1,4 +1,4 @@
-"""Tokenizers built from GGUF metadata (rpt_train.gguf_tokenizer), on GGUFs written like llama.cpp writes them
+"""Tokenizers built from GGUF metadata (rpt_core.text.gguf_tokenizer), on GGUFs written as llama.cpp does
 (tests/rpt_train/ggufkit.py): a Qwen GGUF tokenizes the shipped corpora (GSM8K, CHAMP) exactly as Qwen3's own
 tokenizer.json does, SmolLM's rule isolates digits as llama.cpp's does, the Llama-3 rule agrees with
 transformers, and what cannot be built exactly is refused in one line. The real SmolLM2 file is checked
@@ -11,10 +11,10 @@ import json
 import pytest
 import transformers
 
-from rpt_train.errors import RptError
-from rpt_train.gguf_tokenizer import tokenizer_config_from_gguf, tokenizer_from_gguf
-from rpt_train.model.gguf import GgufFile
-from rpt_train.tokenizer import Tokenizer
+from rpt_core.model.gguf import GgufFile
+from rpt_core.runtime.errors import RptError
+from rpt_core.text.gguf_tokenizer import tokenizer_config_from_gguf, tokenizer_from_gguf
+from rpt_core.text.tokenizer import Tokenizer
 from tests.conftest import CHAMP, GSM8K, QWEN3_TOKENIZER
 from tests.rpt_train.ggufkit import truncated, write_gguf
 

@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from rpt_train.generate import SamplingParams, generate
-from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
-from rpt_train.model.decode import DecodeOptions, decode_step
-from rpt_train.model.logprobs import token_logprobs
+from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
+from rpt_core.model.decode import DecodeOptions, decode_step
+from rpt_core.model.generation import SamplingParams, generate
+from rpt_core.model.logprobs import token_logprobs
 from tests.conftest import SMOLLM2_GGUF
 from tests.rpt_train.model import test_parity as parity
 
@@ -249,8 +249,8 @@ def smollm2_file() -> Path:
 def test_converted_smollm2_in_bf16_on_cuda_against_cpu_float32(tmp_path):
     import time
 
+    from rpt_core.text.tokenizer import Tokenizer
     from rpt_train.convert import ConvertGgufConfig, convert_gguf
-    from rpt_train.tokenizer import Tokenizer
 
     gguf_file = smollm2_file()
     out = tmp_path / "smollm2"

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
+from rpt_core.model.decode import DecodeOptions
+from rpt_core.model.generation import SamplingParams, generate, left_pad
+from rpt_core.model.logprobs import LogprobModule, logprobs_from_hidden, token_logprobs
+from rpt_core.text.prompts import load_template
 from rpt_data.entropy import ProxyScorer
-from rpt_train.generate import SamplingParams, generate, left_pad
-from rpt_train.model.decode import DecodeOptions
-from rpt_train.model.logprobs import LogprobModule, logprobs_from_hidden, token_logprobs
-from rpt_train.prompts import load_template
 from rpt_train.rl.grpo import GrpoLossConfig
 from rpt_train.rl.objective import ObjectiveContext
 from rpt_train.rl.objective_rlp import RlpObjective

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from rpt_train.errors import RptError
-from rpt_train.lock import LOCK_NAME, Holder, OutputLock, output_lock
+from rpt_core.runtime.errors import RptError
+from rpt_core.runtime.lock import LOCK_NAME, Holder, OutputLock, output_lock
 from tests.rpt_train.faultkit import dead_pid, unwritable_dir, write_lock
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,8 +101,8 @@ def test_an_out_the_lock_created_is_removed_when_nothing_was_written(tmp_path):
 
 HOLD = """
 import sys, time
-from rpt_train.errors import RptError
-from rpt_train.lock import OutputLock
+from rpt_core.runtime.errors import RptError
+from rpt_core.runtime.lock import OutputLock
 try:
     lock = OutputLock.acquire(sys.argv[1], "holder")
     print("locked", flush=True)
@@ -125,9 +125,9 @@ def test_two_processes_started_together_get_one_lock(tmp_path):
 
 RANKS = """
 import sys
-from rpt_train import distributed as D
-from rpt_train.errors import RptError
-from rpt_train.lock import output_lock
+from rpt_core.runtime import distributed as D
+from rpt_core.runtime.errors import RptError
+from rpt_core.runtime.lock import output_lock
 info = D.init_distributed("cpu")
 try:
     with output_lock(sys.argv[1], "rpt-train run"):

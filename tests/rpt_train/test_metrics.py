@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from rpt_train import metrics as metrics_module
-from rpt_train import progress as progress_module
-from rpt_train.metrics import MetricsLogger, prompt_tail, to_jsonable, truncate_jsonl
+from rpt_core.runtime import metrics as metrics_module
+from rpt_core.runtime import progress as progress_module
+from rpt_core.runtime.metrics import MetricsLogger, prompt_tail, to_jsonable, truncate_jsonl
 
 
 class _Tty(io.StringIO):

@@ -1,4 +1,4 @@
-"""rpt_train.pairing: a tokenizer and a model that do not belong together stop with one line."""
+"""rpt_core.text.pairing: a tokenizer and a model that do not belong together stop with one line."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 
-from rpt_train.errors import RptError
-from rpt_train.model import Qwen3Config
-from rpt_train.pairing import check_pair, own_tokenizer
-from rpt_train.tokenizer import Tokenizer
+from rpt_core.model import Qwen3Config
+from rpt_core.runtime.errors import RptError
+from rpt_core.text.pairing import check_pair, own_tokenizer
+from rpt_core.text.tokenizer import Tokenizer
 from tests.rpt_train.test_chat import QWEN_DIR
 from tests.rpt_train.test_chat_template import smollm2_dir
 

@@ -15,15 +15,15 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from rpt_data.synth import dump_record, generate_records
+from rpt_core.data.corpus import ReadStats
+from rpt_core.data.corpus.documents import content_id
+from rpt_core.data.shards import Manifest
+from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
+from rpt_core.runtime.errors import RptError
+from rpt_core.text.tokenizer import Tokenizer
+from rpt_data.synth.families import dump_record, generate_records
 from rpt_data.tokenizer_train import train_tokenizer
-from rpt_train.corpus import ReadStats
-from rpt_train.corpus.documents import content_id
-from rpt_train.errors import RptError
-from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
 from rpt_train.pretrain import PretrainConfig, eval_loss, lm_loss, lr_at, pretrain, sample_batch, token_stream
-from rpt_train.shards import Manifest
-from rpt_train.tokenizer import Tokenizer
 
 VOCAB = 384
 

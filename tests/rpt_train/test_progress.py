@@ -7,8 +7,8 @@ import types
 
 import pytest
 
-from rpt_train import progress as progress_module
-from rpt_train.progress import Progress
+from rpt_core.runtime import progress as progress_module
+from rpt_core.runtime.progress import Progress
 
 
 class _Tty(io.StringIO):

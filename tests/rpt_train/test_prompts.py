@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from rpt_train.chat import render_chat
-from rpt_train.chat_template import JinjaChat
-from rpt_train.errors import RptError
-from rpt_train.prompts import (
+from rpt_core.runtime.errors import RptError
+from rpt_core.text.chat import render_chat
+from rpt_core.text.chat_template import JinjaChat
+from rpt_core.text.prompts import (
     ANSWER_TAGS_INSTRUCTION,
     BOXED_INSTRUCTION,
     TEMPLATES,
@@ -17,7 +17,7 @@ from rpt_train.prompts import (
     last_boxed,
     load_template,
 )
-from rpt_train.tokenizer import Tokenizer
+from rpt_core.text.tokenizer import Tokenizer
 from tests.rpt_train.test_chat import QWEN_DIR
 
 IM_START, THINK_END = 151644, 151668

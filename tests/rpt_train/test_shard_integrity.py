@@ -6,11 +6,18 @@ from __future__ import annotations
 
 import pytest
 
-from rpt_train import shards
-from rpt_train.errors import RptError
-from rpt_train.io import sha256_file
-from rpt_train.shards import Manifest, checked_manifest, find_corrupt, iter_rows, shard_paths, verify_shards
-from rpt_train.stream import ShardStream
+from rpt_core.data import shards
+from rpt_core.data.shards import (
+    Manifest,
+    checked_manifest,
+    find_corrupt,
+    iter_rows,
+    shard_paths,
+    verify_shards,
+)
+from rpt_core.data.stream import ShardStream
+from rpt_core.runtime.errors import RptError
+from rpt_core.runtime.files import sha256_file
 from tests.rpt_train.faultkit import corrupt_data_pages
 from tests.rpt_train.taskkit import task_rows
 

@@ -1,4 +1,4 @@
-"""The shard contract (rpt_train.shards): discovery, the typed manifest, the one tokenizer check."""
+"""The shard contract (rpt_core.data.shards): discovery, the typed manifest, the one tokenizer check."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from rpt_train.errors import RptError
-from rpt_train.shards import (
+from rpt_core.data.shards import (
     MANIFEST_NAME,
     Manifest,
     check_tokenizer,
@@ -16,6 +15,7 @@ from rpt_train.shards import (
     shard_paths,
     write_shard,
 )
+from rpt_core.runtime.errors import RptError
 from tests.rpt_train.evalkit import shard_row, tiny_tokenizer
 
 
@@ -80,9 +80,9 @@ def test_a_shard_written_before_span_class_loads_everywhere(tmp_path):
     before (the trainer's stream, the verl export and inspect never ask for it)."""
     import pyarrow.parquet as pq
 
-    from rpt_data.inspect import summarize_split
-    from rpt_train.shards import iter_rows
-    from rpt_train.stream import ShardStream
+    from rpt_core.data.shards import iter_rows
+    from rpt_core.data.stream import ShardStream
+    from rpt_data.shard_report import summarize_split
 
     rows = [shard_row("d", "x", ["a"], 1.0, position=p) for p in (1, 2)]
     path = tmp_path / "train" / shard_name("train", 0, 0)

@@ -1,5 +1,5 @@
-"""Span classes (rpt_train.corpus.spans): validation, mapping onto a rendered document, the token rule, and
-the reader keeping a document whose spans are malformed."""
+"""Span classes (rpt_core.data.corpus.spans): validation, mapping onto a rendered document, the token rule,
+and the reader keeping a document whose spans are malformed."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from rpt_train.corpus.documents import record_to_document
-from rpt_train.corpus.readers import ReadStats, iter_documents
-from rpt_train.corpus.spans import (
+from rpt_core.data.corpus.documents import record_to_document
+from rpt_core.data.corpus.readers import ReadStats, iter_documents
+from rpt_core.data.corpus.spans import (
     COMPUTED,
     COMPUTED_OP,
     GIVEN,

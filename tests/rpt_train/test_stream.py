@@ -8,9 +8,9 @@ from collections import Counter
 import pyarrow.parquet as pq
 import pytest
 
-from rpt_train import shards, stream
-from rpt_train.errors import RptError
-from rpt_train.stream import BufferShuffle, ShardStream
+from rpt_core.data import shards, stream
+from rpt_core.data.stream import BufferShuffle, ShardStream
+from rpt_core.runtime.errors import RptError
 
 SIZES = (30, 17, 45, 8, 22)  # rows per shard; row groups of 7 give uneven units (5 + 3 + 7 + 2 + 4 = 21)
 N = sum(SIZES)

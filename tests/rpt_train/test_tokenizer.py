@@ -1,4 +1,4 @@
-"""Tests for rpt_train.tokenizer against the real Qwen3 tokenizer and tiny hand-built ones."""
+"""Tests for rpt_core.text.tokenizer against the real Qwen3 tokenizer and tiny hand-built ones."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers
 
-from rpt_train.errors import RptError
-from rpt_train.tokenizer import Tokenizer, TokenSpanMismatch, bytes_to_unicode
+from rpt_core.runtime.errors import RptError
+from rpt_core.text.tokenizer import Tokenizer, TokenSpanMismatch, bytes_to_unicode
 from tests.conftest import CHAMP, GSM8K, QWEN3_DIR
 
 QWEN_DIR = QWEN3_DIR

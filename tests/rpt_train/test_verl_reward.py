@@ -12,13 +12,13 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from rpt_data.verl_format import check_think_end, verl_row
-from rpt_train.errors import RptError
-from rpt_train.prompts import load_template
-from rpt_train.rl.reward import score_rows
+from rpt_core.reward import score_rows
+from rpt_core.runtime.errors import RptError
+from rpt_core.text.prompts import load_template
+from rpt_core.text.tokenizer import Tokenizer
+from rpt_core.verl_reward import compute_score
+from rpt_data.export.verl_rows import check_think_end, verl_row
 from rpt_train.rl.rollout import extract_predictions, stop_token_ids
-from rpt_train.tokenizer import Tokenizer
-from rpt_train.verl_reward import compute_score
 from tests.conftest import QWEN3_TOKENIZER
 
 CONTEXT = "Add the two numbers. The sum of 19 and 23 is"

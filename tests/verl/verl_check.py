@@ -49,8 +49,8 @@ def fail(text: str) -> None:
 
 def make_shards(out: Path) -> None:
     """Rows at every 5th position of each document: context, the next LABEL_TOKENS tokens' bytes."""
-    from rpt_train.shards import SCHEMA_VERSION, rows_to_table, shard_name, write_shard
-    from rpt_train.tokenizer import Tokenizer
+    from rpt_core.data.shards import SCHEMA_VERSION, rows_to_table, shard_name, write_shard
+    from rpt_core.text.tokenizer import Tokenizer
 
     tok = Tokenizer.load(QWEN3)
     rows = {"train": [], "val": []}
@@ -127,8 +127,8 @@ def check_prompts(cfg, data: Path, template, rpt_tok) -> int:
     from verl.utils.dataset.rl_dataset import RLHFDataset
     from verl.utils.tokenizer.continuous_token_wiring import create_continuous_token_builder
 
+    from rpt_core.data.shards import iter_rows, shard_paths
     from rpt_train.rl.rollout import encode_prompts
-    from rpt_train.shards import iter_rows, shard_paths
 
     hf = hf_tokenizer(str(QWEN3))
     if cfg.actor_rollout_ref.model.custom_chat_template is not None:  # as verl's agent loop does
@@ -179,9 +179,9 @@ def check_rewards(cfg, data: Path, template, rpt_tok) -> tuple[int, set[float]]:
     from verl.trainer.ppo.reward import load_reward_manager
     from verl.utils import hf_tokenizer
 
-    from rpt_train.rl.reward import score_rows
+    from rpt_core.data.shards import iter_rows
+    from rpt_core.reward import score_rows
     from rpt_train.rl.rollout import extract_predictions, stop_token_ids
-    from rpt_train.shards import iter_rows
 
     manager = load_reward_manager(cfg, hf_tokenizer(str(QWEN3)))  # verl's own reward-function loader
     exported = pq.read_table(data / "train.parquet").to_pylist()  # the verl rows
@@ -218,8 +218,8 @@ def check_rewards(cfg, data: Path, template, rpt_tok) -> tuple[int, set[float]]:
 def main() -> None:
     import verl
 
-    from rpt_train.prompts import load_template
-    from rpt_train.tokenizer import Tokenizer
+    from rpt_core.text.prompts import load_template
+    from rpt_core.text.tokenizer import Tokenizer
 
     say(f"verl {verl.__version__} imported on CPU (python {sys.version.split()[0]})")
     if not (QWEN3 / "tokenizer.json").is_file():

@@ -9,10 +9,10 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from rpt_train.corpus.spans import COMPUTED_OP, GIVEN, TEXT
+from rpt_core.data.corpus.spans import COMPUTED_OP, GIVEN, TEXT
+from rpt_core.data.shards import rows_to_table, shard_name, write_shard
 from rpt_train.eval.run import run_eval
 from rpt_train.eval.stats import Z95
-from rpt_train.shards import rows_to_table, shard_name, write_shard
 from tests.rpt_train.eval.test_eval_run import ROWS, config, setup, tok  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_thread")

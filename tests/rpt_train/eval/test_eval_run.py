@@ -13,11 +13,11 @@ import torch
 from click.testing import CliRunner
 
 import rpt_train.eval.run as eval_run
-from rpt_train.errors import RptError
+from rpt_core.data.shards import MANIFEST_NAME, rows_to_table, shard_name, write_shard
+from rpt_core.runtime.errors import RptError
+from rpt_core.text.tokenizer import Tokenizer
 from rpt_train.eval.run import EvalConfig, format_table, run_eval
 from rpt_train.rl.checkpoint import TRAINER_STATE
-from rpt_train.shards import MANIFEST_NAME, rows_to_table, shard_name, write_shard
-from rpt_train.tokenizer import Tokenizer
 from tests.rpt_train.evalkit import bigram_model, shard_row, tiny_tokenizer
 
 # ------------------------------------------------------------------------------------------- fixtures

@@ -12,6 +12,11 @@ import torch
 
 import rpt_train.eval.score as evaluate
 import rpt_train.rl.rollout as rollout_module
+from rpt_core.data.shards import rows_to_table, shard_name, write_shard
+from rpt_core.model import Qwen3ForCausalLM
+from rpt_core.runtime.progress import Progress
+from rpt_core.text.prompts import load_template
+from rpt_core.text.tokenizer import Tokenizer
 from rpt_train.eval.run import EvalConfig, load_rows
 from rpt_train.eval.score import (
     BUCKETS,
@@ -24,13 +29,8 @@ from rpt_train.eval.score import (
     sampled_accuracy,
     select_samples,
 )
-from rpt_train.model import Qwen3ForCausalLM
-from rpt_train.progress import Progress
-from rpt_train.prompts import load_template
 from rpt_train.rl.objective_rpt import RptObjective
 from rpt_train.rl.rollout import rollout, stop_token_ids
-from rpt_train.shards import rows_to_table, shard_name, write_shard
-from rpt_train.tokenizer import Tokenizer
 from tests.rpt_train.evalkit import bigram_model, shard_row, tiny_tokenizer
 from tests.rpt_train.taskkit import TextTemplate
 

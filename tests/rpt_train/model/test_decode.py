@@ -10,10 +10,10 @@ import shutil
 import pytest
 import torch
 
-from rpt_train.errors import RptError
-from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
-from rpt_train.model.decode import DecodeOptions, Decoder, decode_step, row_bucket
-from rpt_train.model.kv_cache import KVCache
+from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
+from rpt_core.model.decode import DecodeOptions, Decoder, decode_step, row_bucket
+from rpt_core.model.kv_cache import KVCache
+from rpt_core.runtime.errors import RptError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -106,7 +106,7 @@ def test_cuda_graphs_need_cuda(model):
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 9, 16])
 def test_lm_head_rows_equals_the_lm_head(model, rows):
-    from rpt_train.model.decode import lm_head_rows
+    from rpt_core.model.decode import lm_head_rows
 
     hidden = torch.randn(rows, 64, generator=torch.Generator().manual_seed(rows))
     with torch.no_grad():
@@ -122,7 +122,7 @@ def test_compiled_decode_gives_the_eager_tokens_as_rows_leave():
     """``DecodeOptions(compile=True)`` on a CPU (inductor, no CUDA graphs; about 15 s of compiling): greedy
     rows of different prompt lengths that stop at different steps give the eager path's tokens, mask and
     (to float rounding) log-probs, through every row bucket and key window the batch passes."""
-    from rpt_train.generate import SamplingParams, generate
+    from rpt_core.model.generation import SamplingParams, generate
 
     torch.manual_seed(0)
     cfg = Qwen3Config.preset("tiny", vocab_size=300, hidden_size=64, intermediate_size=128,

@@ -11,9 +11,9 @@ import pytest
 import torch
 import transformers
 
-from rpt_train.errors import RptError
-from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
-from rpt_train.model.gguf import GgufFile, hf_config_dict, unpermute_qk
+from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
+from rpt_core.model.gguf import GgufFile, hf_config_dict, unpermute_qk
+from rpt_core.runtime.errors import RptError
 from tests.rpt_train.ggufkit import dequantized, llama_cpp_permute, write_gguf
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rpt_train.generate import SamplingParams, generate, left_pad
-from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
-from rpt_train.model.logprobs import LogprobModule, logprobs_from_hidden, token_logprobs
+from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
+from rpt_core.model.generation import SamplingParams, generate, left_pad
+from rpt_core.model.logprobs import LogprobModule, logprobs_from_hidden, token_logprobs
 from rpt_train.rl.update import trim_padding
 
 V = 64

@@ -10,8 +10,8 @@ import json
 import pytest
 import torch
 
-from rpt_train.errors import RptError
-from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
+from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
+from rpt_core.runtime.errors import RptError
 
 ATOL = 1e-5
 

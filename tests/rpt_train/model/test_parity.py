@@ -14,7 +14,7 @@ import pytest
 import torch
 import transformers
 
-from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
+from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
 
 ATOL = 1e-4
 # Small shapes that still exercise GQA (4 query heads over 2 KV heads) and head_dim != hidden / heads.

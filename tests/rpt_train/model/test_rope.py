@@ -13,15 +13,15 @@ import torch
 import transformers
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from rpt_train.errors import RptError
-from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
-from rpt_train.model.rope import (
+from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
+from rpt_core.model.rope import (
     default_inv_freq,
     normalize_scaling,
     rope_cos_sin,
     rope_frequencies,
     yarn_attention_factor,
 )
+from rpt_core.runtime.errors import RptError
 
 LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
           "original_max_position_embeddings": 64}  # fmt: skip

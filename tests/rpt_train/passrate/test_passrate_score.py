@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from rpt_core.data.shards import iter_rows, rows_to_table, shard_name, shard_paths, write_shard
+from rpt_core.runtime.errors import RptError
 from rpt_train.cli.passrate import passrate_cmd
-from rpt_train.errors import RptError
 from rpt_train.passrate.score import PassRateConfig, run_passrate
-from rpt_train.passrate.select import read_side_file
-from rpt_train.shards import iter_rows, rows_to_table, shard_name, shard_paths, write_shard
+from rpt_train.passrate.selection import read_side_file
 from tests.rpt_train.evalkit import bigram_model, shard_row, tiny_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")

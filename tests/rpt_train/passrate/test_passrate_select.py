@@ -9,9 +9,9 @@ import json
 import pytest
 import torch
 
-from rpt_train.errors import RptError
+from rpt_core.runtime.errors import RptError
 from rpt_train.passrate.estimate import Band, pass_at_k
-from rpt_train.passrate.select import (
+from rpt_train.passrate.selection import (
     SIDE_FILE,
     load_selection,
     select,

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from rpt_train.distributed import gather_full_state
-from rpt_train.errors import RptError
-from rpt_train.model import Qwen3Config, Qwen3ForCausalLM
+from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
+from rpt_core.runtime.distributed import gather_full_state
+from rpt_core.runtime.errors import RptError
 from rpt_train.rl import checkpoint as ckpt
 from rpt_train.rl.checkpoint import (
     checkpoint_steps,

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from rpt_train.errors import RptError
+from rpt_core.runtime.errors import RptError
 from rpt_train.rl.grpo import (
     ADVANTAGES,
     LOSS_AGG,

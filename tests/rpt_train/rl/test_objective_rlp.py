@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rpt_train.errors import RptError
-from rpt_train.model.logprobs import LogprobModule
-from rpt_train.prompts import load_template
+from rpt_core.model.logprobs import LogprobModule
+from rpt_core.runtime.errors import RptError
+from rpt_core.text.prompts import load_template
 from rpt_train.rl.config import TrainConfig
 from rpt_train.rl.grpo import GrpoLossConfig, compute_advantages, leave_one_out_advantages
 from rpt_train.rl.objective import ObjectiveContext, build_objective

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rpt_train.errors import RptError
+from rpt_core.runtime.errors import RptError
 from rpt_train.pretrain import PretrainConfig, checkpoint_to_resume, pretrain
 from rpt_train.rl.checkpoint import latest_checkpoint, load_trainer_state
 from rpt_train.rl.trainer import Trainer

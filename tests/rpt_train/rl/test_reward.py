@@ -11,9 +11,9 @@ from itertools import accumulate
 
 import pytest
 
-from rpt_train.errors import RptError
-from rpt_train.rl.reward import REWARDS, compute_rewards, first_token_reward, prefix_reward
-from rpt_train.tokenizer import byte_level_token_bytes
+from rpt_core.reward import REWARDS, compute_rewards, first_token_reward, prefix_reward
+from rpt_core.runtime.errors import RptError
+from rpt_core.text.tokenizer import byte_level_token_bytes
 
 
 @pytest.fixture(scope="module")

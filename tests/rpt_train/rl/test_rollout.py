@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rpt_train.generate import SamplingParams
-from rpt_train.prompts import load_template
+from rpt_core.model.generation import SamplingParams
+from rpt_core.reward import compute_rewards
+from rpt_core.text.prompts import load_template
+from rpt_core.text.tokenizer import Tokenizer
 from rpt_train.rl.grpo import group_advantages
 from rpt_train.rl.objective_rpt import RptObjective
-from rpt_train.rl.reward import compute_rewards
 from rpt_train.rl.rollout import (
     RolloutSpec,
     concat_rollouts,
@@ -21,7 +22,6 @@ from rpt_train.rl.rollout import (
     select_groups,
     truncate_context,
 )
-from rpt_train.tokenizer import Tokenizer
 from tests.rpt_train.taskkit import (
     TextTemplate,
     next_letter,
@@ -77,7 +77,7 @@ def test_plain_rollout_rewards_and_advantages(tok):
 
 def test_rewards_follow_the_generated_tokens(tok, monkeypatch):
     """With generate() replaced by a fixed output, rewards and advantages are exactly predictable."""
-    from rpt_train.generate import Generation
+    from rpt_core.model.generation import Generation
     from rpt_train.rl import rollout as rollout_mod
 
     rows = task_rows(2)

@@ -18,13 +18,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from rpt_core.runtime.errors import RptError
+from rpt_core.text.tokenizer import Tokenizer
 from rpt_train.cli.run import run
-from rpt_train.errors import RptError
 from rpt_train.rl.checkpoint import RUN_CONFIG, latest_checkpoint
 from rpt_train.rl.config import RESUMABLE, TrainConfig
 from rpt_train.rl.grpo import ADVANTAGES, silent_with_one_completion
 from rpt_train.rl.trainer import Trainer
-from rpt_train.tokenizer import Tokenizer
 from tests.rpt_train.faultkit import corrupt_data_pages
 from tests.rpt_train.taskkit import LETTERS, letters_bpe, save_model_dir, tiny_tokenizer, write_task_shards
 
@@ -180,9 +180,9 @@ def test_a_tokenizer_that_is_not_the_models_is_refused(task, tmp_path):
 
 
 def test_a_shard_that_differs_from_the_manifest_stops_the_run_before_training(task, tmp_path):
-    from rpt_train import shards as S
-    from rpt_train.io import sha256_file
-    from rpt_train.shards import Manifest, shard_paths
+    from rpt_core.data import shards as S
+    from rpt_core.data.shards import Manifest, shard_paths
+    from rpt_core.runtime.files import sha256_file
 
     shards = tmp_path / "shards"
     shutil.copytree(task["shards"], shards)

@@ -17,15 +17,15 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from rpt_train.cli.common import Terminated, stop_signals
+from rpt_core.runtime.cli import Terminated, stop_signals
+from rpt_core.runtime.errors import RptError
+from rpt_core.text.tokenizer import Tokenizer
 from rpt_train.cli.run import run
-from rpt_train.errors import RptError
 from rpt_train.rl import objective_rpt
 from rpt_train.rl import trainer as trainer_mod
 from rpt_train.rl.checkpoint import latest_checkpoint
 from rpt_train.rl.config import TrainConfig
 from rpt_train.rl.trainer import Trainer, lr_factor
-from rpt_train.tokenizer import Tokenizer
 from tests.rpt_train.taskkit import save_model_dir, tiny_tokenizer, write_task_shards
 
 REPO = Path(__file__).resolve().parents[3]
@@ -170,7 +170,7 @@ def test_two_ranks_keep_identical_weights(task, tmp_path):
         "    temperature=1.0, quiet=True, save_every=0, dynamic_sampling=True, max_resample_batches=2,\n"
         "    val_every=3, val_samples=8)\n"
         "tr = Trainer(cfg)\n"
-        "from rpt_train.stream import ShardStream\n"  # the row each rank starts from: they must differ
+        "from rpt_core.data.stream import ShardStream\n"  # the row each rank starts from: they must differ
         "st = ShardStream(tr.stream.paths, 0, cfg.shuffle_buffer, tr.rank, tr.world)\n"
         "first = next(iter(st))['doc_id']\n"
         "res = tr.train()\n"
@@ -306,7 +306,7 @@ def test_kl_to_frozen_reference_and_gradient_checkpointing(task, tmp_path):
 
 
 def test_empty_contexts_are_skipped_and_counted(task, tmp_path):
-    from rpt_train import shards
+    from rpt_core.data import shards
     from tests.rpt_train.taskkit import task_rows
 
     rows = task_rows(12)

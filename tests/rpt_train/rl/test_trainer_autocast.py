@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rpt_train.errors import RptError
-from rpt_train.model.kv_cache import KVCache
+from rpt_core.model.kv_cache import KVCache
+from rpt_core.runtime.errors import RptError
 from rpt_train.rl import trainer as trainer_mod
 from rpt_train.rl.config import TrainConfig
 from rpt_train.rl.trainer import Trainer
@@ -99,7 +99,7 @@ def test_the_update_to_weight_ratio_is_logged_and_is_zero_when_nothing_moved(tas
 FSDP_RUN = """
 import json, sys, torch
 torch.set_num_threads(1)
-from rpt_train.model.kv_cache import KVCache
+from rpt_core.model.kv_cache import KVCache
 from rpt_train.rl.config import TrainConfig
 from rpt_train.rl import trainer as trainer_mod
 from rpt_train.rl.trainer import Trainer

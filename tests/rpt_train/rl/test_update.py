@@ -9,7 +9,7 @@ import copy
 import pytest
 import torch
 
-from rpt_train.model.logprobs import LogprobModule
+from rpt_core.model.logprobs import LogprobModule
 from rpt_train.rl.grpo import GrpoLossConfig
 from rpt_train.rl.objective_rpt import RptObjective
 from rpt_train.rl.rollout import RolloutSpec, rollout, sampling_params
