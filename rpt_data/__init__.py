@@ -1,6 +1,7 @@
-"""rpt_data: turns an OmniMATH-style corpus into RPT Parquet shards.
+"""rpt_data: turns an OmniMATH-style corpus into RPT Parquet shards (over ``rpt_core``; never imports
+``rpt_train``).
 
-Reads records, renders documents, scores every position with a proxy model (``rpt_train``'s Qwen3),
+Reads records, renders documents, scores every position with a proxy model (``rpt_core``'s Qwen3),
 keeps high-entropy positions and writes shards in the schema defined by ``rpt_core.data.shards``.
 """
 

@@ -1,7 +1,9 @@
-"""rpt_train: the lower layer of rpt.
+"""rpt_train: training on RPT shards, over ``rpt_core``.
 
-A from-scratch Qwen3 (HF-checkpoint compatible), KV-cache generation, the tokenizer layer, the RPT shard
-schema and reader, rewards, GRPO math and the trainer. Nothing here imports ``rpt_data``.
+``rl/`` (rollouts, GRPO math, the RPT and RLP objectives, the trainer and its checkpoint), ``pretrain``
+(continued pretraining, the compute-matched baseline), ``eval/`` (accuracy by entropy bucket and span
+class), ``passrate/`` (pass rates of a policy before RL), ``convert`` (GGUF -> HF) and ``cli/``. It never
+imports ``rpt_data``; ``model``, ``generate`` and ``verl_reward`` re-export the documented API from the core.
 """
 
 __version__ = "0.1.0"

@@ -1,7 +1,6 @@
 """Reading OmniMATH-style corpora: records from hub datasets or local files -> ``Document``s.
 
-Lives in ``rpt_train`` (the lower layer) because both ``rpt-data build`` and ``rpt-train pretrain`` read
-corpora the same way; ``rpt_data`` imports it from here.
+In the core because ``rpt-data build`` and ``rpt-train pretrain`` read corpora the same way.
 """
 
 from rpt_core.data.corpus.documents import DEFAULT_TEMPLATE, Document, render_text, template_fields
