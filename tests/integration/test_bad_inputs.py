@@ -4,7 +4,7 @@
 ``COMMANDS`` holds a working invocation of every command; ``CASES`` says how each kind of bad input spoils
 one, and for which commands. ``test_every_command_is_in_the_suite`` walks both click groups, so a new
 command fails until it is added here, and then inherits the cases that apply to every command (a broken
-recipe, an unknown option, ``-h``). The world they share is tiny: the taskkit tokenizer and model (as
+recipe, an unknown option, ``-h``). The world they share is tiny: the tiny task's tokenizer and model (as
 proxy, policy and pretraining tokenizer), a corpus of letters and shards built from it.
 """
 
@@ -29,9 +29,16 @@ from rpt_core.model.hf_io import WEIGHTS_NAME
 from rpt_data.build import BuildConfig, build
 from rpt_data.cli import main as data_main
 from rpt_train.cli import main as train_main
-from tests.rpt_train.faultkit import corrupt_data_pages, truncate, unwritable_dir, write_lock
-from tests.rpt_train.ggufkit import write_gguf
-from tests.rpt_train.taskkit import LETTERS, save_model_dir, tiny_tokenizer
+from tests.helpers import (
+    LETTERS,
+    corrupt_data_pages,
+    save_model_dir,
+    tiny_tokenizer,
+    truncate,
+    unwritable_dir,
+    write_gguf,
+    write_lock,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

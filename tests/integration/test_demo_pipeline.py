@@ -1,12 +1,12 @@
 """The whole demo pipeline (pipelines/demo.sh, then demo-rlp.sh) on a micro recipe: every step runs and
 the tables appear.
 
-This is `make demo` with smaller numbers (tests/pipelines/micro.toml), so CI checks that the README's main
-command works end to end: generate (with reasoning demonstrations) -> tokenizer -> pretrain -> build -> the
-base's pass rates on training positions (the gates) -> RPT with the think template -> compute-matched baseline
--> eval (by bucket and by span class); then `make demo-rlp` (RLP from the same base on the same shards at the
-RPT run's compute, evaluated beside it) and RLP on shards that keep every position (RLP needs no entropy
-filter and no verifier).
+This is `make demo` with smaller numbers (tests/integration/pipelines/micro.toml), so CI checks that the
+README's main command works end to end: generate (with reasoning demonstrations) -> tokenizer -> pretrain ->
+build -> the base's pass rates on training positions (the gates) -> RPT with the think template ->
+compute-matched baseline -> eval (by bucket and by span class); then `make demo-rlp` (RLP from the same
+base on the same shards at the RPT run's compute, evaluated beside it) and RLP on shards that keep every
+position (RLP needs no entropy filter and no verifier).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "tests" / "pipelines" / "micro.toml"
+REPO = Path(__file__).resolve().parents[2]
+RECIPE = REPO / "tests" / "integration" / "pipelines" / "micro.toml"
 BIN = Path(sys.executable).parent
 
 

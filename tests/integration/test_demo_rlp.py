@@ -16,9 +16,9 @@ from click.testing import CliRunner
 from rpt_train.cli import main
 from rpt_train.rl.config import TrainConfig
 from rpt_train.rl.trainer import Trainer
-from tests.rpt_train.taskkit import save_model_dir, think_copy_model, tiny_tokenizer, write_task_shards
+from tests.helpers import save_model_dir, think_copy_model, tiny_tokenizer, write_task_shards
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RECIPE = """
 [train]
 template = "think"

@@ -28,7 +28,7 @@ from rpt_core.model.decode import DecodeOptions, decode_step
 from rpt_core.model.generation import SamplingParams, generate
 from rpt_core.model.logprobs import token_logprobs
 from tests.conftest import SMOLLM2_GGUF
-from tests.rpt_train.model import test_parity as parity
+from tests.rpt_core.model import test_parity as parity
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")
@@ -195,7 +195,7 @@ def test_decode_loop_syncs_with_the_host_once_per_check():
 def test_two_trainer_steps_with_bf16_autocast_and_fused_adamw(tmp_path):
     from rpt_train.rl.config import TrainConfig
     from rpt_train.rl.trainer import Trainer
-    from tests.rpt_train.taskkit import save_model_dir, tiny_tokenizer, write_task_shards
+    from tests.helpers import save_model_dir, tiny_tokenizer, write_task_shards
 
     tok = tiny_tokenizer()
     shards = write_task_shards(tmp_path / "shards", tok, n_train=64, n_val=8)

@@ -9,13 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MODULES = [
     "rpt_train.cli",
     "rpt_data.cli",
     "rpt_train.rl.trainer",
     "rpt_train.eval.run",
-    "tests.rpt_train.test_gpu",
+    "tests.integration.test_gpu",
     "benchmarks.gpu_check",
     "benchmarks.rollout_model",
 ]
@@ -72,7 +72,7 @@ def test_the_smollm2_gpu_check_skips_with_a_reason_without_its_file_or_gguf(tmp_
 
     import pytest
 
-    from tests.rpt_train.test_gpu import smollm2_file
+    from tests.integration.test_gpu import smollm2_file
 
     monkeypatch.setenv("RPT_SMOLLM2_GGUF", str(tmp_path / "missing.gguf"))
     with pytest.raises(pytest.skip.Exception, match="not found"):

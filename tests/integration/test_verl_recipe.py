@@ -21,7 +21,7 @@ from rpt_core.text.prompts import load_template
 from rpt_data.cli import main as rpt_data
 from rpt_data.export.verl_rows import RAW_CHAT_TEMPLATE, REWARD_FUNCTION, prompt_messages
 from tests.conftest import REPO
-from tests.rpt_train.taskkit import tiny_tokenizer, write_task_shards
+from tests.helpers import tiny_tokenizer, write_task_shards
 
 SCRIPT = REPO / "pipelines" / "verl-grpo.sh"
 TEXT = SCRIPT.read_text(encoding="utf-8")

@@ -2,7 +2,7 @@
 a second build on the same OUT, a top-k beyond the vocabulary, copies of a document on both sides of the
 split; and a failed build leaves OUT as it was.
 
-A tiny proxy (the taskkit tokenizer and model: 18 tokens) on a corpus of letters keeps every build to a
+A tiny proxy (the tiny task's tokenizer and model: 18 tokens) on a corpus of letters keeps every build to a
 second or two.
 """
 
@@ -25,7 +25,7 @@ from rpt_core.data.shards import Manifest, check_context_cap
 from rpt_core.runtime.errors import RptError
 from rpt_data import sink
 from rpt_data.build import BuildConfig, build
-from tests.rpt_train.taskkit import LETTERS, save_model_dir, tiny_tokenizer
+from tests.helpers import LETTERS, save_model_dir, tiny_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
 

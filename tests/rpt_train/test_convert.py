@@ -21,9 +21,8 @@ from tokenizers import pre_tokenizers
 from rpt_core.model import Qwen3ForCausalLM
 from rpt_core.text.tokenizer import Tokenizer
 from rpt_train.cli import main
-from tests.rpt_train.ggufkit import write_gguf
-from tests.rpt_train.taskkit import tiny_model, tiny_tokenizer
-from tests.rpt_train.test_gguf_tokenizer import corpus_texts
+from tests.helpers import tiny_model, tiny_tokenizer, write_gguf
+from tests.rpt_core.text.test_gguf_tokenizer import corpus_texts
 
 ATOL = 1e-3
 

@@ -26,7 +26,7 @@ from rpt_train.rl.objective_rlp import RlpObjective
 from rpt_train.rl.objective_rpt import RptObjective
 from rpt_train.rl.rollout import RolloutSpec, rollout, sampling_params, stop_token_ids
 from rpt_train.rl.update import MicroBatchSettings, backward_micro_batches, batched_logprobs
-from tests.rpt_train.taskkit import (
+from tests.helpers import (
     TextTemplate,
     repeat_rows,
     save_model_dir,

@@ -7,6 +7,7 @@ import io
 import json
 import math
 import sys
+from functools import partial
 
 import click
 import numpy as np
@@ -24,6 +25,7 @@ from rpt_core.text.tokenizer import Tokenizer
 from rpt_data.synth.families import dump_record, generate_records
 from rpt_data.tokenizer_train import train_tokenizer
 from rpt_train.pretrain import PretrainConfig, eval_loss, lm_loss, lr_at, pretrain, sample_batch, token_stream
+from tests import helpers
 
 VOCAB = 384
 
@@ -42,20 +44,7 @@ def micro(tmp_path_factory):
     return {"root": root, "corpus": str(root / "corpus.jsonl"), "tokenizer": str(root / "tokenizer.json")}
 
 
-def tiny_model(vocab: int = 50, tie: bool = True) -> Qwen3ForCausalLM:
-    cfg = Qwen3Config.preset(
-        "tiny",
-        vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        tie_word_embeddings=tie,
-    )
-    torch.manual_seed(0)
-    return Qwen3ForCausalLM(cfg)
+tiny_model = partial(helpers.tiny_model, 50, layers=1, heads=2, kv_heads=1, head_dim=16, positions=2048)
 
 
 def no_autocast():

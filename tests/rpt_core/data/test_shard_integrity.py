@@ -18,8 +18,7 @@ from rpt_core.data.shards import (
 from rpt_core.data.stream import ShardStream
 from rpt_core.runtime.errors import RptError
 from rpt_core.runtime.files import sha256_file
-from tests.rpt_train.faultkit import corrupt_data_pages
-from tests.rpt_train.taskkit import task_rows
+from tests.helpers import corrupt_data_pages, task_rows
 
 
 def write_build(out, n_files=2, rows=64):

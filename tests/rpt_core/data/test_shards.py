@@ -16,7 +16,7 @@ from rpt_core.data.shards import (
     write_shard,
 )
 from rpt_core.runtime.errors import RptError
-from tests.rpt_train.evalkit import shard_row, tiny_tokenizer
+from tests.helpers import byte_tokenizer, shard_row
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_manifest_absent_partial_and_bad(tmp_path):
 
 
 def test_check_tokenizer_refuses_another_vocabulary():
-    tok = tiny_tokenizer()
+    tok = byte_tokenizer()
     check_tokenizer(None, tok)  # hand-made shards: nothing to check
     check_tokenizer(Manifest(tokenizer_base_vocab_fingerprint=tok.base_vocab_fingerprint), tok)
     with pytest.raises(RptError, match="another tokenizer"):

@@ -11,8 +11,7 @@ from rpt_core.model import Qwen3ForCausalLM
 from rpt_core.model.hf_io import INDEX_NAME, WEIGHTS_NAME
 from rpt_core.runtime.errors import RptError
 from rpt_train.rl.checkpoint import load_checkpoint, save_checkpoint
-from tests.rpt_train.faultkit import truncate
-from tests.rpt_train.taskkit import save_model_dir, tiny_model, tiny_tokenizer
+from tests.helpers import save_model_dir, tiny_model, tiny_tokenizer, truncate
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])

@@ -1,4 +1,4 @@
-"""GGUF loading on small random models written the way llama.cpp writes them (tests/rpt_train/ggufkit.py):
+"""GGUF loading on small random models written the way llama.cpp writes them (tests/helpers/gguf_files.py):
 exact round trips for llama (its q/k permutation undone), qwen2 and qwen3, parity with transformers' own
 GGUF loading of the same file, and one-line refusals of what the reader does not support.
 """
@@ -14,7 +14,7 @@ import transformers
 from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
 from rpt_core.model.gguf import GgufFile, hf_config_dict, unpermute_qk
 from rpt_core.runtime.errors import RptError
-from tests.rpt_train.ggufkit import dequantized, llama_cpp_permute, write_gguf
+from tests.helpers import dequantized, llama_cpp_permute, write_gguf
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -3,26 +3,20 @@ plain full-logits computation."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 
-from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
 from rpt_core.model.generation import SamplingParams, generate, left_pad
 from rpt_core.model.logprobs import LogprobModule, logprobs_from_hidden, token_logprobs
 from rpt_train.rl.update import trim_padding
+from tests import helpers
 
 V = 64
 
 
-def tiny_model(seed: int = 0) -> Qwen3ForCausalLM:
-    torch.manual_seed(seed)
-    cfg = Qwen3Config(
-        vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=8, rope_theta=10_000.0, eos_token_id=None, torch_dtype="float32",
-    )  # fmt: skip
-    model = Qwen3ForCausalLM(cfg)
-    model.init_weights(std=0.3)  # peaked enough that log-probs vary a lot across tokens
-    return model.float().eval()
+tiny_model = partial(helpers.tiny_model, V, std=0.3, eval=True)  # std: log-probs vary a lot across tokens
 
 
 def sequences(prompts, gen, pad_id=0):

@@ -6,23 +6,22 @@ are one-line RptErrors.
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import pytest
 import torch
 
 from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
 from rpt_core.runtime.errors import RptError
+from tests import helpers
 
 ATOL = 1e-5
 
 
-def tiny_model(seed: int = 0, **overrides) -> Qwen3ForCausalLM:
-    torch.manual_seed(seed)
-    cfg = Qwen3Config.preset("tiny", vocab_size=256, hidden_size=64, intermediate_size=128,
-                             num_hidden_layers=2, head_dim=24, **overrides)  # fmt: skip
-    model = Qwen3ForCausalLM(cfg)
-    model.init_weights(std=0.1)  # larger than the default so logits differences are visible
-    return model.eval()
+# The "tiny" preset at vocab 256, wider heads; std larger than the default so logits differences are visible.
+tiny_model = partial(
+    helpers.tiny_model, 256, hidden=64, intermediate=128, head_dim=24, positions=2048, std=0.1, eval=True
+)
 
 
 def padded_batch() -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,7 +18,7 @@ from rpt_core.text.tokenizer import Tokenizer
 from rpt_train.eval.run import EvalConfig
 from rpt_train.rl.config import OBJECTIVE_NAMES, TrainConfig
 from rpt_train.rl.objective import OBJECTIVES
-from tests.rpt_train.test_chat import QWEN_DIR
+from tests.rpt_core.text.test_chat import QWEN_DIR
 
 
 @dataclass

@@ -7,20 +7,18 @@ import os
 import subprocess
 import sys
 import textwrap
+from functools import partial
 
 import pytest
 import torch
 
-from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
 from rpt_core.runtime import distributed as D
+from tests.helpers import tiny_model
 
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
-def _tiny() -> Qwen3ForCausalLM:
-    cfg = Qwen3Config.preset("tiny", vocab_size=64, num_hidden_layers=2, hidden_size=32, intermediate_size=64,
-                             num_attention_heads=2, num_key_value_heads=1, head_dim=16)  # fmt: skip
-    return Qwen3ForCausalLM(cfg)
+_tiny = partial(tiny_model, 64, None, heads=2, kv_heads=1, head_dim=16, positions=2048)  # unseeded
 
 
 def test_single_process_is_a_no_op(monkeypatch):

@@ -13,9 +13,9 @@ import pytest
 
 from rpt_core.runtime.errors import RptError
 from rpt_core.runtime.lock import LOCK_NAME, Holder, OutputLock, output_lock
-from tests.rpt_train.faultkit import dead_pid, unwritable_dir, write_lock
+from tests.helpers import dead_pid, unwritable_dir, write_lock
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_a_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path):

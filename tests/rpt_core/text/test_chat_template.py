@@ -18,7 +18,7 @@ from tokenizers import decoders, models, pre_tokenizers
 from rpt_core.runtime.errors import RptError
 from rpt_core.text.chat_template import BUILTIN_QWEN3, ChatSpec, JinjaChat, read_chat_spec
 from rpt_core.text.tokenizer import Tokenizer
-from tests.rpt_train.test_chat import CONVERSATIONS, QWEN_DIR
+from tests.rpt_core.text.test_chat import CONVERSATIONS, QWEN_DIR
 
 SMOLLM2_STYLE = Path(__file__).resolve().parent / "fixtures" / "smollm2-style"
 CHATML_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]

@@ -1,5 +1,5 @@
 """Tokenizers built from GGUF metadata (rpt_core.text.gguf_tokenizer), on GGUFs written as llama.cpp does
-(tests/rpt_train/ggufkit.py): a Qwen GGUF tokenizes the shipped corpora (GSM8K, CHAMP) exactly as Qwen3's own
+(tests/helpers/gguf_files.py): a Qwen GGUF tokenizes the shipped corpora (GSM8K, CHAMP) exactly as Qwen3's own
 tokenizer.json does, SmolLM's rule isolates digits as llama.cpp's does, the Llama-3 rule agrees with
 transformers, and what cannot be built exactly is refused in one line. The real SmolLM2 file is checked
 against transformers in test_convert.py."""
@@ -16,7 +16,7 @@ from rpt_core.runtime.errors import RptError
 from rpt_core.text.gguf_tokenizer import tokenizer_config_from_gguf, tokenizer_from_gguf
 from rpt_core.text.tokenizer import Tokenizer
 from tests.conftest import CHAMP, GSM8K, QWEN3_TOKENIZER
-from tests.rpt_train.ggufkit import truncated, write_gguf
+from tests.helpers import truncated, write_gguf
 
 KEEP = 8000  # BPE tokens kept from Qwen3's 151,643: every byte and the common merges, fast to read back
 

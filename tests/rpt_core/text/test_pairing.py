@@ -10,8 +10,8 @@ from rpt_core.model import Qwen3Config
 from rpt_core.runtime.errors import RptError
 from rpt_core.text.pairing import check_pair, own_tokenizer
 from rpt_core.text.tokenizer import Tokenizer
-from tests.rpt_train.test_chat import QWEN_DIR
-from tests.rpt_train.test_chat_template import smollm2_dir
+from tests.rpt_core.text.test_chat import QWEN_DIR
+from tests.rpt_core.text.test_chat_template import smollm2_dir
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from rpt_core.text.prompts import (
     load_template,
 )
 from rpt_core.text.tokenizer import Tokenizer
-from tests.rpt_train.test_chat import QWEN_DIR
+from tests.rpt_core.text.test_chat import QWEN_DIR
 
 IM_START, THINK_END = 151644, 151668
 

@@ -1,5 +1,5 @@
 """``rpt-data export verl``: verl rows from shard rows, checked by hand and end to end through the CLI on
-tiny shards (tests/rpt_train/taskkit.py) and on rows built with the real Qwen3 tokenizer."""
+tiny shards (tests/helpers/shards.py) and on rows built with the real Qwen3 tokenizer."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ from rpt_core.runtime.files import sha256_file
 from rpt_core.text.chat import render_chat
 from rpt_core.text.prompts import load_template
 from rpt_core.text.tokenizer import Tokenizer
-from rpt_data.export import verl as export_verl_module
 from rpt_data.cli import main
+from rpt_data.export import verl as export_verl_module
 from rpt_data.export.verl_rows import (
     ABILITY,
     RAW_CHAT_TEMPLATE,
@@ -38,7 +38,7 @@ from rpt_data.export.verl_rows import (
 )
 from rpt_train.rl.rollout import truncate_context
 from tests.conftest import QWEN3_TOKENIZER, REPO
-from tests.rpt_train.taskkit import task_rows, tiny_tokenizer, write_task_shards
+from tests.helpers import task_rows, tiny_tokenizer, write_task_shards
 
 
 def export(*args: str) -> tuple[int, str]:

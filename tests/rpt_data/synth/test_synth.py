@@ -14,7 +14,7 @@ from rpt_core.data.corpus.readers import ReadStats, iter_documents
 from rpt_data.cli.generate import generate
 from rpt_data.synth.families import FAMILIES, FIELD_ORDER, dump_record, generate_records
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 COMMITTED = REPO / "data" / "synthmath.jsonl"
 COMMAND = "rpt-data generate --n 3000 --seed 0 --out data/synthmath.jsonl"
 

@@ -11,7 +11,7 @@ from rpt_core.data.corpus.spans import COMPUTED, COMPUTED_OP, GIVEN, parse_spans
 from rpt_data.synth.families import _c, _g, _record, generate_records
 from rpt_data.synth.think import demonstrable_results
 
-COMMITTED = Path(__file__).resolve().parents[2] / "data" / "synthmath.jsonl"
+COMMITTED = Path(__file__).resolve().parents[3] / "data" / "synthmath.jsonl"
 # sha256 of every record's problem and solution in data/synthmath.jsonl before spans were recorded.
 TEXT_SHA256 = "ffdb6bdcdd0a37bd34d2aad1e69c1e17257b88c1226d028a314e15751b91e7dd"
 NUMBER = re.compile(r"-?\d+(\.\d+)?|-?\\frac\{\d+\}\{\d+\}")

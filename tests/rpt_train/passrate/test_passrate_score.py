@@ -17,11 +17,11 @@ from rpt_core.runtime.errors import RptError
 from rpt_train.cli.passrate import passrate_cmd
 from rpt_train.passrate.score import PassRateConfig, run_passrate
 from rpt_train.passrate.selection import read_side_file
-from tests.rpt_train.evalkit import bigram_model, shard_row, tiny_tokenizer
+from tests.helpers import bigram_model, byte_tokenizer, shard_row
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TOK = tiny_tokenizer()
+TOK = byte_tokenizer()
 # The model maps x -> y and p -> ab; every other last token gives uniform logits (argmax: token 0).
 MAPPING = {"x": "y", "p": "ab"}
 ROWS = [  # doc, context, true pieces, entropy; right (x -> y, p -> ab) or wrong

@@ -21,7 +21,7 @@ from rpt_train.passrate.selection import (
 )
 from rpt_train.rl.config import TrainConfig
 from rpt_train.rl.trainer import Trainer
-from tests.rpt_train.taskkit import save_model_dir, tiny_tokenizer, write_task_shards
+from tests.helpers import save_model_dir, tiny_tokenizer, write_task_shards
 
 K = 8
 
