@@ -47,8 +47,13 @@ def unwritable_dir(tmp_path: Path) -> Path:
 def write_lock(out: Path, **fields) -> Path:
     """A lock on ``out`` held by this (live) process unless ``fields`` say otherwise."""
     out.mkdir(parents=True, exist_ok=True)
-    holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": "2026-01-01 00:00:00 +0000",
-              "command": "rpt-train run", **fields}  # fmt: skip
+    holder = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": "2026-01-01 00:00:00 +0000",
+        "command": "rpt-train run",
+        **fields,
+    }
     (out / LOCK_NAME).write_text(json.dumps(holder))
     return out / LOCK_NAME
 

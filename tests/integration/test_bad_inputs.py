@@ -91,8 +91,12 @@ COMMANDS: dict[str, Command] = {
 ALL = frozenset(COMMANDS)
 READS_CORPUS = {"rpt-data build", "rpt-data tokenizer train", "rpt-train pretrain", "rpt-train convert gguf"}
 READS_SHARDS = {
-    "rpt-data inspect", "rpt-data export verl", "rpt-train run", "rpt-train eval", "rpt-train passrate",
-}  # fmt: skip
+    "rpt-data inspect",
+    "rpt-data export verl",
+    "rpt-train run",
+    "rpt-train eval",
+    "rpt-train passrate",
+}
 LOADS_MODEL = {"rpt-data build", "rpt-train run", "rpt-train eval", "rpt-train passrate"}
 DIR_WRITERS = {k for k, c in COMMANDS.items() if c.writes == "dir"}
 WRITERS = {k for k, c in COMMANDS.items() if c.writes}
@@ -170,8 +174,10 @@ CASES: dict[str, Case] = {
 
 def _corpus(path: Path) -> Path:
     rng = random.Random(0)
-    lines = [json.dumps({"problem": "".join(" " + rng.choice(LETTERS) for _ in range(40)), "solution": "-"})
-             for _ in range(10)]  # fmt: skip
+    lines = [
+        json.dumps({"problem": "".join(" " + rng.choice(LETTERS) for _ in range(40)), "solution": "-"})
+        for _ in range(10)
+    ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -182,8 +188,17 @@ def world(tmp_path_factory) -> World:
     corpus = _corpus(root / "corpus.jsonl")
     model = save_model_dir(root / "model", tiny_tokenizer())
     shards = root / "shards"
-    build(BuildConfig(dataset=[str(corpus)], proxy_model=str(model), text_template="{problem}", val_docs=2,
-                      rows_per_shard=100, out=str(shards), quiet=True))  # fmt: skip
+    build(
+        BuildConfig(
+            dataset=[str(corpus)],
+            proxy_model=str(model),
+            text_template="{problem}",
+            val_docs=2,
+            rows_per_shard=100,
+            out=str(shards),
+            quiet=True,
+        )
+    )
     raw = tokenizers.Tokenizer.from_file(str(model / "tokenizer.json"))
     gguf_file = write_gguf(root / "m.gguf", Qwen3ForCausalLM.from_pretrained(model, device="cpu"), raw)
     return World(corpus, model, shards, root / "out", gguf_file)
@@ -226,8 +241,12 @@ def _commands(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[str,
 
 
 def test_every_command_is_in_the_suite():
-    found = {f"{prog} {' '.join(p)}" for prog, g in (("rpt-data", data_main), ("rpt-train", train_main))
-             for p in _commands(g) if p and not isinstance(_resolve(g, p), click.Group)}  # fmt: skip
+    found = {
+        f"{prog} {' '.join(p)}"
+        for prog, g in (("rpt-data", data_main), ("rpt-train", train_main))
+        for p in _commands(g)
+        if p and not isinstance(_resolve(g, p), click.Group)
+    }
     assert found == set(COMMANDS)
 
 
@@ -241,9 +260,12 @@ def _resolve(group: click.Group, path: tuple[str, ...]) -> click.Command:
 @pytest.mark.parametrize(
     ("group", "path"),
     [(g, p) for g in (data_main, train_main) for p in _commands(g)],
-    ids=[f"{prog} {' '.join(p)}".strip() for prog, g in (("rpt-data", data_main), ("rpt-train", train_main))
-         for p in _commands(g)],
-)  # fmt: skip
+    ids=[
+        f"{prog} {' '.join(p)}".strip()
+        for prog, g in (("rpt-data", data_main), ("rpt-train", train_main))
+        for p in _commands(g)
+    ],
+)
 def test_dash_h_is_help_everywhere(group, path):
     short, long = (CliRunner().invoke(group, [*path, flag]) for flag in ("-h", "--help"))
     assert short.exit_code == long.exit_code == 0 and short.output == long.output and "Usage:" in short.output

@@ -27,9 +27,13 @@ BIN = Path(sys.executable).parent
 def run_script(script: str, run: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "RUN": str(run), "RECIPE": str(RECIPE), "BIN": str(BIN), "PRETRAIN_DOCS": "300"}
     return subprocess.run(
-        ["bash", str(REPO / "pipelines" / script)], cwd=REPO, env=env, capture_output=True, text=True,
+        ["bash", str(REPO / "pipelines" / script)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=600,
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="module")

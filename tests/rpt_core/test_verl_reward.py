@@ -117,8 +117,14 @@ def hf_tok():
 @pytest.fixture(scope="module")
 def row(rpt_tok) -> dict:
     ids, spans = rpt_tok.encode_with_spans(LABEL_TEXT)
-    return {"doc_id": "d:0", "position": 9, "context": CONTEXT, "label": LABEL_TEXT.encode(),
-            "boundaries": [end for _, end in spans], "entropy": 1.25}  # fmt: skip
+    return {
+        "doc_id": "d:0",
+        "position": 9,
+        "context": CONTEXT,
+        "label": LABEL_TEXT.encode(),
+        "boundaries": [end for _, end in spans],
+        "entropy": 1.25,
+    }
 
 
 def rpt_rewards(tok: Tokenizer, template, completions: list[list[int]], row, kind, truncated=None):

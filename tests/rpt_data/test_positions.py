@@ -170,14 +170,22 @@ def test_hand_checked_rows_every_digit_a_boundary(qwen3):
 def test_a_context_keeps_at_most_max_context_tokens_left_truncated(qwen3):
     rows, *_ = rows_for(qwen3, "$x^2+1=5$", cap=2)
     assert [(r["context"], r["n_context_tokens"]) for r in rows] == [
-        ("$x", 1), ("$x^", 2), ("^2", 2), ("2+", 2), ("+1", 2), ("1=", 2), ("=5", 2)
-    ]  # fmt: skip
+        ("$x", 1),
+        ("$x^", 2),
+        ("^2", 2),
+        ("2+", 2),
+        ("+1", 2),
+        ("1=", 2),
+        ("=5", 2),
+    ]
     assert [r["label"] for r in rows] == [r["label"] for r in rows_for(qwen3, "$x^2+1=5$")[0]]
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(text=st.text(alphabet=st.sampled_from([*"ab 12", "é", "日", "🙂", "\u0301"]), min_size=1, max_size=40),
-       cap=st.integers(1, 6))  # fmt: skip
+@given(
+    text=st.text(alphabet=st.sampled_from([*"ab 12", "é", "日", "🙂", "\u0301"]), min_size=1, max_size=40),
+    cap=st.integers(1, 6),
+)
 def test_capped_contexts_are_valid_text_ending_at_the_position(qwen3, text, cap):
     rows, ids, spans, data = rows_for(qwen3, text, cap=cap)
     table = qwen3.token_bytes_table

@@ -55,8 +55,11 @@ def test_convert_writes_a_directory_every_loader_reads_and_refuses_to_overwrite(
     out = tmp_path / "hf"
     assert CliRunner().invoke(main, ["convert", "gguf", str(path), str(out), "--quiet"]).exit_code == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"
-    ]  # fmt: skip
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
     loaded = Qwen3ForCausalLM.from_pretrained(out, device="cpu")
     ids = torch.tensor([tok.encode(" a b c d")])
     with torch.no_grad():

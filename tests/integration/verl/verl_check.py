@@ -70,7 +70,7 @@ def make_shards(out: Path) -> None:
                     "n_context_tokens": t,
                     "token_id": ids[t],
                     "label_token_ids": ids[t : t + LABEL_TOKENS],
-                }  # fmt: skip
+                }
             )
     for split, split_rows in rows.items():
         write_shard(out / split / shard_name(split, 0, 0), rows_to_table(split_rows))
@@ -165,9 +165,13 @@ def completions(rpt_tok, row, template_name: str) -> list[list[int]]:
     if template_name == "plain":
         ids = rpt_tok.encode(whole)
         return [ids[:1], ids[1:2], [end], [eot], [ids[0], eot]]
-    texts = [f"<think>\nso\n</think>\n\n\\boxed{{{first}}}", f"<think>\nso\n</think>\n\n\\boxed{{{whole}}}",
-             "<think>\nso\n</think>\n\n\\boxed{ nope}", f"<think>\nso \\boxed{{{first}}}",
-             f"<think>\nso\n</think>\n\n\\boxed{{{first}"]  # fmt: skip
+    texts = [
+        f"<think>\nso\n</think>\n\n\\boxed{{{first}}}",
+        f"<think>\nso\n</think>\n\n\\boxed{{{whole}}}",
+        "<think>\nso\n</think>\n\n\\boxed{ nope}",
+        f"<think>\nso \\boxed{{{first}}}",
+        f"<think>\nso\n</think>\n\n\\boxed{{{first}",
+    ]
     return [rpt_tok.encode(t) + [end] for t in texts] + [rpt_tok.encode(texts[0]) + [eot]]
 
 
@@ -200,11 +204,16 @@ def check_rewards(cfg, data: Path, template, rpt_tok) -> tuple[int, set[float]]:
         theirs = []
         for ids in group:
             item = DataProto.from_dict(
-                tensors={"prompts": torch.tensor([[1, 2]]), "responses": torch.tensor([ids]),
-                         "attention_mask": torch.ones(1, 2 + len(ids), dtype=torch.long)},
-                non_tensors={k: np.array([verl_row[k]], dtype=object)
-                             for k in ("data_source", "reward_model", "extra_info")},
-            )  # fmt: skip
+                tensors={
+                    "prompts": torch.tensor([[1, 2]]),
+                    "responses": torch.tensor([ids]),
+                    "attention_mask": torch.ones(1, 2 + len(ids), dtype=torch.long),
+                },
+                non_tensors={
+                    k: np.array([verl_row[k]], dtype=object)
+                    for k in ("data_source", "reward_model", "extra_info")
+                },
+            )
             theirs.append(
                 manager.loop.run_until_complete(manager.run_single(item))["reward_score"]
             )  # its own loop
@@ -241,8 +250,10 @@ def main() -> None:
             n = check_prompts(cfg, data, template, rpt_tok)
             counts = json.loads((data / "manifest.json").read_text())["counts"]
             cut = sum(c["contexts_truncated"] for c in counts.values())
-            say(f"{name}: RLHFDataset + verl's prompt builder == rpt-train's prompt ids on all {n} rows "
-                f"({cut} contexts left-truncated)")  # fmt: skip
+            say(
+                f"{name}: RLHFDataset + verl's prompt builder == rpt-train's prompt ids on all {n} rows "
+                f"({cut} contexts left-truncated)"
+            )
             n, outcomes = check_rewards(cfg, data, template, rpt_tok)
             if not {1.0, 0.0, PENALTY} <= outcomes:
                 fail(f"{name}: the completions did not cover every outcome ({sorted(outcomes)})")

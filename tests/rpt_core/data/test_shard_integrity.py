@@ -27,8 +27,16 @@ def write_build(out, n_files=2, rows=64):
     for i in range(n_files):
         rel = f"train/{shards.shard_name('train', 0, i)}"
         shards.write_shard(out / rel, shards.rows_to_table(task_rows(rows, seed=i)))
-        entries.append({"path": rel, "split": "train", "rank": 0, "index": i, "rows": rows,
-                        "sha256": sha256_file(out / rel)})  # fmt: skip
+        entries.append(
+            {
+                "path": rel,
+                "split": "train",
+                "rank": 0,
+                "index": i,
+                "rows": rows,
+                "sha256": sha256_file(out / rel),
+            }
+        )
     Manifest(shards=entries).write(out)
     return out
 

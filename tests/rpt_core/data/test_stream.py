@@ -17,9 +17,20 @@ N = sum(SIZES)
 
 
 def _row(i: int) -> dict:
-    return dict(doc_id=f"d{i}", position=i, context=f"context {i}", label=b"x", boundaries=[1], entropy=0.5,
-                n_context_tokens=i, token_id=1, label_token_ids=[1], domain=["math"], difficulty=None,
-                source="test")  # fmt: skip
+    return dict(
+        doc_id=f"d{i}",
+        position=i,
+        context=f"context {i}",
+        label=b"x",
+        boundaries=[1],
+        entropy=0.5,
+        n_context_tokens=i,
+        token_id=1,
+        label_token_ids=[1],
+        domain=["math"],
+        difficulty=None,
+        source="test",
+    )
 
 
 @pytest.fixture

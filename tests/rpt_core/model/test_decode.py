@@ -21,8 +21,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def model() -> Qwen3ForCausalLM:
     torch.manual_seed(0)
-    cfg = Qwen3Config.preset("tiny", vocab_size=300, hidden_size=64, intermediate_size=128,
-                             num_hidden_layers=2, num_key_value_heads=2, head_dim=16)  # fmt: skip
+    cfg = Qwen3Config.preset(
+        "tiny",
+        vocab_size=300,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_key_value_heads=2,
+        head_dim=16,
+    )
     return Qwen3ForCausalLM(cfg).eval()
 
 
@@ -116,8 +123,10 @@ def test_lm_head_rows_equals_the_lm_head(model, rows):
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")),
-                    reason="torch.compile needs a C++ compiler on a CPU")  # fmt: skip
+@pytest.mark.skipif(
+    not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")),
+    reason="torch.compile needs a C++ compiler on a CPU",
+)
 def test_compiled_decode_gives_the_eager_tokens_as_rows_leave():
     """``DecodeOptions(compile=True)`` on a CPU (inductor, no CUDA graphs; about 15 s of compiling): greedy
     rows of different prompt lengths that stop at different steps give the eager path's tokens, mask and
@@ -125,8 +134,9 @@ def test_compiled_decode_gives_the_eager_tokens_as_rows_leave():
     from rpt_core.model.generation import SamplingParams, generate
 
     torch.manual_seed(0)
-    cfg = Qwen3Config.preset("tiny", vocab_size=300, hidden_size=64, intermediate_size=128,
-                             num_hidden_layers=2, head_dim=16)  # fmt: skip
+    cfg = Qwen3Config.preset(
+        "tiny", vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2, head_dim=16
+    )
     peaked = Qwen3ForCausalLM(cfg)
     peaked.init_weights(std=0.2)  # peaked distributions: no greedy near-ties for rounding to flip
     peaked = peaked.float().eval()

@@ -27,8 +27,9 @@ PROMPTS = [[5, 17, 3], [9, 8, 7, 6, 5, 4, 3], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
 @pytest.fixture(scope="module")
 def model() -> Qwen3ForCausalLM:
     torch.manual_seed(0)
-    cfg = Qwen3Config.preset("tiny", vocab_size=VOCAB, hidden_size=64, intermediate_size=128,
-                             num_hidden_layers=2, head_dim=16)  # fmt: skip
+    cfg = Qwen3Config.preset(
+        "tiny", vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, head_dim=16
+    )
     m = Qwen3ForCausalLM(cfg)
     m.init_weights(std=0.2)  # peaked enough that top-k / top-p actually cut
     return m.eval()
@@ -138,8 +139,9 @@ def test_logprobs_match_a_fresh_forward(model, params):
         n = logits.shape[0]
         expected = (logits / temperature).log_softmax(-1)  # (n, V): the definition, filters or not
         tok = gen.tokens[row, :n]
-        torch.testing.assert_close(gen.logprobs[row, :n], expected.gather(-1, tok[:, None])[:, 0], atol=1e-4,
-                                   rtol=0)  # fmt: skip
+        torch.testing.assert_close(
+            gen.logprobs[row, :n], expected.gather(-1, tok[:, None])[:, 0], atol=1e-4, rtol=0
+        )
         # ...while the filters did restrict what was drawn:
         rank = (logits > logits.gather(-1, tok[:, None])).sum(-1)  # (n,) tokens strictly better
         if params.top_k:
@@ -186,8 +188,12 @@ def test_stop_tokens(model):
 def test_stops_early_when_every_row_is_done(model):
     base = run(model, SamplingParams(max_new_tokens=8, greedy=True), prompts=PROMPTS[:1])
     stop = int(base.tokens[0, 2])
-    gen = run(model, SamplingParams(max_new_tokens=8, greedy=True, stop_token_ids=(stop, 1)),
-              prompts=PROMPTS[:1], pad_id=7)  # fmt: skip
+    gen = run(
+        model,
+        SamplingParams(max_new_tokens=8, greedy=True, stop_token_ids=(stop, 1)),
+        prompts=PROMPTS[:1],
+        pad_id=7,
+    )
     end = int((base.tokens[0] == stop).nonzero()[0]) + 1
     assert gen.tokens.shape == (1, end) and gen.mask.all() and gen.finished.all()
 
@@ -244,9 +250,11 @@ def test_bfloat16_model_generates(model):
     bf16 = Qwen3ForCausalLM(model.config)
     bf16.load_state_dict(model.state_dict())
     bf16 = bf16.to(torch.bfloat16).eval()
-    for params in (SamplingParams(max_new_tokens=6, temperature=0.8),
-                   SamplingParams(max_new_tokens=6, top_k=4, top_p=0.9),
-                   SamplingParams(max_new_tokens=6, greedy=True)):  # fmt: skip
+    for params in (
+        SamplingParams(max_new_tokens=6, temperature=0.8),
+        SamplingParams(max_new_tokens=6, top_k=4, top_p=0.9),
+        SamplingParams(max_new_tokens=6, greedy=True),
+    ):
         gen = run(bf16, params, num_samples=2)
         assert gen.tokens.shape == (8, 6) and gen.logprobs.dtype == torch.float32
         assert torch.isfinite(gen.logprobs).all() and (gen.logprobs <= 0).all()
@@ -266,9 +274,18 @@ def _successor_model():
     """A Qwen3 whose greedy next token after t is t + 1 (t < 15), and 8 after 15."""
     from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
 
-    cfg = Qwen3Config(vocab_size=16, hidden_size=16, intermediate_size=16, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=1, head_dim=8, tie_word_embeddings=False,
-                      eos_token_id=None, torch_dtype="float32")  # fmt: skip
+    cfg = Qwen3Config(
+        vocab_size=16,
+        hidden_size=16,
+        intermediate_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=8,
+        tie_word_embeddings=False,
+        eos_token_id=None,
+        torch_dtype="float32",
+    )
     model = Qwen3ForCausalLM(cfg)
     with torch.no_grad():
         for layer in model.model.layers:  # the residual stream is the token's embedding

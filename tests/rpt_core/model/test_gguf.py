@@ -19,10 +19,18 @@ from tests.helpers import dequantized, llama_cpp_permute, write_gguf
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SHAPE = dict(
-    vocab_size=96, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-    num_key_value_heads=2, max_position_embeddings=256, rope_theta=10_000.0, rms_norm_eps=1e-6,
-    eos_token_id=None, torch_dtype="float32",
-)  # fmt: skip
+    vocab_size=96,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+    rope_theta=10_000.0,
+    rms_norm_eps=1e-6,
+    eos_token_id=None,
+    torch_dtype="float32",
+)
 CASES = {
     "llama-tied": dict(model_type="llama", qk_norm=False, head_dim=16, tie_word_embeddings=True),
     "llama-untied": dict(model_type="llama", qk_norm=False, head_dim=16, tie_word_embeddings=False),

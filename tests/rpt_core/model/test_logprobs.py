@@ -50,8 +50,13 @@ def test_reproduces_generate_logprobs_with_left_padding(temperature):
 def test_chunking_and_trimming_do_not_change_values():
     model = tiny_model(1)
     prompts = [[3, 4, 5, 6, 7, 8], [9, 10]]
-    gen = generate(model, prompts, SamplingParams(max_new_tokens=9, temperature=1.0, stop_token_ids=(3,)),
-                   num_samples=2, generator=torch.Generator().manual_seed(0))  # fmt: skip
+    gen = generate(
+        model,
+        prompts,
+        SamplingParams(max_new_tokens=9, temperature=1.0, stop_token_ids=(3,)),
+        num_samples=2,
+        generator=torch.Generator().manual_seed(0),
+    )
     ids, mask, P = sequences(prompts, gen)
     with torch.no_grad():
         ref, ref_ent = token_logprobs(model, ids, mask, P, 1.0, chunk=10_000)

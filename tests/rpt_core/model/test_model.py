@@ -75,8 +75,9 @@ def test_replicated_cache_matches_full_forward():
         model(prompt, attention_mask=mask[:, :9], kv_cache=cache)
         wide = cache.repeat_interleave(2, max_len=12)  # row i*2 + j <- row i
         assert wide.batch == 6 and wide.max_len == 12 and wide.length == 9
-        step = model(nxt.repeat_interleave(2, 0), attention_mask=mask[:, 9:].repeat_interleave(2, 0),
-                     kv_cache=wide)  # fmt: skip
+        step = model(
+            nxt.repeat_interleave(2, 0), attention_mask=mask[:, 9:].repeat_interleave(2, 0), kv_cache=wide
+        )
         full = model(ids, attention_mask=mask)[:, 9:].repeat_interleave(2, 0)
     assert (step - full).abs().max() < ATOL
     assert torch.equal(wide.valid[:, :12], mask.repeat_interleave(2, 0))

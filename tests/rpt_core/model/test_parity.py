@@ -19,10 +19,20 @@ from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
 ATOL = 1e-4
 # Small shapes that still exercise GQA (4 query heads over 2 KV heads) and head_dim != hidden / heads.
 BASE = dict(
-    vocab_size=211, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-    num_key_value_heads=2, head_dim=24, max_position_embeddings=128, rms_norm_eps=1e-6,
-    rope_theta=10_000.0, bos_token_id=None, eos_token_id=None, pad_token_id=None,
-)  # fmt: skip
+    vocab_size=211,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=24,
+    max_position_embeddings=128,
+    rms_norm_eps=1e-6,
+    rope_theta=10_000.0,
+    bos_token_id=None,
+    eos_token_id=None,
+    pad_token_id=None,
+)
 CASES = {
     "qwen3-tied": ("Qwen3Config", dict(tie_word_embeddings=True)),
     "qwen3-untied-bias": ("Qwen3Config", dict(tie_word_embeddings=False, attention_bias=True)),
@@ -32,18 +42,35 @@ CASES = {
     "llama-tied-bias": ("LlamaConfig", dict(tie_word_embeddings=True, attention_bias=True)),
 }
 # Scaled RoPE from an original context of 32 positions; the inputs below run to position 99.
-LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-          "original_max_position_embeddings": 32}  # fmt: skip
+LLAMA3 = {
+    "rope_type": "llama3",
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 32,
+}
 YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32}
 ROPE_CASES = {
     "llama-llama3": ("LlamaConfig", dict(tie_word_embeddings=False, rope_theta=5e5, rope_scaling=LLAMA3)),
     "qwen3-yarn": ("Qwen3Config", dict(tie_word_embeddings=True, rope_scaling=YARN)),
     "qwen3-yarn-v5": ("Qwen3Config", dict(rope_parameters={**YARN, "rope_theta": 50_000.0})),
     # transformers-4 style key "type", and every optional YaRN knob away from its default.
-    "qwen2-yarn-knobs": ("Qwen2Config", dict(rope_scaling={"type": "yarn", "factor": 3.0, "beta_fast": 16,
-        "beta_slow": 2, "mscale": 0.8, "mscale_all_dim": 0.5, "truncate": False,
-        "original_max_position_embeddings": 32})),
-}  # fmt: skip
+    "qwen2-yarn-knobs": (
+        "Qwen2Config",
+        dict(
+            rope_scaling={
+                "type": "yarn",
+                "factor": 3.0,
+                "beta_fast": 16,
+                "beta_slow": 2,
+                "mscale": 0.8,
+                "mscale_all_dim": 0.5,
+                "truncate": False,
+                "original_max_position_embeddings": 32,
+            }
+        ),
+    ),
+}
 CASES.update(ROPE_CASES)
 
 

@@ -23,8 +23,13 @@ from rpt_core.model.rope import (
 )
 from rpt_core.runtime.errors import RptError
 
-LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-          "original_max_position_embeddings": 64}  # fmt: skip
+LLAMA3 = {
+    "rope_type": "llama3",
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 64,
+}
 YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}
 
 
@@ -83,20 +88,47 @@ def test_cos_sin_carry_the_attention_factor():
 
 
 HF_CONFIGS = {
-    "llama3-3.2-shape": ("LlamaConfig", dict(
-        hidden_size=2048, num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=131072,
-        rope_theta=5e5, rope_scaling={**LLAMA3, "factor": 32.0, "original_max_position_embeddings": 8192},
-    )),
-    "qwen3-yarn": ("Qwen3Config", dict(
-        num_attention_heads=16, num_key_value_heads=8, max_position_embeddings=131072, rope_theta=1e6,
-        rope_scaling=dict(YARN),
-    )),
-    "qwen2-yarn-knobs": ("Qwen2Config", dict(
-        hidden_size=896, num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=100_000,
-        rope_scaling={"type": "yarn", "factor": 3.0, "beta_fast": 16, "beta_slow": 2, "mscale": 0.8,
-                      "mscale_all_dim": 0.5, "truncate": False, "original_max_position_embeddings": 4096},
-    )),
-}  # fmt: skip
+    "llama3-3.2-shape": (
+        "LlamaConfig",
+        dict(
+            hidden_size=2048,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            max_position_embeddings=131072,
+            rope_theta=5e5,
+            rope_scaling={**LLAMA3, "factor": 32.0, "original_max_position_embeddings": 8192},
+        ),
+    ),
+    "qwen3-yarn": (
+        "Qwen3Config",
+        dict(
+            num_attention_heads=16,
+            num_key_value_heads=8,
+            max_position_embeddings=131072,
+            rope_theta=1e6,
+            rope_scaling=dict(YARN),
+        ),
+    ),
+    "qwen2-yarn-knobs": (
+        "Qwen2Config",
+        dict(
+            hidden_size=896,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            max_position_embeddings=100_000,
+            rope_scaling={
+                "type": "yarn",
+                "factor": 3.0,
+                "beta_fast": 16,
+                "beta_slow": 2,
+                "mscale": 0.8,
+                "mscale_all_dim": 0.5,
+                "truncate": False,
+                "original_max_position_embeddings": 4096,
+            },
+        ),
+    ),
+}
 
 
 @pytest.mark.parametrize("name", sorted(HF_CONFIGS))
@@ -122,8 +154,14 @@ def test_both_spellings_read_the_same():
 
 
 def test_scaling_round_trips_through_config_json():
-    cfg = Qwen3Config.from_hf_dict({"model_type": "llama", "rope_theta": 5e5, "rope_scaling": dict(LLAMA3),
-                                    "max_position_embeddings": 512})  # fmt: skip
+    cfg = Qwen3Config.from_hf_dict(
+        {
+            "model_type": "llama",
+            "rope_theta": 5e5,
+            "rope_scaling": dict(LLAMA3),
+            "max_position_embeddings": 512,
+        }
+    )
     d = json.loads(json.dumps(cfg.to_hf_dict()))
     assert d["rope_scaling"] == LLAMA3 and d["rope_parameters"] == {**LLAMA3, "rope_theta": 5e5}
     back = Qwen3Config.from_hf_dict(d)
@@ -151,9 +189,19 @@ def test_missing_original_context_means_max_positions_and_top_level_wins():
 def test_omitted_fields_take_transformers_defaults(cls_name):
     hf = getattr(transformers, cls_name)()
     ours = Qwen3Config.from_hf_dict({"model_type": hf.model_type})
-    for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                 "num_key_value_heads", "max_position_embeddings", "rms_norm_eps",
-                 "tie_word_embeddings", "bos_token_id", "eos_token_id"):  # fmt: skip
+    for name in (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "max_position_embeddings",
+        "rms_norm_eps",
+        "tie_word_embeddings",
+        "bos_token_id",
+        "eos_token_id",
+    ):
         assert getattr(ours, name) == getattr(hf, name), name
     # Qwen2Config has no head_dim: its attention uses hidden / heads.
     assert ours.head_dim == getattr(hf, "head_dim", hf.hidden_size // hf.num_attention_heads)
@@ -168,14 +216,16 @@ REFUSED = {
     "partial rotary": ({"partial_rotary_factor": 0.5}, "partial_rotary_factor=0.5"),
     "partial in rope": ({"rope_parameters": {**YARN, "partial_rotary_factor": 0.5}}, "partial"),
     "per-layer rope": ({"rope_parameters": {"full_attention": {"rope_type": "default"}}}, "per-layer"),
-    "sliding window": ({"use_sliding_window": True, "num_hidden_layers": 4, "max_window_layers": 2},
-                       "sliding-window"),
+    "sliding window": (
+        {"use_sliding_window": True, "num_hidden_layers": 4, "max_window_layers": 2},
+        "sliding-window",
+    ),
     "sliding layer types": ({"layer_types": ["full_attention", "sliding_attention"]}, "sliding_attention"),
     "mlp bias": ({"model_type": "llama", "mlp_bias": True}, "mlp_bias"),
     "activation": ({"hidden_act": "gelu"}, "hidden_act 'gelu'"),
     "dropout": ({"attention_dropout": 0.1}, "attention_dropout=0.1"),
     "quantized": ({"quantization_config": {"quant_method": "gptq"}}, "quantized checkpoints .*gptq"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("name", sorted(REFUSED))
@@ -197,7 +247,7 @@ def test_harmless_fields_are_accepted():
             "hidden_act": "swish",
             "pretraining_tp": 2,
         }
-    )  # fmt: skip  (no layer reaches the window; swish is silu; tensor-parallel splits do not change math)
+    )  # (no layer reaches the window; swish is silu; tensor-parallel splits do not change math)
     assert cfg.model_type == "qwen2" and cfg.extra["pretraining_tp"] == 2
 
 

@@ -160,7 +160,11 @@ def test_tensorboard_missing_is_a_warning(tmp_path, capsys, monkeypatch):
 
 def test_to_jsonable_and_prompt_tail():
     assert to_jsonable({"a": np.int64(3), "b": (1.5, math.inf), "c": b"\xff", 4: object}) == {
-        "a": 3, "b": [1.5, None], "c": "\ufffd", "4": str(object)}  # fmt: skip
+        "a": 3,
+        "b": [1.5, None],
+        "c": "\ufffd",
+        "4": str(object),
+    }
     assert prompt_tail("abc", 5) == "abc" and prompt_tail("abcdef", 2) == "…ef"
 
 

@@ -68,8 +68,12 @@ def features_dir(tmp_path: Path) -> Path:
         "content": "<|im_end|>",
         "special": True,
     }  # as R1-Distill writes its tokens
-    config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|endoftext|>", "eos_token": eos,
-              "chat_template": FEATURES_TEMPLATE}  # fmt: skip
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": "<|endoftext|>",
+        "eos_token": eos,
+        "chat_template": FEATURES_TEMPLATE,
+    }
     return write_tokenizer_dir(tmp_path / "features", config)
 
 
@@ -141,8 +145,12 @@ def test_template_errors_are_one_line_rpt_errors(template, message):
 def test_chat_template_jinja_wins_and_special_tokens_are_read(tmp_path):
     directory = smollm2_dir(tmp_path)
     spec = read_chat_spec(directory)
-    assert spec.special_tokens == {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>",
-                                   "unk_token": "<|endoftext|>", "pad_token": "<|im_end|>"}  # fmt: skip
+    assert spec.special_tokens == {
+        "bos_token": "<|im_start|>",
+        "eos_token": "<|im_end|>",
+        "unk_token": "<|endoftext|>",
+        "pad_token": "<|im_end|>",
+    }
     (directory / "chat_template.jinja").write_text("{{ bos_token }}{{ messages[0]['content'] }}")
     assert Tokenizer.load(directory).chat.render([{"role": "user", "content": "x"}]) == "<|im_start|>x"
     theirs = transformers.AutoTokenizer.from_pretrained(str(directory))  # the same priority there

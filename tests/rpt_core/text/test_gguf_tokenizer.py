@@ -36,9 +36,12 @@ def qwen_pair(qwen3_raw_tokenizer, tmp_path_factory):
     reference = truncated(qwen3_raw_tokenizer, KEEP)
     template = json.loads((QWEN3_TOKENIZER.parent / "tokenizer_config.json").read_text())["chat_template"]
     path = write_gguf(
-        tmp_path_factory.mktemp("gguf") / "qwen.gguf", tokenizer=reference, pre="qwen2",
-        eos="<|im_end|>", chat_template=template,
-    )  # fmt: skip
+        tmp_path_factory.mktemp("gguf") / "qwen.gguf",
+        tokenizer=reference,
+        pre="qwen2",
+        eos="<|im_end|>",
+        chat_template=template,
+    )
     return reference, GgufFile(path)
 
 

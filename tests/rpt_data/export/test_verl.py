@@ -63,8 +63,14 @@ def tiny(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def test_a_row_carries_the_label_bytes_boundaries_and_the_reward_settings():
-    row = {"doc_id": "d:3", "position": 7, "context": "so x =", "label": b" 42.", "boundaries": [3, 4],
-           "entropy": 1.5}  # fmt: skip
+    row = {
+        "doc_id": "d:3",
+        "position": 7,
+        "context": "so x =",
+        "label": b" 42.",
+        "boundaries": [3, 4],
+        "entropy": 1.5,
+    }
     out = verl_row(row, "val", 11, load_template("plain"), "first-token", -1.0)
     assert out == {
         "data_source": "rpt",
@@ -72,11 +78,18 @@ def test_a_row_carries_the_label_bytes_boundaries_and_the_reward_settings():
         "ability": ABILITY,
         "reward_model": {"style": "rule", "ground_truth": " 42."},
         "extra_info": {
-            "split": "val", "index": 11, "doc_id": "d:3", "position": 7, "entropy": 1.5,
-            "label_b64": base64.b64encode(b" 42.").decode(), "boundaries": [3, 4], "template": "plain",
-            "reward": "first-token", "format_penalty": -1.0,
+            "split": "val",
+            "index": 11,
+            "doc_id": "d:3",
+            "position": 7,
+            "entropy": 1.5,
+            "label_b64": base64.b64encode(b" 42.").decode(),
+            "boundaries": [3, 4],
+            "template": "plain",
+            "reward": "first-token",
+            "format_penalty": -1.0,
         },
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.parametrize("name", ["qwen3-think", "answer-tags"])
@@ -161,8 +174,14 @@ def test_chat_export_truncates_contexts_like_rpt_train_and_counts_prompt_tokens(
     long_context = "Let x be 3 and y be 4. " * 40
     rows = [dict(task_rows(1)[0], context=c, label=b" 7", boundaries=[2]) for c in ("Short.", long_context)]
     write_shard(tmp_path / "s" / "train" / shard_name("train", 0, 0), rows_to_table(rows))
-    code, output = export(str(tmp_path / "s"), str(tmp_path / "v"), "--tokenizer", str(QWEN3_TOKENIZER),
-                          "--max-prompt-tokens", "16")  # fmt: skip
+    code, output = export(
+        str(tmp_path / "s"),
+        str(tmp_path / "v"),
+        "--tokenizer",
+        str(QWEN3_TOKENIZER),
+        "--max-prompt-tokens",
+        "16",
+    )
     assert code == 0, output
     template = load_template("qwen3-think")
     kept = [truncate_context(tok, r["context"], 16) for r in rows]

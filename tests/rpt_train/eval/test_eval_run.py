@@ -90,8 +90,15 @@ def setup(tmp_path, tok):
 
 
 def config(setup, **kw) -> EvalConfig:
-    defaults = dict(shards=str(setup["shards"]), base=str(setup["base"]), run=str(setup["run"]),
-                    out=str(setup["out"]), max_samples=None, batch_size=4, quiet=True)  # fmt: skip
+    defaults = dict(
+        shards=str(setup["shards"]),
+        base=str(setup["base"]),
+        run=str(setup["run"]),
+        out=str(setup["out"]),
+        max_samples=None,
+        batch_size=4,
+        quiet=True,
+    )
     return EvalConfig(**{**defaults, **kw})
 
 
