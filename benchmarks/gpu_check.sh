@@ -30,7 +30,7 @@ rm -f "$DIR/gpu_tests.jsonl" "$DIR/gpu_tests.xml" "$DIR/throughput.json" "$DIR/s
 'transformers', transformers.__version__, 'gpu', torch.cuda.is_available() and torch.cuda.get_device_name())"
 
   echo "== 1. tests marked gpu (limit ${TESTS_LIMIT}s)"
-  RPT_GPU_REPORT="$DIR/gpu_tests.jsonl" timeout -k 10 "$TESTS_LIMIT" "$PY" -m pytest tests/rpt_train/test_gpu.py \
+  RPT_GPU_REPORT="$DIR/gpu_tests.jsonl" timeout -k 10 "$TESTS_LIMIT" "$PY" -m pytest tests/integration/test_gpu.py \
     -m gpu -p no:cacheprovider -o addopts= -q -rfE -s --junitxml="$DIR/gpu_tests.xml"
   echo "(tests exit status $?)"
 

@@ -28,7 +28,6 @@ their original, so no validation text is also trained on.
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import itertools
 import json
 import sys
@@ -53,6 +52,7 @@ from rpt_core.runtime.errors import RptError
 from rpt_core.runtime.lock import output_lock
 from rpt_core.runtime.progress import Progress
 from rpt_core.text.tokenizer import Tokenizer
+from rpt_data import __version__
 from rpt_data.entropy import ProxyScorer
 from rpt_data.positions import (
     VAL_MIN_ENTROPY,
@@ -342,14 +342,6 @@ def merge_counts(states: list[RankState], val: ValChoice) -> dict[str, Any]:
     }
 
 
-def _version() -> str:
-    # Not ``rpt_data.__version__``: under pytest, tests/rpt_data can shadow the package's __init__.
-    try:
-        return importlib.metadata.version("rpt")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def write_manifest(
     cfg: BuildConfig,
     identity: dict[str, Any],
@@ -362,7 +354,7 @@ def write_manifest(
     tok = bundle.tokenizer
     Manifest(
         schema_version=SCHEMA_VERSION,
-        created_by=f"rpt-data {_version()} build",
+        created_by=f"rpt-data {__version__} build",
         config={k: v for k, v in identity.items() if k != "world_size"},
         inputs=inputs,
         tokenizer=str(bundle.tokenizer_file),

@@ -48,9 +48,17 @@ def tiny_proxy(
 ) -> Path:
     torch.manual_seed(0)
     cfg = Qwen3Config.preset(
-        "tiny", vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=1024, **config,
-    )  # fmt: skip
+        "tiny",
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=1024,
+        **config,
+    )
     model = Qwen3ForCausalLM(cfg)
     model.init_weights(std=1.0)
     model.save_pretrained(path)
@@ -97,8 +105,16 @@ def corpus(work) -> Path:
 @pytest.fixture(scope="module")
 def make_cfg(proxy, corpus):
     def make(out, **kw) -> BuildConfig:
-        base = dict(dataset=[str(corpus)], proxy_model=str(proxy), text_template=TEMPLATE, val_docs=4,
-                    rows_per_shard=100, block_docs=5, quiet=True, out=str(out))  # fmt: skip
+        base = dict(
+            dataset=[str(corpus)],
+            proxy_model=str(proxy),
+            text_template=TEMPLATE,
+            val_docs=4,
+            rows_per_shard=100,
+            block_docs=5,
+            quiet=True,
+            out=str(out),
+        )
         return BuildConfig(**{**base, **kw})
 
     return make
@@ -370,8 +386,13 @@ def all_files(out: Path) -> set[str]:
 def test_sigkill_at_each_commit_resumes_to_the_same_files(base, work, make_cfg, when, name, nth):
     out = work / f"killed-{when}-{name}-{nth}"
     cfg = make_cfg(out)
-    proc = subprocess.run([sys.executable, "-c", KILLED_AT, json.dumps(cfg.__dict__), when, name, str(nth)],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_AT, json.dumps(cfg.__dict__), when, name, str(nth)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-4000:]
     assert not (out / "manifest.json").exists()
     build(cfg)
@@ -407,8 +428,10 @@ def test_cli_options_override_the_toml_recipe(base, work, corpus, proxy):
         "val_docs = 2\nrows_per_shard = 100\nblock_docs = 5\nseed = 3\n"
     )
     out = work / "cli"
-    result = CliRunner().invoke(main, ["build", "--config", str(recipe), "--out", str(out), "--val-docs", "4",
-                                       "--seed", "0", "--quiet"])  # fmt: skip
+    result = CliRunner().invoke(
+        main,
+        ["build", "--config", str(recipe), "--out", str(out), "--val-docs", "4", "--seed", "0", "--quiet"],
+    )
     assert result.exit_code == 0, result.output
     assert result.output == ""
     assert shard_bytes(out) == shard_bytes(base)  # == the reference config
@@ -423,8 +446,13 @@ def test_cli_options_override_the_toml_recipe(base, work, corpus, proxy):
 
 def test_bad_records_are_counted_and_strict_fails(work, make_cfg):
     good = CHAMP.read_text(encoding="utf-8").splitlines()[:6]
-    bad = ["{not json", json.dumps({"problem": None}), json.dumps({"problem": "  "}), "[1, 2]",
-           json.dumps({"problem": "a"})]  # fmt: skip
+    bad = [
+        "{not json",
+        json.dumps({"problem": None}),
+        json.dumps({"problem": "  "}),
+        "[1, 2]",
+        json.dumps({"problem": "a"}),
+    ]
     corpus = work / "bad.jsonl"
     corpus.write_text("\n".join(good[:3] + bad + good[3:]) + "\n", encoding="utf-8")
     out = work / "bad"

@@ -36,17 +36,31 @@ def work(tmp_path_factory) -> Path:
     proxy = work / "proxy"
     torch.manual_seed(0)
     cfg = Qwen3Config.preset(
-        "tiny", vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=1024,
-    )  # fmt: skip
+        "tiny",
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=1024,
+    )
     Qwen3ForCausalLM(cfg).save_pretrained(proxy)
     tok.save(str(proxy / "tokenizer.json"))
     return work
 
 
 def run_build(work: Path, corpus: str, out: str) -> Path:
-    cfg = BuildConfig(dataset=[str(work / corpus)], proxy_model=str(work / "proxy"), out=str(work / out),
-                      val_docs=2, entropy_threshold=None, quiet=True, device="cpu")  # fmt: skip
+    cfg = BuildConfig(
+        dataset=[str(work / corpus)],
+        proxy_model=str(work / "proxy"),
+        out=str(work / out),
+        val_docs=2,
+        entropy_threshold=None,
+        quiet=True,
+        device="cpu",
+    )
     build(cfg)
     return work / out
 
@@ -89,8 +103,13 @@ def test_a_corpus_without_spans_gives_null_classes(work):
 
 
 def test_the_summary_prints_kept_rows_by_class(work, capsys):
-    cfg = BuildConfig(dataset=[str(work / "synth.jsonl")], proxy_model=str(work / "proxy"),
-                      out=str(work / "with"), val_docs=2, device="cpu")  # fmt: skip
+    cfg = BuildConfig(
+        dataset=[str(work / "synth.jsonl")],
+        proxy_model=str(work / "proxy"),
+        out=str(work / "with"),
+        val_docs=2,
+        device="cpu",
+    )
     build(cfg)  # complete already: prints the stored summary
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if "train positions kept by class: " in x)

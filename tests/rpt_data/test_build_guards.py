@@ -2,7 +2,7 @@
 a second build on the same OUT, a top-k beyond the vocabulary, copies of a document on both sides of the
 split; and a failed build leaves OUT as it was.
 
-A tiny proxy (the taskkit tokenizer and model: 18 tokens) on a corpus of letters keeps every build to a
+A tiny proxy (the tiny task's tokenizer and model: 18 tokens) on a corpus of letters keeps every build to a
 second or two.
 """
 
@@ -25,15 +25,17 @@ from rpt_core.data.shards import Manifest, check_context_cap
 from rpt_core.runtime.errors import RptError
 from rpt_data import sink
 from rpt_data.build import BuildConfig, build
-from tests.rpt_train.taskkit import LETTERS, save_model_dir, tiny_tokenizer
+from tests.helpers import LETTERS, save_model_dir, tiny_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def write_corpus(path: Path, n: int = 12, seed: int = 0) -> Path:
     rng = random.Random(seed)
-    lines = [json.dumps({"problem": "".join(" " + rng.choice(LETTERS) for _ in range(20)), "solution": "-"})
-             for _ in range(n)]  # fmt: skip
+    lines = [
+        json.dumps({"problem": "".join(" " + rng.choice(LETTERS) for _ in range(20)), "solution": "-"})
+        for _ in range(n)
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -45,8 +47,16 @@ def proxy(tmp_path_factory) -> Path:
 
 
 def config(proxy: Path, corpus: Path, out: Path, **kw) -> BuildConfig:
-    base = dict(dataset=[str(corpus)], proxy_model=str(proxy), text_template="{problem}", val_docs=2,
-                rows_per_shard=50, block_docs=4, quiet=True, out=str(out))  # fmt: skip
+    base = dict(
+        dataset=[str(corpus)],
+        proxy_model=str(proxy),
+        text_template="{problem}",
+        val_docs=2,
+        rows_per_shard=50,
+        block_docs=4,
+        quiet=True,
+        out=str(out),
+    )
     return BuildConfig(**{**base, **kw})
 
 
@@ -141,8 +151,10 @@ def test_a_long_documents_rows_hold_at_most_max_context_tokens(proxy, tmp_path):
     assert manifest.max_context_tokens == 64 and manifest.config["max_context_tokens"] == 64
     said: list[str] = []
     check_context_cap(manifest, 1024, said.append)  # the trainer and the export say it once
-    assert said == ["--max-prompt-tokens 1024: the shards' contexts hold at most 64 tokens "
-                    "(max_context_tokens of their build); prompts are no longer than that"]  # fmt: skip
+    assert said == [
+        "--max-prompt-tokens 1024: the shards' contexts hold at most 64 tokens "
+        "(max_context_tokens of their build); prompts are no longer than that"
+    ]
 
 
 def test_a_failed_build_leaves_no_state_behind(proxy, tmp_path):

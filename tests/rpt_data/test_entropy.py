@@ -111,8 +111,11 @@ def test_blocked_topk_matches_torch_topk(V, dtype):
 
 def test_window_spans_by_hand():
     assert [(s.start, s.stop, s.first_target) for s in window_spans(10, 4, 2)] == [
-        (0, 4, 1), (2, 6, 4), (4, 8, 6), (6, 10, 8)
-    ]  # fmt: skip
+        (0, 4, 1),
+        (2, 6, 4),
+        (4, 8, 6),
+        (6, 10, 8),
+    ]
     # The last window is moved back to end at n: 11 tokens, stride 2 would start at 8; it starts at 7.
     assert [(s.start, s.stop, s.first_target) for s in window_spans(11, 4, 2)][-1] == (7, 11, 10)
     assert [(s.start, s.stop, s.first_target) for s in window_spans(5, 8, 2)] == [(0, 5, 1)]

@@ -21,9 +21,8 @@ from tokenizers import pre_tokenizers
 from rpt_core.model import Qwen3ForCausalLM
 from rpt_core.text.tokenizer import Tokenizer
 from rpt_train.cli import main
-from tests.rpt_train.ggufkit import write_gguf
-from tests.rpt_train.taskkit import tiny_model, tiny_tokenizer
-from tests.rpt_train.test_gguf_tokenizer import corpus_texts
+from tests.helpers import tiny_model, tiny_tokenizer, write_gguf
+from tests.rpt_core.text.test_gguf_tokenizer import corpus_texts
 
 ATOL = 1e-3
 
@@ -56,8 +55,11 @@ def test_convert_writes_a_directory_every_loader_reads_and_refuses_to_overwrite(
     out = tmp_path / "hf"
     assert CliRunner().invoke(main, ["convert", "gguf", str(path), str(out), "--quiet"]).exit_code == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"
-    ]  # fmt: skip
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
     loaded = Qwen3ForCausalLM.from_pretrained(out, device="cpu")
     ids = torch.tensor([tok.encode(" a b c d")])
     with torch.no_grad():

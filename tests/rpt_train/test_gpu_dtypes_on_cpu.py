@@ -26,7 +26,7 @@ from rpt_train.rl.objective_rlp import RlpObjective
 from rpt_train.rl.objective_rpt import RptObjective
 from rpt_train.rl.rollout import RolloutSpec, rollout, sampling_params, stop_token_ids
 from rpt_train.rl.update import MicroBatchSettings, backward_micro_batches, batched_logprobs
-from tests.rpt_train.taskkit import (
+from tests.helpers import (
     TextTemplate,
     repeat_rows,
     save_model_dir,
@@ -119,8 +119,9 @@ def test_logprobs_and_the_update_backward_under_autocast(model, tok):
 
     def grads(autocast):
         model.zero_grad(set_to_none=True)
-        sums = backward_micro_batches(module, batch, mask, old, old, s, n_micro,
-                                      float(objective.loss_agg.normaliser(mask)), 1, autocast)  # fmt: skip
+        sums = backward_micro_batches(
+            module, batch, mask, old, old, s, n_micro, float(objective.loss_agg.normaliser(mask)), 1, autocast
+        )
         return {n: p.grad.clone() for n, p in model.named_parameters()}, sums
 
     g16, sums = grads(bf16_autocast)
@@ -133,8 +134,17 @@ def test_logprobs_and_the_update_backward_under_autocast(model, tok):
 
 def test_rlp_scoring_and_ema_under_autocast(model, tok):
     objective = RlpObjective(tokens=2, ema_decay=0.5)
-    objective.attach(ObjectiveContext(model, tok, micro_batch_size=3, logprob_chunk=4, autocast=bf16_autocast,
-                                      stop_ids=stop_token_ids(tok), pad_id=tok.pad_id))  # fmt: skip
+    objective.attach(
+        ObjectiveContext(
+            model,
+            tok,
+            micro_batch_size=3,
+            logprob_chunk=4,
+            autocast=bf16_autocast,
+            stop_ids=stop_token_ids(tok),
+            pad_id=tok.pad_id,
+        )
+    )
     template = load_template("think")
     spec = objective.rollout_spec(RolloutSpec(sampling_params(template, tok, 4, 1.0), num_generations=3), tok)
     with torch.no_grad(), bf16_autocast():

@@ -7,6 +7,7 @@ import io
 import json
 import math
 import sys
+from functools import partial
 
 import click
 import numpy as np
@@ -24,6 +25,7 @@ from rpt_core.text.tokenizer import Tokenizer
 from rpt_data.synth.families import dump_record, generate_records
 from rpt_data.tokenizer_train import train_tokenizer
 from rpt_train.pretrain import PretrainConfig, eval_loss, lm_loss, lr_at, pretrain, sample_batch, token_stream
+from tests import helpers
 
 VOCAB = 384
 
@@ -42,20 +44,7 @@ def micro(tmp_path_factory):
     return {"root": root, "corpus": str(root / "corpus.jsonl"), "tokenizer": str(root / "tokenizer.json")}
 
 
-def tiny_model(vocab: int = 50, tie: bool = True) -> Qwen3ForCausalLM:
-    cfg = Qwen3Config.preset(
-        "tiny",
-        vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        tie_word_embeddings=tie,
-    )
-    torch.manual_seed(0)
-    return Qwen3ForCausalLM(cfg)
+tiny_model = partial(helpers.tiny_model, 50, layers=1, heads=2, kv_heads=1, head_dim=16, positions=2048)
 
 
 def no_autocast():
@@ -161,9 +150,11 @@ def test_token_stream_joins_documents_with_end_of_text(micro, tmp_path):
     corpus.write_text("".join(dump_record(r) for r in [records[0], *records]), encoding="utf-8")
     stats = ReadStats()
     assert token_stream(PretrainConfig(corpus=[str(corpus)]), tok, stats, frozenset({held})).tolist() == [
-        *tok.encode(records[1]["problem"] + "\n\n" + records[1]["solution"]), tok.pad_id,
-        *tok.encode(records[2]["problem"] + "\n\n" + records[2]["solution"]), tok.pad_id,
-    ]  # fmt: skip
+        *tok.encode(records[1]["problem"] + "\n\n" + records[1]["solution"]),
+        tok.pad_id,
+        *tok.encode(records[2]["problem"] + "\n\n" + records[2]["solution"]),
+        tok.pad_id,
+    ]
     assert stats.skipped["held_out_for_val"] == 2
 
 
@@ -252,8 +243,17 @@ class _Tty(io.StringIO):
 
 
 def four_steps(micro, out, quiet: bool = False) -> PretrainConfig:
-    return PretrainConfig(corpus=[micro["corpus"]], tokenizer=micro["tokenizer"], out=str(out), seq_len=32,
-                          batch_size=2, max_steps=4, eval_every=2, quiet=quiet, device="cpu")  # fmt: skip
+    return PretrainConfig(
+        corpus=[micro["corpus"]],
+        tokenizer=micro["tokenizer"],
+        out=str(out),
+        seq_len=32,
+        batch_size=2,
+        max_steps=4,
+        eval_every=2,
+        quiet=quiet,
+        device="cpu",
+    )
 
 
 def test_pretrain_shows_one_progress_line_on_a_tty(micro, tmp_path, monkeypatch, capsys):
@@ -352,8 +352,15 @@ def test_cli_pretrain_errors_are_one_line(micro, tmp_path):
 
 
 def test_continued_pretraining_starts_from_the_model_and_skips_held_out_documents(micro, tmp_path):
-    base_cfg = dict(corpus=[micro["corpus"]], seq_len=32, batch_size=2, warmup_steps=0, eval_every=5,
-                    quiet=True, device="cpu")  # fmt: skip
+    base_cfg = dict(
+        corpus=[micro["corpus"]],
+        seq_len=32,
+        batch_size=2,
+        warmup_steps=0,
+        eval_every=5,
+        quiet=True,
+        device="cpu",
+    )
     base = pretrain(
         PretrainConfig(**base_cfg, tokenizer=micro["tokenizer"], out=str(tmp_path / "b"), max_steps=5)
     )
@@ -367,7 +374,7 @@ def test_continued_pretraining_starts_from_the_model_and_skips_held_out_document
             exclude_val=str(shards),
             out=str(tmp_path / "c"),
             max_steps=5,
-        )  # fmt: skip
+        )
     )
     assert cpt["documents_skipped"] == {"held_out_for_val": 150}
     assert cpt["tokens_in_corpus"] < base["tokens_in_corpus"]
@@ -381,9 +388,18 @@ def test_match_flops_sets_the_steps_from_a_run(micro, tmp_path, monkeypatch):
     import rpt_train.pretrain as pretrain_module
 
     monkeypatch.setattr(pretrain_module, "run_flops", lambda run: 3.5 * 6 * 64 * 50_000)
-    cfg = PretrainConfig(corpus=[micro["corpus"]], tokenizer=micro["tokenizer"], out=str(tmp_path / "m"),
-                         seq_len=32, batch_size=2, max_steps=1, match_flops="some-run", quiet=True,
-                         device="cpu", preset="tiny")  # fmt: skip
+    cfg = PretrainConfig(
+        corpus=[micro["corpus"]],
+        tokenizer=micro["tokenizer"],
+        out=str(tmp_path / "m"),
+        seq_len=32,
+        batch_size=2,
+        max_steps=1,
+        match_flops="some-run",
+        quiet=True,
+        device="cpu",
+        preset="tiny",
+    )
     model = Qwen3ForCausalLM(Qwen3Config.preset("tiny", vocab_size=VOCAB))
     summary = pretrain(cfg)
     expected = round(3.5 * 6 * 64 * 50_000 / (6 * model.num_parameters() * 64))

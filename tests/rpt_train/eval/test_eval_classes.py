@@ -22,15 +22,25 @@ CLASSES = {"A": GIVEN, "B": GIVEN, "C": TEXT, "D": COMPUTED_OP, "E": GIVEN, "F":
 # The run's last checkpoint: ntp right on B, E, G; reasoning on B, D, E, G (test_eval_run.EXPECTED).
 # Hand-counted (correct, n) per (mode, bucket, class) for it; the base is never right.
 RPT = {
-    ("ntp", "easy", GIVEN): (2, 2), ("ntp", "easy", COMPUTED_OP): (0, 2), ("ntp", "easy", TEXT): (0, 1),
-    ("ntp", "medium", GIVEN): (1, 1), ("ntp", "medium", COMPUTED_OP): (0, 2), ("ntp", "medium", TEXT): (0, 0),
-    ("ntp", "hard", GIVEN): (1, 1), ("ntp", "hard", COMPUTED_OP): (0, 1), ("ntp", "hard", TEXT): (0, 0),
-    ("reasoning", "easy", GIVEN): (2, 2), ("reasoning", "easy", COMPUTED_OP): (1, 2),
-    ("reasoning", "easy", TEXT): (0, 1), ("reasoning", "medium", GIVEN): (1, 1),
-    ("reasoning", "medium", COMPUTED_OP): (1, 2), ("reasoning", "medium", TEXT): (0, 0),
-    ("reasoning", "hard", GIVEN): (1, 1), ("reasoning", "hard", COMPUTED_OP): (0, 1),
+    ("ntp", "easy", GIVEN): (2, 2),
+    ("ntp", "easy", COMPUTED_OP): (0, 2),
+    ("ntp", "easy", TEXT): (0, 1),
+    ("ntp", "medium", GIVEN): (1, 1),
+    ("ntp", "medium", COMPUTED_OP): (0, 2),
+    ("ntp", "medium", TEXT): (0, 0),
+    ("ntp", "hard", GIVEN): (1, 1),
+    ("ntp", "hard", COMPUTED_OP): (0, 1),
+    ("ntp", "hard", TEXT): (0, 0),
+    ("reasoning", "easy", GIVEN): (2, 2),
+    ("reasoning", "easy", COMPUTED_OP): (1, 2),
+    ("reasoning", "easy", TEXT): (0, 1),
+    ("reasoning", "medium", GIVEN): (1, 1),
+    ("reasoning", "medium", COMPUTED_OP): (1, 2),
+    ("reasoning", "medium", TEXT): (0, 0),
+    ("reasoning", "hard", GIVEN): (1, 1),
+    ("reasoning", "hard", COMPUTED_OP): (0, 1),
     ("reasoning", "hard", TEXT): (0, 0),
-}  # fmt: skip
+}
 
 
 def with_classes(rows: list[dict]) -> list[dict]:

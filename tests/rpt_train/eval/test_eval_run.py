@@ -18,7 +18,7 @@ from rpt_core.runtime.errors import RptError
 from rpt_core.text.tokenizer import Tokenizer
 from rpt_train.eval.run import EvalConfig, format_table, run_eval
 from rpt_train.rl.checkpoint import TRAINER_STATE
-from tests.rpt_train.evalkit import bigram_model, shard_row, tiny_tokenizer
+from tests.helpers import bigram_model, byte_tokenizer, shard_row
 
 # ------------------------------------------------------------------------------------------- fixtures
 # (The tokenizer and the hand-set model mirror tests/rpt_train/eval/test_score.py, which explains them.)
@@ -63,7 +63,7 @@ def save_step(tok: Tokenizer, mapping: dict[str, str], path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def tok() -> Tokenizer:
-    return tiny_tokenizer()
+    return byte_tokenizer()
 
 
 @pytest.fixture
@@ -90,8 +90,15 @@ def setup(tmp_path, tok):
 
 
 def config(setup, **kw) -> EvalConfig:
-    defaults = dict(shards=str(setup["shards"]), base=str(setup["base"]), run=str(setup["run"]),
-                    out=str(setup["out"]), max_samples=None, batch_size=4, quiet=True)  # fmt: skip
+    defaults = dict(
+        shards=str(setup["shards"]),
+        base=str(setup["base"]),
+        run=str(setup["run"]),
+        out=str(setup["out"]),
+        max_samples=None,
+        batch_size=4,
+        quiet=True,
+    )
     return EvalConfig(**{**defaults, **kw})
 
 

@@ -31,8 +31,7 @@ from rpt_train.eval.score import (
 )
 from rpt_train.rl.objective_rpt import RptObjective
 from rpt_train.rl.rollout import rollout, stop_token_ids
-from tests.rpt_train.evalkit import bigram_model, shard_row, tiny_tokenizer
-from tests.rpt_train.taskkit import TextTemplate
+from tests.helpers import TextTemplate, bigram_model, byte_tokenizer, shard_row
 
 # ------------------------------------------------------------------------------------------- fixtures
 
@@ -62,7 +61,7 @@ EXPECTED = {
 
 @pytest.fixture(scope="module")
 def tok() -> Tokenizer:
-    return tiny_tokenizer()
+    return byte_tokenizer()
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,11 @@ from rpt_core.runtime.errors import RptError
 from rpt_train.cli.passrate import passrate_cmd
 from rpt_train.passrate.score import PassRateConfig, run_passrate
 from rpt_train.passrate.selection import read_side_file
-from tests.rpt_train.evalkit import bigram_model, shard_row, tiny_tokenizer
+from tests.helpers import bigram_model, byte_tokenizer, shard_row
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TOK = tiny_tokenizer()
+TOK = byte_tokenizer()
 # The model maps x -> y and p -> ab; every other last token gives uniform logits (argmax: token 0).
 MAPPING = {"x": "y", "p": "ab"}
 ROWS = [  # doc, context, true pieces, entropy; right (x -> y, p -> ab) or wrong
@@ -56,8 +56,16 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 def config(shards, model, out, **kw) -> PassRateConfig:
-    base = dict(shards=str(shards), model=str(model), out=str(out), template="plain", samples=4,
-                max_new_tokens=4, batch_size=4, quiet=True)  # fmt: skip
+    base = dict(
+        shards=str(shards),
+        model=str(model),
+        out=str(out),
+        template="plain",
+        samples=4,
+        max_new_tokens=4,
+        batch_size=4,
+        quiet=True,
+    )
     return PassRateConfig(**{**base, **kw})
 
 
@@ -96,8 +104,10 @@ def test_groups_by_span_class_when_the_shards_have_one(tmp_path, model_dir):
     summary = run_passrate(config(shards, model_dir, tmp_path / "out"))
     g = summary["groups"]
     assert {n: g[n]["n"] for n in g if n.startswith("class ")} == {
-        "class computed": 3, "class given": 2, "class text": 1,
-    }  # fmt: skip
+        "class computed": 3,
+        "class given": 2,
+        "class text": 1,
+    }
     assert g["class computed"]["pass1"] == pytest.approx(2 / 3)  # B and D right, E wrong
     scored, _ = read_side_file(tmp_path / "out")
     assert {(r["doc_id"], r["position"]): r["span_class"] for r in scored}[("D", 2)] == "computed"

@@ -21,15 +21,26 @@ from rpt_train.passrate.selection import (
 )
 from rpt_train.rl.config import TrainConfig
 from rpt_train.rl.trainer import Trainer
-from tests.rpt_train.taskkit import save_model_dir, tiny_tokenizer, write_task_shards
+from tests.helpers import save_model_dir, tiny_tokenizer, write_task_shards
 
 K = 8
 
 
 def scored(doc_id: str, position: int, n_correct: int, p_true: float, token_id: int = 0) -> dict:
-    return {"doc_id": doc_id, "position": position, "token_id": token_id, "entropy": 1.0, "span_class": None,
-            "p_true": p_true, "ntp": False, "greedy": False, "n_correct": n_correct, "k": K,
-            "pass1": n_correct / K, "passk": pass_at_k(K, n_correct, K)}  # fmt: skip
+    return {
+        "doc_id": doc_id,
+        "position": position,
+        "token_id": token_id,
+        "entropy": 1.0,
+        "span_class": None,
+        "p_true": p_true,
+        "ntp": False,
+        "greedy": False,
+        "n_correct": n_correct,
+        "k": K,
+        "pass1": n_correct / K,
+        "passk": pass_at_k(K, n_correct, K),
+    }
 
 
 # doc, n_correct of 8, p_true
@@ -44,8 +55,14 @@ def test_band_and_margin_on_a_hand_table():
     rows = [scored(d, 5, c, p) for d, c, p in HAND]
     default = select(rows, hand_keys(), Band())
     assert sorted(k[0] for k in default.kept) == ["c", "d", "e", "f"]
-    assert default.counts == {"rows": 7, "kept": 4, "below_band": 1, "above_band": 1, "margin": 0,
-                              "unscored": 1}  # fmt: skip
+    assert default.counts == {
+        "rows": 7,
+        "kept": 4,
+        "below_band": 1,
+        "above_band": 1,
+        "margin": 0,
+        "unscored": 1,
+    }
     # pass@1 - p_true: c 0.125 - 0.2 < 0, d 0.5 - 0.1 = 0.4, e 0.75 - 0.7 = 0.05, f 0.875 - 0.3 = 0.575
     margin = select(rows, hand_keys(), Band(margin=0.1))
     assert sorted(k[0] for k in margin.kept) == ["d", "f"] and margin.counts["margin"] == 2
@@ -81,15 +98,34 @@ def task(tmp_path_factory):
     meta = {"split": "train", "k": K, "fingerprint": split_fingerprint(keys)}
     write_side_file(side / SIDE_FILE, rows, meta)
     kept = {(d, p) for i, (d, p, _) in enumerate(keys[:-8]) if i % 3 == 0}
-    return {"tok": tok, "shards": shards, "model": save_model_dir(root / "model", tok), "side": side,
-            "kept": kept, "root": root}  # fmt: skip
+    return {
+        "tok": tok,
+        "shards": shards,
+        "model": save_model_dir(root / "model", tok),
+        "side": side,
+        "kept": kept,
+        "root": root,
+    }
 
 
 def config(task, out, **kw) -> TrainConfig:
-    base = dict(shards=str(task["shards"]), model=str(task["model"]), out=str(out), template="plain",
-                max_steps=3, lr=1e-2, warmup_steps=0, batch_size=4, num_generations=2, micro_batch_size=8,
-                temperature=1.0, save_every=0, sample_every=0, quiet=True,
-                pass_rates=str(task["side"]))  # fmt: skip
+    base = dict(
+        shards=str(task["shards"]),
+        model=str(task["model"]),
+        out=str(out),
+        template="plain",
+        max_steps=3,
+        lr=1e-2,
+        warmup_steps=0,
+        batch_size=4,
+        num_generations=2,
+        micro_batch_size=8,
+        temperature=1.0,
+        save_every=0,
+        sample_every=0,
+        quiet=True,
+        pass_rates=str(task["side"]),
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -103,8 +139,14 @@ def test_a_run_trains_only_on_kept_positions_and_records_the_counts(task, tmp_pa
     assert result.step == 12 and seen
     assert set(seen) <= task["kept"] and set(seen) == task["kept"]  # every kept row, and nothing else
     record = json.loads((tmp_path / "run" / "selection.json").read_text())
-    assert record["counts"] == {"rows": 64, "kept": 19, "below_band": 37, "above_band": 0, "margin": 0,
-                                "unscored": 8}  # fmt: skip
+    assert record["counts"] == {
+        "rows": 64,
+        "kept": 19,
+        "below_band": 37,
+        "above_band": 0,
+        "margin": 0,
+        "unscored": 8,
+    }
     assert record["band"] == {"above": 0.0, "below": 1.0, "margin": None}
     saved = json.loads((tmp_path / "run" / "run_config.json").read_text())
     assert saved["pass_rates"] == str(task["side"])

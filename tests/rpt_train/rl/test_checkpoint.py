@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import random
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
+from rpt_core.model import Qwen3ForCausalLM
 from rpt_core.runtime.distributed import gather_full_state
 from rpt_core.runtime.errors import RptError
 from rpt_train.rl import checkpoint as ckpt
@@ -24,14 +25,9 @@ from rpt_train.rl.checkpoint import (
     set_rng_state,
 )
 from tests.conftest import QWEN3_TOKENIZER as TOKENIZER
+from tests.helpers import tiny_model
 
-
-def _model(seed: int = 0) -> Qwen3ForCausalLM:
-    torch.manual_seed(seed)
-    cfg = Qwen3Config.preset("tiny", vocab_size=96, num_hidden_layers=2, hidden_size=64,
-                             intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
-                             head_dim=16)  # fmt: skip
-    return Qwen3ForCausalLM(cfg)
+_model = partial(tiny_model, 96, hidden=64, intermediate=128, head_dim=16, positions=2048)
 
 
 def _train_step(model, opt, sched, x):

@@ -19,7 +19,7 @@ from rpt_train.rl.objective import ObjectiveContext, build_objective
 from rpt_train.rl.objective_rlp import RlpObjective, close_thought, information_gain
 from rpt_train.rl.rollout import RolloutSpec, rollout, sampling_params, stop_token_ids
 from rpt_train.rl.update import MicroBatchSettings, backward_micro_batches
-from tests.rpt_train.taskkit import repeat_rows, tiny_model, tiny_tokenizer
+from tests.helpers import repeat_rows, tiny_model, tiny_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,5 +1,5 @@
 """Rollouts: prompts -> completions -> predictions -> rewards -> advantages, truncation, and the group
-selection used by dynamic sampling (on the tiny task of tests/rpt_train/taskkit.py)."""
+selection used by dynamic sampling (on the tiny task of tests/helpers/shards.py)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from rpt_train.rl.rollout import (
     select_groups,
     truncate_context,
 )
-from tests.rpt_train.taskkit import (
+from tests.helpers import (
     TextTemplate,
     next_letter,
     task_rows,

@@ -25,8 +25,14 @@ from rpt_train.rl.checkpoint import RUN_CONFIG, latest_checkpoint
 from rpt_train.rl.config import RESUMABLE, TrainConfig
 from rpt_train.rl.grpo import ADVANTAGES, silent_with_one_completion
 from rpt_train.rl.trainer import Trainer
-from tests.rpt_train.faultkit import corrupt_data_pages
-from tests.rpt_train.taskkit import LETTERS, letters_bpe, save_model_dir, tiny_tokenizer, write_task_shards
+from tests.helpers import (
+    LETTERS,
+    corrupt_data_pages,
+    letters_bpe,
+    save_model_dir,
+    tiny_tokenizer,
+    write_task_shards,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.usefixtures("one_thread")

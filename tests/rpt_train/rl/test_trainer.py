@@ -26,7 +26,7 @@ from rpt_train.rl import trainer as trainer_mod
 from rpt_train.rl.checkpoint import latest_checkpoint
 from rpt_train.rl.config import TrainConfig
 from rpt_train.rl.trainer import Trainer, lr_factor
-from tests.rpt_train.taskkit import save_model_dir, tiny_tokenizer, write_task_shards
+from tests.helpers import save_model_dir, tiny_tokenizer, write_task_shards
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -307,7 +307,7 @@ def test_kl_to_frozen_reference_and_gradient_checkpointing(task, tmp_path):
 
 def test_empty_contexts_are_skipped_and_counted(task, tmp_path):
     from rpt_core.data import shards
-    from tests.rpt_train.taskkit import task_rows
+    from tests.helpers import task_rows
 
     rows = task_rows(12)
     for r in rows[:3]:

@@ -19,7 +19,7 @@ from rpt_core.runtime.errors import RptError
 from rpt_train.rl import trainer as trainer_mod
 from rpt_train.rl.config import TrainConfig
 from rpt_train.rl.trainer import Trainer
-from tests.rpt_train.taskkit import save_model_dir, think_copy_model, tiny_tokenizer, write_task_shards
+from tests.helpers import save_model_dir, think_copy_model, tiny_tokenizer, write_task_shards
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 REPO = Path(__file__).resolve().parents[3]

@@ -19,7 +19,7 @@ from rpt_train.compute import rl_step_flops
 from rpt_train.rl.checkpoint import load_trainer_state
 from rpt_train.rl.config import TrainConfig
 from rpt_train.rl.trainer import Trainer
-from tests.rpt_train.taskkit import save_model_dir, think_copy_model, tiny_tokenizer, write_task_shards
+from tests.helpers import save_model_dir, think_copy_model, tiny_tokenizer, write_task_shards
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

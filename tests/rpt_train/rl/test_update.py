@@ -14,7 +14,7 @@ from rpt_train.rl.grpo import GrpoLossConfig
 from rpt_train.rl.objective_rpt import RptObjective
 from rpt_train.rl.rollout import RolloutSpec, rollout, sampling_params
 from rpt_train.rl.update import MicroBatchSettings, backward_micro_batches, batched_logprobs
-from tests.rpt_train.taskkit import TextTemplate, task_rows, tiny_model, tiny_tokenizer
+from tests.helpers import TextTemplate, task_rows, tiny_model, tiny_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
