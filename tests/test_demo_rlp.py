@@ -58,7 +58,7 @@ def finished_demo(tmp_path):
     write_task_shards(run / "shards", tok, n_train=64, n_val=16, repeat=True)
     recipe = tmp_path / "recipe.toml"
     recipe.write_text(RECIPE)
-    cfg = TrainConfig(shards=str(run / "shards"), model=str(run / "base"), out=str(run / "rpt"),
+    cfg = TrainConfig.from_flat(shards=str(run / "shards"), model=str(run / "base"), out=str(run / "rpt"),
                       max_steps=4, template="think", max_new_tokens=3, num_generations=4, batch_size=4,
                       micro_batch_size=16, lr=3e-3, warmup_steps=0, save_every=2, quiet=True)  # fmt: skip
     before = torch.get_num_threads()

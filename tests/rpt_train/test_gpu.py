@@ -200,8 +200,9 @@ def test_two_trainer_steps_with_bf16_autocast_and_fused_adamw(tmp_path):
     tok = tiny_tokenizer()
     shards = write_task_shards(tmp_path / "shards", tok, n_train=64, n_val=8)
     model_dir = save_model_dir(tmp_path / "model", tok)
-    cfg = TrainConfig(shards=str(shards), model=str(model_dir), out=str(tmp_path / "run"), template="plain",
-                      answer_tokens=2, max_steps=2, batch_size=4, num_generations=4, micro_batch_size=8,
+    cfg = TrainConfig.from_flat(shards=str(shards), model=str(model_dir), out=str(tmp_path / "run"),
+                      template="plain", answer_tokens=2, max_steps=2, batch_size=4, num_generations=4,
+                      micro_batch_size=8,
                       lr=1e-3, warmup_steps=0, save_every=0, sample_every=0, quiet=True, device="cuda",
                       bf16=True, logprob_chunk=4, num_iterations=2, beta=0.01)  # fmt: skip
     trainer = Trainer(cfg)

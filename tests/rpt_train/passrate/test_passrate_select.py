@@ -90,7 +90,7 @@ def config(task, out, **kw) -> TrainConfig:
                 max_steps=3, lr=1e-2, warmup_steps=0, batch_size=4, num_generations=2, micro_batch_size=8,
                 temperature=1.0, save_every=0, sample_every=0, quiet=True,
                 pass_rates=str(task["side"]))  # fmt: skip
-    return TrainConfig(**{**base, **kw})
+    return TrainConfig.from_flat(**{**base, **kw})
 
 
 def test_a_run_trains_only_on_kept_positions_and_records_the_counts(task, tmp_path):
@@ -131,5 +131,5 @@ def test_side_files_of_other_shards_or_splits_are_refused(task, tmp_path):
 
 def test_the_band_must_be_open():
     with pytest.raises(RptError, match="must be below --pass-below"):
-        TrainConfig(shards="s", pass_rates="p", pass_above=0.5, pass_below=0.5)
-    TrainConfig(shards="s", pass_above=0.5, pass_below=0.5)  # no --pass-rates: the band is unused
+        TrainConfig.from_flat(shards="s", pass_rates="p", pass_above=0.5, pass_below=0.5)
+    TrainConfig.from_flat(shards="s", pass_above=0.5, pass_below=0.5)  # no --pass-rates: the band is unused
