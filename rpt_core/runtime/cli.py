@@ -232,9 +232,9 @@ def config_command(
         # The command's own fields first, then those of shared option classes it inherits (RolloutOptions):
         # --help leads with what the command is about. A section's options count as its field's.
         own = set(vars(cls).get("__annotations__", {}))
-        mine = lambda name: (leaves[name].path or (name,))[0] in own  # noqa: E731
-        for name in reversed(sorted(leaves, key=lambda n: not mine(n))):
-            command = _param(leaves[name].field, unwrap_optional(leaves[name].type)[0])(command)
+        mine = lambda key: (leaves[key].path or (key,))[0] in own  # noqa: E731
+        for key in reversed(sorted(leaves, key=lambda k: not mine(k))):
+            command = _param(leaves[key].field, unwrap_optional(leaves[key].type)[0])(command)
         command = click.option(
             "--config",
             "config",

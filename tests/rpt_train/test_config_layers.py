@@ -220,9 +220,11 @@ def test_run_option_names_unchanged():
 def test_config_command_flattens_any_sectioned_config(tmp_path):
     seen = []
 
-    @config_command(Outer, "train")
+    @config_command(Outer, "train", name="toy")
     def cmd(cfg: Outer) -> None:
         seen.append(cfg)
+
+    assert cmd.name == "toy"
 
     assert [p.name for p in cmd.params] == ["config", "rate", "name", "steps"]
     recipe = tmp_path / "r.toml"
