@@ -96,10 +96,10 @@ def bench_ours(model_dir: Path, shard_dir: Path, out: Path, steps: int, stops: l
     ``stops`` None: exactly NEW_TOKENS per completion; else stop on those ids, at most VARIABLE_MAX.
     """
     new_tokens = NEW_TOKENS if stops is None else VARIABLE_MAX
-    cfg = TrainConfig(shards=str(shard_dir), model=str(model_dir), out=str(out), template="qwen3-think",
-                      max_steps=steps, batch_size=1, num_generations=G, max_new_tokens=new_tokens,
-                      temperature=TEMPERATURE, micro_batch_size=G, lr=1e-6, warmup_steps=0, save_every=0,
-                      sample_every=0, quiet=True, dtype="float32")  # fmt: skip
+    cfg = TrainConfig.from_flat(shards=str(shard_dir), model=str(model_dir), out=str(out),
+                      template="qwen3-think", max_steps=steps, batch_size=1, num_generations=G,
+                      max_new_tokens=new_tokens, temperature=TEMPERATURE, micro_batch_size=G, lr=1e-6,
+                      warmup_steps=0, save_every=0, sample_every=0, quiet=True, dtype="float32")  # fmt: skip
     trainer = Trainer(cfg)
     trainer.spec = _with_stops(trainer.spec, () if stops is None else tuple(stops))
     reward_module.compute_rewards = _coin_rewards  # benchmark only: see _coin_rewards

@@ -62,8 +62,8 @@ def main() -> None:
     result = {
         "positions": len(rows), "samples": pcfg.samples, "score_cpu_s": round(score_s, 2),
         "score_cpu_s_per_position": round(per_position, 4),
-        "rl_step_cpu_s": round(step_s, 2), "rl_step_contexts": tcfg.batch_size,
-        "rl_step_rollouts": tcfg.batch_size * tcfg.num_generations,
+        "rl_step_cpu_s": round(step_s, 2), "rl_step_contexts": tcfg.sampling.batch_size,
+        "rl_step_rollouts": tcfg.sampling.batch_size * tcfg.sampling.num_generations,
         "positions_per_rl_step": round(step_s / per_position, 1),
         "rl_mean_completion_tokens": round(sum(m["completion_len_mean"] for m in steps) / len(steps), 1),
         "pass1": sum(scores["n_correct"]) / (len(rows) * pcfg.samples),

@@ -286,8 +286,9 @@ def run_objective_steps(model, device, quick: bool) -> dict:
         model.save_pretrained(model_dir)
         tok.save(model_dir)
         for objective in ("rpt", "rlp"):
-            cfg = TrainConfig(shards=str(shards), model=str(model_dir), out=str(Path(tmp) / objective),
-                              objective=objective, template="think", max_new_tokens=shape.new_tokens,
+            cfg = TrainConfig.from_flat(shards=str(shards), model=str(model_dir),
+                              out=str(Path(tmp) / objective), objective=objective, template="think",
+                              max_new_tokens=shape.new_tokens,
                               batch_size=shape.contexts, num_generations=shape.group, micro_batch_size=16,
                               max_steps=shape.steps, lr=1e-6, warmup_steps=0, save_every=0, sample_every=0,
                               quiet=True, device=device.type, bf16=device.type == "cuda")  # fmt: skip

@@ -47,7 +47,7 @@ from rpt_core.data.corpus.readers import ReadStats, iter_documents
 from rpt_core.data.corpus.spans import UNCLASSIFIED, class_key, ordered_counts
 from rpt_core.data.shards import SCHEMA_VERSION, SPLITS, Manifest
 from rpt_core.runtime import distributed as D
-from rpt_core.runtime.config import check, config_to_dict, option, unescape
+from rpt_core.runtime.config import check, identity_dict, option, unescape
 from rpt_core.runtime.errors import RptError
 from rpt_core.runtime.lock import output_lock
 from rpt_core.runtime.progress import Progress
@@ -75,7 +75,6 @@ ROW_CHUNK = 1024  # rows built (as Python dicts) at a time
 # sees the cap, while a row stays under ~16 KB of context text (about 4 bytes a token) and a build's
 # memory is bounded by rows_per_shard such rows per split, whatever a document's length.
 MAX_CONTEXT_TOKENS = 4096
-_NOT_IDENTITY = ("out", "quiet", "overwrite")  # settings that do not change what is built
 
 
 @dataclass
@@ -93,7 +92,7 @@ class BuildConfig:
         None, "tokenizer.json, a directory holding one, or a hub id. Default: the proxy's."
     )
     proxy_model: str = option(DEFAULT_PROXY, "HF-format directory or hub id of the proxy.")
-    out: str = option("shards", "Build directory.")
+    out: str = option("shards", "Build directory.", identity=False)
     entropy_threshold: float | None = option(
         None, "Keep training positions with entropy >= this (nats). Default: off."
     )
@@ -128,8 +127,8 @@ class BuildConfig:
     )
     device: str | None = option(None, "cpu, cuda or cuda:N. Default: CUDA (this rank's) when available.")
     strict: bool = option(False, "Fail on the first bad record instead of skipping.")
-    overwrite: bool = option(False, "Clear OUT's previous build first.")
-    quiet: bool = option(False, "No progress display and no summary.")
+    overwrite: bool = option(False, "Clear OUT's previous build first.", identity=False)
+    quiet: bool = option(False, "No progress display and no summary.", identity=False)
     max_documents: int | None = option(None, "Use only the first N documents.", ge=1)
 
     def __post_init__(self) -> None:
@@ -188,7 +187,7 @@ class Summary:
 
 def config_identity(cfg: BuildConfig, world_size: int) -> dict[str, Any]:
     """What must match for a rerun to continue a build: the config (minus out/quiet/overwrite) and world."""
-    d = {k: v for k, v in config_to_dict(cfg).items() if k not in _NOT_IDENTITY}
+    d = identity_dict(cfg)  # the fields marked identity=False (out, quiet, overwrite) change nothing built
     return json.loads(json.dumps({**d, "world_size": world_size}))
 
 

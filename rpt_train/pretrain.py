@@ -33,7 +33,7 @@ from rpt_core.data.corpus.documents import content_id
 from rpt_core.data.shards import Manifest
 from rpt_core.model import PRESETS, Qwen3Config, Qwen3ForCausalLM, default_device
 from rpt_core.runtime import distributed as D
-from rpt_core.runtime.config import check, config_to_dict, option, unescape
+from rpt_core.runtime.config import check, config_to_dict, option, resumable_fields, unescape
 from rpt_core.runtime.errors import RptError, warn
 from rpt_core.runtime.files import write_json_atomic
 from rpt_core.runtime.lock import output_lock
@@ -68,7 +68,9 @@ class PretrainConfig:
         None, "An `rpt-train run` directory: train for as many FLOPs as it spent (this sets max-steps)."
     )
     out: str = option(
-        "runs/base", "Output directory (HF format: config.json, model.safetensors, tokenizer.json)."
+        "runs/base",
+        "Output directory (HF format: config.json, model.safetensors, tokenizer.json).",
+        resumable=True,
     )
     preset: str = option("tiny", "Model shape preset.", choices=PRESETS)
     text_template: str = option(DEFAULT_TEMPLATE, "Document text from record fields.", callback=unescape)
@@ -84,23 +86,29 @@ class PretrainConfig:
     eval_fraction: float = option(0.02, "Share of the token stream held out to report eval loss.", ge=0, lt=1)
     eval_every: int = option(100, "Eval loss every N steps (and at the end).", ge=1)
     seed: int = option(0, "Seed of initialisation and window sampling.")
-    device: str | None = option(None, "cpu, cuda, cuda:1 (default: CUDA when present).")
+    device: str | None = option(None, "cpu, cuda, cuda:1 (default: CUDA when present).", resumable=True)
     bf16_autocast: bool = option(
         True, "bfloat16 matmuls (AMX on CPU, tensor cores on CUDA); weights stay float32."
     )
     save_every: int = option(
-        0, "Checkpoint every N steps (0: only when stopped by Ctrl-C or SIGTERM); see --resume.", ge=0
+        0,
+        "Checkpoint every N steps (0: only when stopped by Ctrl-C or SIGTERM); see --resume.",
+        ge=0,
+        resumable=True,
     )
-    resume: bool = option(False, "Continue from OUT's latest checkpoint (exactly: same bytes as unstopped).")
-    quiet: bool = option(False, "No progress output.")
+    resume: bool = option(
+        False, "Continue from OUT's latest checkpoint (exactly: same bytes as unstopped).", resumable=True
+    )
+    quiet: bool = option(False, "No progress output.", resumable=True)
 
     def __post_init__(self) -> None:
         check(self)
 
 
-# Settings a resumed pretraining may change: they do not touch what is computed. Any other difference
-# would make the continuation differ from the run it continues, so it is refused.
-RESUMABLE = frozenset({"resume", "quiet", "device", "save_every", "out"})
+# Settings a resumed pretraining may change (the fields marked ``resumable=True``): they do not touch what
+# is computed. Any other difference would make the continuation differ from the run it continues, so it is
+# refused. A test pins this set.
+RESUMABLE = resumable_fields(PretrainConfig)
 
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:

@@ -9,7 +9,8 @@ config dataclass becomes a click option (or a positional argument) with the fiel
 and default, plus ``--config FILE.toml``. The config is then layered by
 ``rpt_core.runtime.config.build_config``:
 dataclass defaults < the recipe's ``[section]`` < options typed on the command line (only typed ones:
-click defaults never override a recipe).
+click defaults never override a recipe). A config's sections (``rpt_core.runtime.config.section``) are
+expanded in place: each of their options is a flat ``--option`` of the command, as in a recipe.
 """
 
 from __future__ import annotations
@@ -21,14 +22,20 @@ import importlib
 import signal
 import sys
 import threading
-import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import click
 
-from rpt_core.runtime.config import RECIPE_TABLES, build_config, load_toml_section
+from rpt_core.runtime.config import (
+    RECIPE_TABLES,
+    build_config,
+    flat_fields,
+    flat_values,
+    load_toml_section,
+    unwrap_optional,
+)
 from rpt_core.runtime.errors import RptError
 
 _CLICK_TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING}
@@ -101,7 +108,8 @@ def os_error_line(e: OSError) -> str:
 def raise_naming_out(e: OSError, cfg: Any) -> None:
     """An operating-system error that names no file (a full disk met by ``write``, as in a Parquet or JSON
     writer) is raised again as one line naming the command's ``--out``, where it was writing."""
-    out = getattr(cfg, "out", None)
+    holder = dataclasses.is_dataclass(cfg) and not isinstance(cfg, type)
+    out = flat_values(cfg).get("out") if holder else getattr(cfg, "out", None)
     if e.filename is None and out and not isinstance(e, BrokenPipeError):
         what = e.strerror or str(e) or type(e).__name__
         raise RptError(f"{out}: {what} (while writing the output)") from None
@@ -159,14 +167,6 @@ class LazyRptGroup(RptGroup):
         return super().get_command(ctx, cmd_name)
 
 
-def _inner_type(tp: Any) -> Any:
-    """``int | None`` -> int; ``list[str]`` -> (list, str); other annotations unchanged."""
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        tp = args[0] if len(args) == 1 else str
-    return tp
-
-
 def _param(fld: dataclasses.Field, tp: Any) -> Callable:
     """The click decorator for one config field."""
     meta = fld.metadata
@@ -214,7 +214,7 @@ def config_command(
     ``inherit`` names keys that a recipe's other sections supply when this section does not set them
     (``rpt-train eval`` takes the template settings of ``[train]``, so evaluation matches training).
     """
-    hints = typing.get_type_hints(cls)
+    leaves = flat_fields(cls)
     RECIPE_TABLES.update((section, *(inherit or {})))
 
     def decorate(f: Callable) -> click.Command:
@@ -230,11 +230,11 @@ def config_command(
                     raise
 
         # The command's own fields first, then those of shared option classes it inherits (RolloutOptions):
-        # --help leads with what the command is about.
+        # --help leads with what the command is about. A section's options count as its field's.
         own = set(vars(cls).get("__annotations__", {}))
-        fields = [f for f in dataclasses.fields(cls) if f.init]
-        for fld in reversed(sorted(fields, key=lambda f: f.name not in own)):
-            command = _param(fld, _inner_type(hints[fld.name]))(command)
+        mine = lambda key: (leaves[key].path or (key,))[0] in own  # noqa: E731
+        for key in reversed(sorted(leaves, key=lambda k: not mine(k))):
+            command = _param(leaves[key].field, unwrap_optional(leaves[key].type)[0])(command)
         command = click.option(
             "--config",
             "config",

@@ -30,9 +30,9 @@ def run(cfg: TrainConfig) -> None:
     from rpt_core.runtime.lock import output_lock
     from rpt_train.rl.trainer import Trainer
 
-    info = init_distributed(cfg.device)
+    info = init_distributed(cfg.runtime.device)
     try:
-        with output_lock(cfg.out, "rpt-train run"), stop_signals() as flag:
+        with output_lock(cfg.io.out, "rpt-train run"), stop_signals() as flag:
             result = Trainer(cfg, info).train(stop=lambda: flag.hit)
     finally:
         cleanup()

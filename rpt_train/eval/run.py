@@ -33,7 +33,7 @@ from typing import Any
 from rpt_core.data.shards import check_tokenizer, checked_manifest, iter_rows, shard_paths
 from rpt_core.model import Qwen3ForCausalLM
 from rpt_core.model.hf_io import read_config, weights_sha256
-from rpt_core.runtime.config import check, config_to_dict, option
+from rpt_core.runtime.config import check, config_to_dict, identity_dict, option
 from rpt_core.runtime.errors import RptError, warn
 from rpt_core.runtime.files import sha256_bytes, write_json_atomic
 from rpt_core.runtime.lock import output_lock
@@ -64,8 +64,6 @@ TRAINING_KEYS = (
     "template", "answer_tokens", "max_prompt_tokens", "max_new_tokens", "reward", "instruction_file",
     "temperature",
 )  # fmt: skip
-# Settings that do not change a verdict: the model list, where the output goes, chattiness, the modes.
-_NOT_CACHE_KEY = ("base", "run", "run_as", "cpt", "models", "out", "quiet", "modes")
 RUN_LABEL = "rpt"  # the --run's last checkpoint and its series
 RESERVED_LABELS = ("base", "cpt", RUN_LABEL)
 CACHE, TABLE, SUMMARY, PLOT = "eval_cache.json", "eval.json", "eval_summary.json", "eval.png"
@@ -76,33 +74,42 @@ class EvalConfig(RolloutOptions):
     shards: str = option(
         "shards", "RPT shard directory (from `rpt-data build`).", argument=True, required=True
     )
-    base: str | None = option(None, "The model before RPT (plotted at step 0).")
+    base: str | None = option(None, "The model before RPT (plotted at step 0).", identity=False)
     run: str | None = option(
-        None, "An `rpt-train run` output directory: every checkpoint (the last one is labelled rpt)."
+        None,
+        "An `rpt-train run` output directory: every checkpoint (the last one is labelled rpt).",
+        identity=False,
     )
     run_as: list[str] = option(
         default_factory=list,
         help="LABEL=RUN_DIR: another run's checkpoints, the last labelled LABEL and the others "
         "'LABEL step N' (repeatable; e.g. rlp=runs/demo/rlp).",
         flag="--run-as",
+        identity=False,
     )
-    cpt: str | None = option(None, "The compute-matched baseline (`rpt-train pretrain --init ...`), as cpt.")
+    cpt: str | None = option(
+        None, "The compute-matched baseline (`rpt-train pretrain --init ...`), as cpt.", identity=False
+    )
     models: list[str] = option(
-        default_factory=list, help="Any other HF-format model directory (repeatable).", flag="--model"
+        default_factory=list,
+        help="Any other HF-format model directory (repeatable).",
+        flag="--model",
+        identity=False,
     )
-    out: str = option("eval", "Where eval.json and eval.png go.")
+    out: str = option("eval", "Where eval.json and eval.png go.", identity=False)
     split: str = option("val", "Shard split to evaluate on.")
     modes: list[str] = option(
         default_factory=lambda: list(DEFAULT_MODES),
         help="ntp (greedy next token), reasoning (greedy training rollout), sampled (repeatable).",
         choices=MODES,
         flag="--mode",
+        identity=False,
     )
     max_samples: int | None = option(2000, "Positions per bucket at most, chosen deterministically.", ge=1)
     temperature: float = option(0.8, "Sampled mode: the training temperature (0 = greedy).", ge=0)
     samples: int = option(4, "Sampled mode: seeded rollouts per position (their mean is its verdict).", ge=1)
     seed: int = option(0, "Seed of the position sample and of sampled rollouts.")
-    quiet: bool = option(False, "No progress line, table or summary.")
+    quiet: bool = option(False, "No progress line, table or summary.", identity=False)
 
     def __post_init__(self) -> None:
         check(self)
@@ -382,7 +389,9 @@ def _summary(cfg: EvalConfig, rows: list[dict[str, Any]], key: dict, table: list
 
 
 def _cache_key(cfg: EvalConfig) -> dict[str, Any]:
-    return {k: v for k, v in config_to_dict(cfg).items() if k not in _NOT_CACHE_KEY}
+    # Fields marked identity=False change no verdict: the model list, where the output goes, chattiness,
+    # the modes.
+    return identity_dict(cfg)
 
 
 def _load_cache(path: Path, key: dict) -> dict[str, dict[str, list[float]]]:

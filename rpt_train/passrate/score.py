@@ -33,7 +33,7 @@ import torch
 from rpt_core.data.shards import check_schema, check_tokenizer, checked_manifest, iter_rows, shard_paths
 from rpt_core.model import Qwen3ForCausalLM
 from rpt_core.model.hf_io import read_config, weights_sha256
-from rpt_core.runtime.config import check, config_to_dict, option
+from rpt_core.runtime.config import check, config_to_dict, identity_dict, option
 from rpt_core.runtime.errors import RptError, warn
 from rpt_core.runtime.files import write_json_atomic
 from rpt_core.runtime.lock import output_lock
@@ -55,9 +55,6 @@ from rpt_train.passrate.selection import SIDE_FILE, split_fingerprint, write_sid
 CHUNK = 256  # positions per saved part; each part's rollouts draw from their own seed
 PARTS, SUMMARY, CONFIG = ".passrate_parts", "passrate_summary.json", "passrate_config.json"
 COLUMNS = ("doc_id", "position", "context", "label", "boundaries", "entropy", "token_id")
-# Settings that change no score: --max-samples only says how many of the same ranked positions are scored,
-# so raising it reuses every full chunk already scored.
-_NOT_KEY = ("out", "quiet", "max_samples")
 
 
 @dataclass
@@ -66,15 +63,18 @@ class PassRateConfig(RolloutOptions):
         "shards", "RPT shard directory (from `rpt-data build`).", argument=True, required=True
     )
     model: str = option("", "The policy before RL: an HF-format model directory.", required=True)
-    out: str = option("passrates", "Where passrates.parquet and passrate_summary.json go.")
+    out: str = option("passrates", "Where passrates.parquet and passrate_summary.json go.", identity=False)
     split: str = option("train", "Shard split to score (selection for `rpt-train run` needs train).")
     samples: int = option(8, "k: seeded training rollouts per position.", ge=1)
     max_samples: int | None = option(
-        None, "Score at most this many positions, chosen by a seeded hash of (doc_id, position).", ge=1
+        None,
+        "Score at most this many positions, chosen by a seeded hash of (doc_id, position).",
+        ge=1,
+        identity=False,
     )
     temperature: float = option(0.8, "Temperature of the sampled rollouts (the training temperature).", gt=0)
     seed: int = option(0, "Seed of the position sample and of the sampled rollouts.")
-    quiet: bool = option(False, "No progress line or table.")
+    quiet: bool = option(False, "No progress line or table.", identity=False)
 
     def __post_init__(self) -> None:
         check(self)
@@ -174,7 +174,9 @@ def _run(cfg: PassRateConfig) -> dict[str, Any]:
     check_pair(tok, read_config(cfg.model), cfg.model)
     cfg.settings(tok, 0)  # a bad template option fails here, before the model is loaded
     out = Path(cfg.out)
-    key = {k: v for k, v in config_to_dict(cfg).items() if k not in _NOT_KEY}
+    # Fields marked identity=False change no score: out, quiet, and --max-samples, which only says how many
+    # of the same ranked positions are scored, so raising it reuses every full chunk already scored.
+    key = identity_dict(cfg)
     key.update(fingerprint=fingerprint, weights=weights_sha256(Path(cfg.model)), chunk=CHUNK)
     parts = _parts_dir(out, key)
     chunks = [rows[i : i + CHUNK] for i in range(0, len(rows), CHUNK)]

@@ -171,12 +171,12 @@ def selected_rows(
     Records the band, the counts and the side file's hash in ``RUN/selection.json`` (the ``main`` rank
     writes it); a resumed run must find the same side file there (its options are refused by the resume
     check when they change)."""
-    selection = load_selection(cfg.pass_rates, cfg.shards, cfg.band())
+    selection = load_selection(cfg.data.pass_rates, cfg.io.shards, cfg.band())
     path = run_dir / SELECTION
     if resumed and path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8")).get("source", {}).get("sha256")
         if saved != selection.source["sha256"]:
-            raise RptError(f"--resume: {cfg.pass_rates} changed since the run started (its hash is not "
+            raise RptError(f"--resume: {cfg.data.pass_rates} changed since the run started (its hash is not "
                            f"{path}'s); resume with the same file, or train into another --out")  # fmt: skip
     if main:
         write_json_atomic(path, selection.record())

@@ -5,8 +5,22 @@ mechanism is ``rpt_core.runtime.config``). Each field's help, choices and bounds
 ``rpt_train.cli.run`` builds its options from these fields, so a new setting is added here only.
 Defaults follow the RPT paper where it says (G = 8, temperature 0.8, lr 1e-6 constant after warmup, no
 KL) and verl / TRL elsewhere. The builders (``rollout_spec``, ``loss_config``, ...) turn the flat config
-into the small objects the trainer's parts take. ``RESUMABLE`` and ``resume_differences`` decide what a
-resumed run may change (applied and recorded) and what it may not (refused).
+into the small objects the trainer's parts take.
+
+The options are grouped in sections (``IoSettings`` ... ``LogSettings``, as ``cfg.optim.lr``), but only in
+Python: the command line, a recipe's ``[train]`` and ``run_config.json`` name every option flat (``--lr``,
+``lr = 1e-6``, ``"lr"``), as before the sections existed (``rpt_core.runtime.config``). Tests and scripts
+build one with ``TrainConfig.from_flat(lr=...)``.
+
+``resumable=True`` on a field (collected in ``RESUMABLE``) and ``resume_differences`` decide what a
+resumed run may change (applied and recorded) and what it may not (refused). The resumable options say how
+long the run goes on, what it logs and keeps, where it runs and how it splits work to fit in memory. None
+of them changes what a step computes from the saved state (micro-batching and chunking change
+floating-point summation order only; rollout_batch_size changes which random numbers each sample draws,
+not their distribution; tf32 and rollout_weights change rounding only (of float32 matmuls, of the
+rollout's weights); a resume on another kind of device is refused when the checkpoint's sampler state does
+not fit it). Any other difference from the saved run is refused: it would be recorded but not in force for
+the steps before.
 """
 
 from __future__ import annotations
@@ -20,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from rpt_core.model.decode import DecodeOptions
 from rpt_core.model.generation import SamplingParams
 from rpt_core.reward import REWARDS
-from rpt_core.runtime.config import check, config_to_dict
+from rpt_core.runtime.config import check, config_to_dict, from_flat, resumable_fields, section
 from rpt_core.runtime.config import option as _opt
 from rpt_core.runtime.errors import RptError
 from rpt_core.text.prompts import TEMPLATES, PromptTemplate, load_template
@@ -32,19 +46,6 @@ if TYPE_CHECKING:
     from rpt_core.text.chat_template import Chat
     from rpt_core.text.tokenizer import Tokenizer
 
-# What ``rpt-train run --resume`` may change from the saved run: how long the run goes on, what it logs and
-# keeps, where it runs and how it splits work to fit in memory. None of them changes what a step computes
-# from the saved state (micro-batching and chunking change floating-point summation order only;
-# rollout_batch_size changes which random numbers each sample draws, not their distribution; tf32 and
-# rollout_weights change rounding only (of float32 matmuls, of the rollout's weights); a resume on
-# another kind of device is refused when the checkpoint's sampler state does not fit it). Any other
-# difference from the saved run is refused: it would be recorded but not in force for the steps before.
-RESUMABLE = frozenset({
-    "resume", "out", "max_steps", "epochs", "max_bad_steps", "save_every", "keep_last", "val_every",
-    "val_samples", "sample_every", "num_samples", "tensorboard", "quiet", "device", "fsdp", "compile", "tf32",
-    "rollout_weights", "gradient_checkpointing", "micro_batch_size", "rollout_batch_size", "logprob_chunk",
-    "max_flops", "match_flops",
-})  # fmt: skip
 OBJECTIVE_NAMES = ("rpt", "rlp")  # rpt_train.rl.objective.OBJECTIVES (a test keeps the two equal)
 DTYPES = ("float32", "bfloat16")
 ROLLOUT_WEIGHTS = ("auto", "policy", "bf16-copy")
@@ -54,16 +55,22 @@ BF16_MIN_LR = 2.0**-14
 
 
 @dataclass
-class TrainConfig:
-    # ---- inputs / outputs
+class IoSettings:
+    """Inputs and outputs. ``TrainConfig.io``."""
+
     shards: str = _opt(
         "", "RPT shard directory (from `rpt-data build`): SHARDS/train and SHARDS/val.", argument=True
     )
     model: str = _opt("Qwen/Qwen3-0.6B", "Policy: HF-format model directory or hub id.")
     tokenizer: str | None = _opt(None, "tokenizer.json or its directory (default: the model's).")
-    out: str = _opt("runs/rpt", "Run directory: checkpoints, metrics.jsonl, run_config.json.")
-    resume: bool = _opt(False, "Continue from the latest checkpoint in --out.")
-    # ---- prompts and rewards
+    out: str = _opt("runs/rpt", "Run directory: checkpoints, metrics.jsonl, run_config.json.", resumable=True)
+    resume: bool = _opt(False, "Continue from the latest checkpoint in --out.", resumable=True)
+
+
+@dataclass
+class TaskSettings:
+    """What is learned: the objective, its prompts and its rewards. ``TrainConfig.task``."""
+
     objective: str = _opt(
         "rpt",
         "Training objective: rpt (prefix reward of the prediction, GRPO) or rlp (information gain of the "
@@ -89,7 +96,12 @@ class TrainConfig:
         0.999, "rlp: decay of the no-think baseline's EMA of the policy weights, per optimizer step.",
         ge=0, le=1,
     )  # fmt: skip
-    # ---- sampling
+
+
+@dataclass
+class SamplingSettings:
+    """Rollout sampling and how a step's sequences are batched. ``TrainConfig.sampling``."""
+
     num_generations: int = _opt(8, "G: completions sampled per context.", ge=1)
     temperature: float = _opt(
         0.8, "Sampling temperature, > 0 (log-probs are taken at the same temperature).", ge=0
@@ -98,10 +110,20 @@ class TrainConfig:
     top_k: int = _opt(0, "Top-k sampling (0 = off).", ge=0)
     batch_size: int = _opt(8, "Contexts (groups) per step and rank.", ge=1)
     rollout_batch_size: int = _opt(
-        0, "Contexts per generate() call (0 = the whole batch at once; on CUDA, as many as fit).", ge=0
+        0,
+        "Contexts per generate() call (0 = the whole batch at once; on CUDA, as many as fit).",
+        ge=0,
+        resumable=True,
     )
-    micro_batch_size: int = _opt(8, "Sequences per forward/backward; gradients are accumulated.", ge=1)
-    # ---- GRPO
+    micro_batch_size: int = _opt(
+        8, "Sequences per forward/backward; gradients are accumulated.", ge=1, resumable=True
+    )
+
+
+@dataclass
+class GrpoSettings:
+    """The GRPO loss, its advantages and DAPO's dynamic sampling. ``TrainConfig.grpo``."""
+
     advantage: str = _opt("group", "Advantage estimator.", choices=ADVANTAGES)
     loss_agg: str = _opt("token-mean", "Loss aggregation (verl's names).", choices=LOSS_AGG)
     epsilon: float = _opt(0.2, "Clip range below (ratio >= 1 - epsilon).", gt=0, lt=1)
@@ -111,7 +133,12 @@ class TrainConfig:
     mask_truncated: bool = _opt(False, "Leave completions cut off at --max-new-tokens out of the loss.")
     dynamic_sampling: bool = _opt(False, "DAPO: draw more contexts until B groups have unequal rewards.")
     max_resample_batches: int = _opt(4, "Dynamic sampling: extra draws per step at most.", ge=0)
-    # ---- optimisation
+
+
+@dataclass
+class OptimSettings:
+    """AdamW, its schedule, and how long the run goes on. ``TrainConfig.optim``."""
+
     lr: float = _opt(1e-6, "Peak learning rate (constant after warmup).", ge=0)
     warmup_steps: int = _opt(10, "Linear warmup from 0 over this many optimizer steps.", ge=0)
     weight_decay: float = _opt(0.01, "AdamW weight decay.")
@@ -119,18 +146,28 @@ class TrainConfig:
     adam_beta2: float = _opt(0.999, "AdamW beta2.")
     adam_eps: float = _opt(1e-8, "AdamW epsilon.")
     max_grad_norm: float = _opt(1.0, "Gradient clipping by global norm (0 = off).", ge=0)
-    max_steps: int = _opt(1000, "Training steps (rollout batches).", ge=1)
+    max_steps: int = _opt(1000, "Training steps (rollout batches).", ge=1, resumable=True)
     max_flops: float = _opt(
-        0.0, "Also stop after the step that brings train_flops to at least this (0 = off).", ge=0
+        0.0,
+        "Also stop after the step that brings train_flops to at least this (0 = off).",
+        ge=0,
+        resumable=True,
     )
     match_flops: str | None = _opt(
-        None, "An `rpt-train run` directory: stop at the training compute it recorded (sets --max-flops)."
+        None,
+        "An `rpt-train run` directory: stop at the training compute it recorded (sets --max-flops).",
+        resumable=True,
     )
     seed: int = _opt(0, "Seed of data order, sampling and initialisation.")
-    max_bad_steps: int = _opt(5, "Stop after this many non-finite losses in a row.", ge=1)
-    # ---- machinery
+    max_bad_steps: int = _opt(5, "Stop after this many non-finite losses in a row.", ge=1, resumable=True)
+
+
+@dataclass
+class RuntimeSettings:
+    """Where and how it runs: device, dtypes, compilation, sharding. ``TrainConfig.runtime``."""
+
     device: str | None = _opt(
-        None, "cpu | cuda | cuda:N (default: CUDA when present; LOCAL_RANK under torchrun)."
+        None, "cpu | cuda | cuda:N (default: CUDA when present; LOCAL_RANK under torchrun).", resumable=True
     )
     dtype: str = _opt("float32", "Parameter dtype; AdamW states follow it.", choices=DTYPES)
     bf16: bool = _opt(
@@ -141,12 +178,15 @@ class TrainConfig:
         False, "Also apply --bf16 on a CPU: the GPU's dtype setup (bfloat16 compute and KV cache over "
         "float32 weights), as the tests run it; fast only where the CPU has bfloat16 matrix units (AMX).",
     )  # fmt: skip
-    tf32: bool = _opt(True, "CUDA: TF32 tensor cores for float32 matmuls (what autocast leaves in float32).")
+    tf32: bool = _opt(
+        True, "CUDA: TF32 tensor cores for float32 matmuls (what autocast leaves in float32).", resumable=True
+    )
     gradient_checkpointing: str = _opt(
         "auto", "Recompute decoder layers in backward to save memory; auto = on on CUDA (real lengths need "
         "it: benchmarks/GPU.md), off on a CPU.", choices=("auto", "on", "off"),
+        resumable=True,
     )  # fmt: skip
-    compile: bool = _opt(False, "torch.compile the decoder layers.")
+    compile: bool = _opt(False, "torch.compile the decoder layers.", resumable=True)
     compile_decode: bool = _opt(
         False, "Rollouts: torch.compile a fixed-shape decode step (replayed from CUDA graphs on CUDA)."
     )
@@ -155,12 +195,22 @@ class TrainConfig:
         "optimizer step, 2 bytes per parameter: a captured --compile-decode step then reads bf16 weights "
         "instead of re-casting float32 ones at every replay); auto = bf16-copy with --compile-decode under "
         "--bf16 autocast (not --fsdp), else policy.", choices=ROLLOUT_WEIGHTS,
+        resumable=True,
     )  # fmt: skip
-    fsdp: bool = _opt(False, "Shard parameters with FSDP2 instead of replicating with DDP (torchrun).")
-    logprob_chunk: int = _opt(1024, "Completion tokens per LM-head chunk when computing log-probs.", ge=1)
-    # ---- data
+    fsdp: bool = _opt(
+        False, "Shard parameters with FSDP2 instead of replicating with DDP (torchrun).", resumable=True
+    )
+    logprob_chunk: int = _opt(
+        1024, "Completion tokens per LM-head chunk when computing log-probs.", ge=1, resumable=True
+    )
+
+
+@dataclass
+class DataSettings:
+    """The order of the training rows and which of them are kept. ``TrainConfig.data``."""
+
     shuffle_buffer: int = _opt(10000, "Rows in the streaming shuffle buffer.", ge=1)
-    epochs: int = _opt(0, "Passes over SHARDS/train (0 = repeat until --max-steps).", ge=0)
+    epochs: int = _opt(0, "Passes over SHARDS/train (0 = repeat until --max-steps).", ge=0, resumable=True)
     pass_rates: str | None = _opt(
         None, "Train only on positions chosen by their pass rates: the OUT of `rpt-train passrate` on "
         "SHARDS/train (unscored positions are dropped and counted; see OUT/selection.json).",
@@ -175,58 +225,95 @@ class TrainConfig:
         None, "--pass-rates: ... and whose pass@1 exceeds the next-token probability of the true token by "
         "at least this (off by default).",
     )  # fmt: skip
-    # ---- validation, logging, checkpoints
-    val_every: int = _opt(0, "Greedy mean reward on SHARDS/val every N steps (0 = off).", ge=0)
-    val_samples: int = _opt(64, "Fixed number of val contexts.", ge=1)
-    save_every: int = _opt(100, "Checkpoint every N steps (and always at the end).", ge=0)
-    keep_last: int = _opt(3, "Checkpoints kept.", ge=1)
-    sample_every: int = _opt(50, "Log a few completions with their rewards every N steps (0 = off).", ge=0)
-    num_samples: int = _opt(4, "Completions per sample log.", ge=0)
-    tensorboard: bool = _opt(False, "Also write TensorBoard event files.")
-    quiet: bool = _opt(False, "No console progress line.")
+
+
+@dataclass
+class LogSettings:
+    """Validation, logging and checkpoints. ``TrainConfig.log``."""
+
+    val_every: int = _opt(
+        0, "Greedy mean reward on SHARDS/val every N steps (0 = off).", ge=0, resumable=True
+    )
+    val_samples: int = _opt(64, "Fixed number of val contexts.", ge=1, resumable=True)
+    save_every: int = _opt(100, "Checkpoint every N steps (and always at the end).", ge=0, resumable=True)
+    keep_last: int = _opt(3, "Checkpoints kept.", ge=1, resumable=True)
+    sample_every: int = _opt(
+        50, "Log a few completions with their rewards every N steps (0 = off).", ge=0, resumable=True
+    )
+    num_samples: int = _opt(4, "Completions per sample log.", ge=0, resumable=True)
+    tensorboard: bool = _opt(False, "Also write TensorBoard event files.", resumable=True)
+    quiet: bool = _opt(False, "No console progress line.", resumable=True)
+
+
+@dataclass
+class TrainConfig:
+    """Every option of ``rpt-train run``, grouped in sections; flat outside Python (``--lr``, ``lr = ...``
+    in ``[train]``, ``"lr"`` in run_config.json): build one with ``TrainConfig.from_flat(lr=...)`` or
+    ``build_config(TrainConfig, {...})``."""
+
+    io: IoSettings = section(IoSettings)  # inputs / outputs
+    task: TaskSettings = section(TaskSettings)  # prompts and rewards
+    sampling: SamplingSettings = section(SamplingSettings)  # sampling
+    grpo: GrpoSettings = section(GrpoSettings)  # GRPO
+    optim: OptimSettings = section(OptimSettings)  # optimisation
+    runtime: RuntimeSettings = section(RuntimeSettings)  # machinery
+    data: DataSettings = section(DataSettings)  # data
+    log: LogSettings = section(LogSettings)  # validation, logging, checkpoints
+
+    @classmethod
+    def from_flat(cls, **values: Any) -> TrainConfig:
+        """``TrainConfig`` from flat option names: ``TrainConfig.from_flat(lr=1e-5, template="plain")``."""
+        return from_flat(cls, **values)
 
     def __post_init__(self) -> None:
         check(self)
-        if self.temperature == 0:  # 0 means greedy everywhere else (eval, SamplingParams)
+        if self.sampling.temperature == 0:  # 0 means greedy everywhere else (eval, SamplingParams)
             raise RptError(
                 "temperature 0 (greedy decoding) cannot train: GRPO needs the log-probs of the distribution "
                 "the rollouts are sampled from, and greedy decoding samples from none; use a temperature > 0"
             )
-        if self.num_generations == 1 and silent_with_one_completion(self.advantage):
+        if self.sampling.num_generations == 1 and silent_with_one_completion(self.grpo.advantage):
             raise RptError(
-                f"--num-generations 1 with --advantage {self.advantage}: one completion per context has no "
-                "group to compare with, so every advantage is 0 and nothing is learned; use "
+                f"--num-generations 1 with --advantage {self.grpo.advantage}: one completion per context "
+                "has no group to compare with, so every advantage is 0 and nothing is learned; use "
                 "--num-generations >= 2 (or --advantage anchor)"
             )
-        if self.dtype == "bfloat16" and 0 < self.lr < BF16_MIN_LR:  # lr 0: a dry run, allowed
+        if self.runtime.dtype == "bfloat16" and 0 < self.optim.lr < BF16_MIN_LR:  # lr 0: a dry run, allowed
             raise RptError(
-                f"--lr {self.lr:g} with --dtype bfloat16: an AdamW step moves a weight by about lr, less "
-                "than "
+                f"--lr {self.optim.lr:g} with --dtype bfloat16: an AdamW step moves a weight by about lr, "
+                "less than "
                 f"half a bfloat16 unit at |w| ~ 0.02 ({BF16_MIN_LR:.1e}), so updates round away; train "
                 "float32 master weights (--dtype float32, the default; --bf16 autocasts the compute)"
             )
-        if self.pass_rates and not self.pass_above < self.pass_below:
-            raise RptError(f"--pass-above {self.pass_above} must be below --pass-below {self.pass_below}: "
-                           "the band keeps pass rates strictly between them")  # fmt: skip
-        if self.num_generations == 1 and self.dynamic_sampling:
+        if self.data.pass_rates and not self.data.pass_above < self.data.pass_below:
+            raise RptError(f"--pass-above {self.data.pass_above} must be below --pass-below "
+                           f"{self.data.pass_below}: the band keeps pass rates strictly between "
+                           "them")  # fmt: skip
+        if self.sampling.num_generations == 1 and self.grpo.dynamic_sampling:
             raise RptError("--dynamic-sampling keeps groups whose rewards differ, which needs "
                            "--num-generations >= 2")  # fmt: skip
 
     # ---- builders: the small objects the trainer's parts take
     def band(self) -> Band:
         """What ``--pass-rates`` keeps (``rpt_train.passrate.estimate.Band``)."""
-        return Band(self.pass_above, self.pass_below, self.pass_margin)
+        return Band(self.data.pass_above, self.data.pass_below, self.data.pass_margin)
 
     def template_obj(self, chat: Chat | None = None) -> PromptTemplate:
         """The prompt template; ``chat`` is the policy's own chat format (``Tokenizer.chat``)."""
-        return load_template(self.template, self.instruction_file, self.answer_tokens, chat)
+        return load_template(self.task.template, self.task.instruction_file, self.task.answer_tokens, chat)
 
     def sampling_params(
         self, template: PromptTemplate, tokenizer: Tokenizer, greedy: bool = False
     ) -> SamplingParams:
         """Sampling settings; a template with its own cap (``plain``) replaces ``max_new_tokens``."""
         return sampling_params(
-            template, tokenizer, self.max_new_tokens, self.temperature, self.top_k, self.top_p, greedy
+            template,
+            tokenizer,
+            self.task.max_new_tokens,
+            self.sampling.temperature,
+            self.sampling.top_k,
+            self.sampling.top_p,
+            greedy,
         )
 
     def rollout_spec(
@@ -235,19 +322,22 @@ class TrainConfig:
         """Training rollouts (G samples per context), or with ``greedy`` one greedy completion each."""
         return RolloutSpec(
             sampling=self.sampling_params(template, tokenizer, greedy),
-            num_generations=1 if greedy else self.num_generations,
-            max_prompt_tokens=self.max_prompt_tokens,
-            rollout_batch_size=0 if greedy else self.rollout_batch_size,
+            num_generations=1 if greedy else self.sampling.num_generations,
+            max_prompt_tokens=self.task.max_prompt_tokens,
+            rollout_batch_size=0 if greedy else self.sampling.rollout_batch_size,
             pad_id=tokenizer.pad_id or 0,
-            decode=DecodeOptions(compile=self.compile_decode),
+            decode=DecodeOptions(compile=self.runtime.compile_decode),
         )
 
     def loss_config(self) -> GrpoLossConfig:
         """Clip range and aggregation; ``max_len`` (Dr. GRPO's constant) is the run's completion cap."""
-        max_len = self.template_obj().max_new_tokens or self.max_new_tokens
-        return GrpoLossConfig(self.epsilon, self.epsilon_high, self.loss_agg, max_len)
+        max_len = self.template_obj().max_new_tokens or self.task.max_new_tokens
+        return GrpoLossConfig(self.grpo.epsilon, self.grpo.epsilon_high, self.grpo.loss_agg, max_len)
 
 
+# What ``rpt-train run --resume`` may change from the saved run (the fields marked ``resumable=True``; why:
+# the module docstring). A test pins this set.
+RESUMABLE = resumable_fields(TrainConfig)
 _PATHS = ("shards", "model", "tokenizer", "instruction_file", "out", "pass_rates")
 
 

@@ -105,11 +105,11 @@ OBJECTIVES: dict[str, Callable[[TrainConfig], Objective]] = {
 
 
 def build_objective(cfg: TrainConfig) -> Objective:
-    """The objective named by ``cfg.objective``, configured from ``cfg``."""
+    """The objective named by ``cfg.task.objective``, configured from ``cfg``."""
     try:
-        factory = OBJECTIVES[cfg.objective]
+        factory = OBJECTIVES[cfg.task.objective]
     except KeyError:
         raise RptError(
-            f"unknown objective {cfg.objective!r}; valid: {', '.join(sorted(OBJECTIVES))}"
+            f"unknown objective {cfg.task.objective!r}; valid: {', '.join(sorted(OBJECTIVES))}"
         ) from None
     return factory(cfg)

@@ -105,8 +105,15 @@ class RlpObjective:
     def from_config(cls, cfg: TrainConfig) -> RlpObjective:
         if not cfg.template_obj().thinks:
             raise RptError(f"--objective rlp samples a thought before the next token: it needs a thinking "
-                           f"template (think, qwen3-think, answer-tags), not {cfg.template}")  # fmt: skip
-        return cls(cfg.rlp_tokens, cfg.ema_decay, cfg.loss_config(), cfg.beta, cfg.max_prompt_tokens)
+                           f"template (think, qwen3-think, answer-tags), not "
+                           f"{cfg.task.template}")  # fmt: skip
+        return cls(
+            cfg.task.rlp_tokens,
+            cfg.task.ema_decay,
+            cfg.loss_config(),
+            cfg.grpo.beta,
+            cfg.task.max_prompt_tokens,
+        )
 
     @property
     def loss_agg(self) -> LossAgg:

@@ -38,7 +38,9 @@ class RptObjective:
 
     @classmethod
     def from_config(cls, cfg: TrainConfig) -> RptObjective:
-        return cls(cfg.reward, cfg.format_penalty, cfg.advantage, cfg.loss_config(), cfg.beta)
+        return cls(
+            cfg.task.reward, cfg.task.format_penalty, cfg.grpo.advantage, cfg.loss_config(), cfg.grpo.beta
+        )
 
     @property
     def loss_agg(self) -> LossAgg:

@@ -23,12 +23,12 @@ from rpt_core.runtime.errors import RptError
 def rollout_copy(model: Qwen3ForCausalLM, cfg, bf16: bool, fsdp: bool) -> Qwen3ForCausalLM | None:
     """The bfloat16 copy rollouts run on, or None for the policy itself.
 
-    ``cfg.rollout_weights``: policy, bf16-copy, or auto (the copy with ``compile_decode`` under bf16
+    ``cfg.runtime.rollout_weights``: policy, bf16-copy, or auto (the copy with ``compile_decode`` under bf16
     autocast over float32 weights, without FSDP2, whose ranks hold shards only).
     """
-    mode = cfg.rollout_weights
+    mode = cfg.runtime.rollout_weights
     if mode == "auto":
-        wanted = cfg.compile_decode and bf16 and not fsdp
+        wanted = cfg.runtime.compile_decode and bf16 and not fsdp
         mode = "bf16-copy" if wanted and model.dtype == torch.float32 else "policy"
     if mode == "policy":
         return None

@@ -101,37 +101,41 @@ class Trainer:
         self.cfg = cfg
         self.info = info or D.init_distributed()
         self.rank, self.world = self.info.rank, self.info.world_size
-        self.device = torch.device(cfg.device) if cfg.device else self.info.device
-        self.run_dir = Path(cfg.out)
-        if self.device.type == "cuda" and cfg.tf32:  # float32 matmuls (evaluation, the EMA) on tensor cores
+        self.device = torch.device(cfg.runtime.device) if cfg.runtime.device else self.info.device
+        self.run_dir = Path(cfg.io.out)
+        if (
+            self.device.type == "cuda" and cfg.runtime.tf32
+        ):  # float32 matmuls (evaluation, the EMA) on tensor cores
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        if not cfg.shards:
+        if not cfg.io.shards:
             raise RptError("no shard directory given (SHARDS)")
-        self.tokenizer_file = resolve_tokenizer_file(cfg.tokenizer or resolve_model_dir(cfg.model))
+        self.tokenizer_file = resolve_tokenizer_file(cfg.io.tokenizer or resolve_model_dir(cfg.io.model))
         self.tokenizer = Tokenizer.load(self.tokenizer_file)
         self.template = cfg.template_obj(self.tokenizer.chat)
         self.objective = build_objective(cfg)
         ckpt = latest_checkpoint(self.run_dir)
-        if ckpt is not None and not cfg.resume:
+        if ckpt is not None and not cfg.io.resume:
             raise RptError(f"{self.run_dir} already holds checkpoints; pass --resume or choose another --out")
-        if ckpt is None and cfg.resume:
+        if ckpt is None and cfg.io.resume:
             self._check_fresh_resume()
         resumed_changes = self._resume_changes(ckpt) if ckpt is not None else {}
-        self._check_model_fits(resolve_model_dir(ckpt or cfg.model))
-        train_paths = shard_paths(cfg.shards, "train")
-        has_val = cfg.val_every and (Path(cfg.shards) / "val").is_dir()  # not a flat dir's train shards
-        val_paths = shard_paths(cfg.shards, "val", required=False) if has_val else []
+        self._check_model_fits(resolve_model_dir(ckpt or cfg.io.model))
+        train_paths = shard_paths(cfg.io.shards, "train")
+        has_val = (
+            cfg.log.val_every and (Path(cfg.io.shards) / "val").is_dir()
+        )  # not a flat dir's train shards
+        val_paths = shard_paths(cfg.io.shards, "val", required=False) if has_val else []
         manifest = D.on_main_rank(
-            lambda: checked_manifest(cfg.shards, train_paths + val_paths, self._warn, cfg.quiet)
+            lambda: checked_manifest(cfg.io.shards, train_paths + val_paths, self._warn, cfg.log.quiet)
         )
         check_tokenizer(manifest, self.tokenizer, "the policy's tokenizer")
-        check_context_cap(manifest, cfg.max_prompt_tokens, self._warn)
+        check_context_cap(manifest, cfg.task.max_prompt_tokens, self._warn)
         # On resume the architecture comes from the checkpoint (no hub fetch); load_state_dict sets it all.
-        self.model = self._load_model(ckpt or cfg.model)
-        self.ref = self._reference() if cfg.beta > 0 else None
-        self.logprob_module = LogprobModule(self.model, cfg.logprob_chunk)
-        fsdp = cfg.fsdp and self.info.distributed
+        self.model = self._load_model(ckpt or cfg.io.model)
+        self.ref = self._reference() if cfg.grpo.beta > 0 else None
+        self.logprob_module = LogprobModule(self.model, cfg.runtime.logprob_chunk)
+        fsdp = cfg.runtime.fsdp and self.info.distributed
         if fsdp:
             D.wrap_fsdp2(self.model, self.info, param_dtype=torch.bfloat16 if self._bf16 else None)
             # The LM head runs outside the root's forward (chunked, in rpt_core.model.logprobs): keep the
@@ -142,31 +146,36 @@ class Trainer:
         # None: rollouts run on the policy itself
         self.rollout_model = rollout_copy(self.model, cfg, self._bf16, fsdp)
         self.objective.attach(ObjectiveContext(
-            self.model, self.tokenizer, cfg.micro_batch_size, cfg.logprob_chunk, self._autocast,
+            self.model, self.tokenizer, cfg.sampling.micro_batch_size, cfg.runtime.logprob_chunk,
+            self._autocast,
             stop_token_ids(self.tokenizer), self.tokenizer.pad_id or 0, fsdp,
         ))  # fmt: skip
         self.columns = (*COLUMNS, *self.objective.columns)
         self.optimizer = self._optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, cfg.warmup_steps)
+            self.optimizer, lambda s: lr_factor(s, cfg.optim.warmup_steps)
         )
-        self.stream = ShardStream(train_paths, cfg.seed, cfg.shuffle_buffer,
-                                  self.rank, self.world, cfg.epochs or None, self.columns)  # fmt: skip
+        self.stream = ShardStream(train_paths, cfg.optim.seed, cfg.data.shuffle_buffer,
+                                  self.rank, self.world, cfg.data.epochs or None, self.columns)  # fmt: skip
         self._rows = iter(self.stream)
         self.validating = bool(val_paths)
-        if cfg.val_every and not val_paths:
-            self._warn(f"--val-every {cfg.val_every}: {cfg.shards} has no val/ shards; validation is off")
+        if cfg.log.val_every and not val_paths:
+            self._warn(
+                f"--val-every {cfg.log.val_every}: {cfg.io.shards} has no val/ shards; validation is off"
+            )
         self.val_rows = self._val_rows(val_paths) if self.validating else []
-        self.generator = torch.Generator(self.device).manual_seed(cfg.seed * 1_000_003 + self.rank)
+        self.generator = torch.Generator(self.device).manual_seed(cfg.optim.seed * 1_000_003 + self.rank)
         self.spec = self._spec()
-        self.mb = MicroBatchSettings(self.objective, cfg.temperature, cfg.micro_batch_size)
-        self.logger = MetricsLogger(self.run_dir, cfg.quiet, cfg.tensorboard, self.rank, cfg.max_steps)
-        if cfg.pass_rates:  # only the positions the band keeps (the stream still counts every row read)
+        self.mb = MicroBatchSettings(self.objective, cfg.sampling.temperature, cfg.sampling.micro_batch_size)
+        self.logger = MetricsLogger(
+            self.run_dir, cfg.log.quiet, cfg.log.tensorboard, self.rank, cfg.optim.max_steps
+        )
+        if cfg.data.pass_rates:  # only the positions the band keeps (the stream still counts every row read)
             self._rows = selected_rows(cfg, self.stream, self.run_dir, ckpt is not None, self.logger.message,
                                        self.info.is_main)  # fmt: skip
         self.step, self.bad_steps, self.skipped_rows = 0, 0, 0
         self.n_params, self.train_flops = self.model.num_parameters(), 0.0  # rpt_train.compute
-        self.max_flops = run_flops(cfg.match_flops) if cfg.match_flops else cfg.max_flops
+        self.max_flops = run_flops(cfg.optim.match_flops) if cfg.optim.match_flops else cfg.optim.max_flops
         self._snapshot: dict | None = None  # this rank's state at the start of the step in progress
         self._stepped, self._saved_step, self._last_ckpt = False, -1, ckpt
         if ckpt is not None:
@@ -217,17 +226,17 @@ class Trainer:
     # ---- setup ----
     @property
     def _bf16(self) -> bool:
-        return self.cfg.bf16 and (self.device.type == "cuda" or self.cfg.cpu_autocast)
+        return self.cfg.runtime.bf16 and (self.device.type == "cuda" or self.cfg.runtime.cpu_autocast)
 
     def _autocast(self):
-        if self._bf16 and not (self.cfg.fsdp and self.info.distributed):
+        if self._bf16 and not (self.cfg.runtime.fsdp and self.info.distributed):
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     @property
     def _checkpointing(self) -> bool:
         """``--gradient-checkpointing auto``: on CUDA, where real lengths need it (benchmarks/GPU.md)."""
-        mode = self.cfg.gradient_checkpointing
+        mode = self.cfg.runtime.gradient_checkpointing
         return mode == "on" or (mode == "auto" and self.device.type == "cuda")
 
     def _check_model_fits(self, model_dir: Path) -> None:
@@ -237,36 +246,41 @@ class Trainer:
         check_pair(
             self.tokenizer, config, f"the policy {model_dir}", own_tokenizer(model_dir, self.tokenizer)
         )
-        if self.cfg.top_k > config.vocab_size:
+        if self.cfg.sampling.top_k > config.vocab_size:
             raise RptError(
-                f"--top-k {self.cfg.top_k} is larger than the policy's vocabulary ({config.vocab_size})"
+                f"--top-k {self.cfg.sampling.top_k} is larger than the policy's vocabulary "
+                f"({config.vocab_size})"
             )
 
     def _load_model(self, source) -> Qwen3ForCausalLM:
         model_dir = resolve_model_dir(source)
-        torch.manual_seed(self.cfg.seed)
-        model = Qwen3ForCausalLM.from_pretrained(model_dir, dtype=self.cfg.dtype, device=self.device)
+        torch.manual_seed(self.cfg.optim.seed)
+        model = Qwen3ForCausalLM.from_pretrained(model_dir, dtype=self.cfg.runtime.dtype, device=self.device)
         model.gradient_checkpointing = self._checkpointing
-        if self.cfg.compile:
+        if self.cfg.runtime.compile:
             for layer in model.model.layers:
                 layer.compile(dynamic=True)
         return model.train()
 
     def _reference(self) -> LogprobModule:
-        ref = Qwen3ForCausalLM.from_pretrained(self.cfg.model, dtype=self.cfg.dtype, device=self.device)
-        return LogprobModule(ref.eval().requires_grad_(False), self.cfg.logprob_chunk)
+        ref = Qwen3ForCausalLM.from_pretrained(
+            self.cfg.io.model, dtype=self.cfg.runtime.dtype, device=self.device
+        )
+        return LogprobModule(ref.eval().requires_grad_(False), self.cfg.runtime.logprob_chunk)
 
     def _optimizer(self) -> torch.optim.Optimizer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": self.cfg.weight_decay},
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": self.cfg.optim.weight_decay},
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},  # norms: no decay
         ]
-        return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(self.cfg.adam_beta1, self.cfg.adam_beta2),
-                                 eps=self.cfg.adam_eps, fused=True)  # fmt: skip
+        o = self.cfg.optim
+        return torch.optim.AdamW(
+            groups, lr=o.lr, betas=(o.adam_beta1, o.adam_beta2), eps=o.adam_eps, fused=True
+        )
 
     def _val_rows(self, paths: list[Path]) -> list[dict]:
-        return list(islice(iter_rows(paths, self.columns), self.cfg.val_samples))[self.rank :: self.world]
+        return list(islice(iter_rows(paths, self.columns), self.cfg.log.val_samples))[self.rank :: self.world]
 
     def _spec(self, greedy: bool = False) -> RolloutSpec:
         """The run's rollout settings as the objective needs them (RLP: thoughts stop at ``</think>``)."""
@@ -322,7 +336,7 @@ class Trainer:
         path = None
         if self.info.is_main:
             path = save_checkpoint(self.run_dir, self.step, state, self.model.config, self.tokenizer_file,
-                                   config_to_dict(self.cfg), self.cfg.keep_last)  # fmt: skip
+                                   config_to_dict(self.cfg), self.cfg.log.keep_last)  # fmt: skip
             self.logger.message(f"checkpoint: {path}")
         D.barrier()
         self._saved_step, self._last_ckpt = self.step, path
@@ -350,19 +364,24 @@ class Trainer:
     def _draw(self, rows: list[dict]) -> tuple[RolloutBatch, RolloutBatch, int]:
         """(training batch, everything drawn, extra draws); see ``rpt_train.rl.rollout.dynamic_batch``."""
         roll, c = (lambda r: self._rollout(r, generator=self.generator)), self.cfg
-        if c.dynamic_sampling:
+        if c.grpo.dynamic_sampling:
             return dynamic_batch(
-                roll, rows, self._next_rows, c.batch_size, c.max_resample_batches, self.spec.pad_id
+                roll,
+                rows,
+                self._next_rows,
+                c.sampling.batch_size,
+                c.grpo.max_resample_batches,
+                self.spec.pad_id,
             )
         batch = roll(rows)
         return batch, batch, 0
 
     def _update(self, batch: RolloutBatch, old_logp, ref_logp) -> dict[str, float]:
-        loss_mask = batch.loss_mask(self.cfg.mask_truncated)  # (S, T)
-        n_micro = int(D.all_reduce_max(math.ceil(batch.num_sequences / self.cfg.micro_batch_size)))
+        loss_mask = batch.loss_mask(self.cfg.grpo.mask_truncated)  # (S, T)
+        n_micro = int(D.all_reduce_max(math.ceil(batch.num_sequences / self.cfg.sampling.micro_batch_size)))
         global_denom = D.all_reduce_sum(float(self.objective.loss_agg.normaliser(loss_mask)))
         out: dict[str, float] = {}
-        for _ in range(self.cfg.num_iterations):
+        for _ in range(self.cfg.grpo.num_iterations):
             self.optimizer.zero_grad(set_to_none=True)
             sums = backward_micro_batches(
                 self.policy, batch, loss_mask, old_logp, ref_logp, self.mb, n_micro, global_denom, self.world,
@@ -370,7 +389,9 @@ class Trainer:
             )  # fmt: skip
             totals = D.all_reduce_sum(torch.tensor(list(sums.values()), dtype=torch.float64))
             sums = dict(zip(sums, totals.tolist(), strict=True))
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm or math.inf)
+            norm = torch.nn.utils.clip_grad_norm_(
+                self.model.parameters(), self.cfg.optim.max_grad_norm or math.inf
+            )
             norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
             loss = sums["loss"] / self.world
             out = {"loss": loss, "grad_norm": norm, "lr": self.optimizer.param_groups[0]["lr"]}
@@ -387,7 +408,7 @@ class Trainer:
             before = [p.detach().clone() for p in local_params(self.model)]
             self.optimizer.step()
             out["update_ratio"] = update_ratio(
-                self.model, before, fsdp=self.cfg.fsdp and self.info.distributed
+                self.model, before, fsdp=self.cfg.runtime.fsdp and self.info.distributed
             )
             self.scheduler.step()
             self.objective.after_step(self.model)
@@ -398,12 +419,14 @@ class Trainer:
         """One GRPO step; None when some rank's data ran out (every rank then stops together)."""
         t0 = time.perf_counter()
         self._snapshot, self._stepped = self._rank_state(), False
-        rows = self._next_rows(self.cfg.batch_size)
+        rows = self._next_rows(self.cfg.sampling.batch_size)
         if D.all_reduce_sum(float(not rows)) > 0:
             return None
         batch, drawn, tries = self._draw(rows)
-        args = (self.cfg.temperature, self.cfg.micro_batch_size, self._autocast)
-        old = batched_logprobs(self.logprob_module, batch, *args) if self.cfg.num_iterations > 1 else None
+        args = (self.cfg.sampling.temperature, self.cfg.sampling.micro_batch_size, self._autocast)
+        old = (
+            batched_logprobs(self.logprob_module, batch, *args) if self.cfg.grpo.num_iterations > 1 else None
+        )
         ref = batched_logprobs(self.ref, batch, *args) if self.ref is not None else None
         t2 = time.perf_counter()
         upd = self._update(batch, old, ref)
@@ -411,7 +434,7 @@ class Trainer:
         self.step, self._snapshot, self._stepped = self.step + 1, None, False  # consistent again
         gen_s = drawn.seconds.get("generate", 0.0)
         m = {**rollout_metrics(drawn), **self.objective.metrics(drawn)}
-        G, iters = batch.group_size, self.cfg.num_iterations
+        G, iters = batch.group_size, self.cfg.grpo.num_iterations
         m["flops"] = rl_step_flops(
             self.n_params,
             rollout_tokens=int(drawn.prompt_mask.sum()) + int(drawn.completion_mask.sum()),
@@ -422,7 +445,7 @@ class Trainer:
         )
         m.update(tokens_per_s=float(drawn.completion_mask.sum()) / max(t3 - t0, 1e-9), time_generate=gen_s,
                  time_score=t2 - t0 - gen_s, time_update=t3 - t2)  # fmt: skip
-        if self.cfg.dynamic_sampling:
+        if self.cfg.grpo.dynamic_sampling:
             m.update(groups=batch.num_groups, resample_batches=tries)
         m["skipped_rows"] = self.skipped_rows  # empty contexts so far (this run, all ranks)
         m = D.mean_over_ranks(m)
@@ -435,16 +458,18 @@ class Trainer:
         self.bad_steps = self.bad_steps + 1 if "skipped" in upd else 0
         if self.bad_steps:
             self.logger.message(f"step {self.step}: non-finite loss or gradient, update skipped")
-        if self.cfg.sample_every and self.step % self.cfg.sample_every == 0:
-            self.logger.log_samples(self.step, sample_records(batch, self.tokenizer, self.cfg.num_samples))
+        if self.cfg.log.sample_every and self.step % self.cfg.log.sample_every == 0:
+            self.logger.log_samples(
+                self.step, sample_records(batch, self.tokenizer, self.cfg.log.num_samples)
+            )
         return m
 
     def validate(self) -> dict[str, float]:
         """Greedy mean reward, format failures and the objective's metrics (RPT: ``acc``) on the fixed
         val contexts, each a mean over every rank's completions."""
         spec = self._spec(greedy=True)
-        batches = [self._rollout(self.val_rows[i : i + self.cfg.batch_size], spec)
-                   for i in range(0, len(self.val_rows), self.cfg.batch_size)]  # fmt: skip
+        batches = [self._rollout(self.val_rows[i : i + self.cfg.sampling.batch_size], spec)
+                   for i in range(0, len(self.val_rows), self.cfg.sampling.batch_size)]  # fmt: skip
         per_batch = [(b.num_sequences, self.objective.metrics(b)) for b in batches]
         names = sorted(set().union(*D.all_gather_objects(sorted(per_batch[0][1]) if per_batch else [])))
         sums = [
@@ -460,19 +485,19 @@ class Trainer:
 
     # ---- the loop ----
     def _loop(self, stop: Callable[[], bool]) -> str:
-        while self.step < self.cfg.max_steps:
+        while self.step < self.cfg.optim.max_steps:
             if self.max_flops and self.train_flops >= self.max_flops:
                 return "max_flops"
             m = self.train_step()
             if m is None:
                 return "data_exhausted"
-            if self.validating and self.step % self.cfg.val_every == 0:
+            if self.validating and self.step % self.cfg.log.val_every == 0:
                 m.update(self.validate())
             self.logger.log(self.step, m)
-            if self.bad_steps >= self.cfg.max_bad_steps:
+            if self.bad_steps >= self.cfg.optim.max_bad_steps:
                 raise RptError(f"{self.bad_steps} steps in a row had a non-finite loss or gradient (last: "
                                f"step {self.step}); lower --lr or check the model and data")  # fmt: skip
-            if self.cfg.save_every and self.step % self.cfg.save_every == 0:
+            if self.cfg.log.save_every and self.step % self.cfg.log.save_every == 0:
                 self.save()
             if D.all_reduce_sum(float(stop())) > 0:  # every rank stops after the same step
                 return "interrupted"

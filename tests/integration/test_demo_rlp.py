@@ -69,7 +69,7 @@ def finished_demo(tmp_path):
     write_task_shards(run / "shards", tok, n_train=64, n_val=16, repeat=True)
     recipe = tmp_path / "recipe.toml"
     recipe.write_text(RECIPE)
-    cfg = TrainConfig(
+    cfg = TrainConfig.from_flat(
         shards=str(run / "shards"),
         model=str(run / "base"),
         out=str(run / "rpt"),

@@ -201,7 +201,7 @@ def test_two_trainer_steps_with_bf16_autocast_and_fused_adamw(tmp_path):
     tok = tiny_tokenizer()
     shards = write_task_shards(tmp_path / "shards", tok, n_train=64, n_val=8)
     model_dir = save_model_dir(tmp_path / "model", tok)
-    cfg = TrainConfig(
+    cfg = TrainConfig.from_flat(
         shards=str(shards),
         model=str(model_dir),
         out=str(tmp_path / "run"),

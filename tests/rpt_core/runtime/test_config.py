@@ -142,21 +142,21 @@ def test_inherited_keys_come_from_another_section_unless_overridden(tmp_path):
 def test_every_objective_is_a_train_choice():
     assert set(OBJECTIVE_NAMES) == set(OBJECTIVES)
     with pytest.raises(RptError, match="objective must be one of"):
-        TrainConfig(objective="nope")
+        TrainConfig.from_flat(objective="nope")
 
 
 def test_train_config_builders():
-    cfg = TrainConfig(template="plain", answer_tokens=2, max_new_tokens=64, num_generations=4)
+    cfg = TrainConfig.from_flat(template="plain", answer_tokens=2, max_new_tokens=64, num_generations=4)
     assert cfg.loss_config().max_len == 2  # the plain template caps completions at answer_tokens
-    assert TrainConfig(max_new_tokens=64).loss_config().max_len == 64
+    assert TrainConfig.from_flat(max_new_tokens=64).loss_config().max_len == 64
 
 
 def test_temperature_zero_is_greedy_for_eval_but_refused_for_training():
     with pytest.raises(RptError, match="greedy decoding\\) cannot train: GRPO needs") as info:
-        TrainConfig(temperature=0)
+        TrainConfig.from_flat(temperature=0)
     assert "\n" not in str(info.value)
     with pytest.raises(RptError, match="temperature must be >= 0"):
-        TrainConfig(temperature=-1)
+        TrainConfig.from_flat(temperature=-1)
     settings = EvalConfig(shards="s", temperature=0).settings()
     assert settings.rollout_spec(Tokenizer.load(QWEN_DIR)).sampling.greedy
     with pytest.raises(RptError, match="log-probs need a temperature > 0"):

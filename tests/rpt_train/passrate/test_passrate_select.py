@@ -126,7 +126,7 @@ def config(task, out, **kw) -> TrainConfig:
         quiet=True,
         pass_rates=str(task["side"]),
     )
-    return TrainConfig(**{**base, **kw})
+    return TrainConfig.from_flat(**{**base, **kw})
 
 
 def test_a_run_trains_only_on_kept_positions_and_records_the_counts(task, tmp_path):
@@ -173,5 +173,5 @@ def test_side_files_of_other_shards_or_splits_are_refused(task, tmp_path):
 
 def test_the_band_must_be_open():
     with pytest.raises(RptError, match="must be below --pass-below"):
-        TrainConfig(shards="s", pass_rates="p", pass_above=0.5, pass_below=0.5)
-    TrainConfig(shards="s", pass_above=0.5, pass_below=0.5)  # no --pass-rates: the band is unused
+        TrainConfig.from_flat(shards="s", pass_rates="p", pass_above=0.5, pass_below=0.5)
+    TrainConfig.from_flat(shards="s", pass_above=0.5, pass_below=0.5)  # no --pass-rates: the band is unused

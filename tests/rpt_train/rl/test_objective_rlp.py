@@ -79,11 +79,11 @@ def rlp_rollout(tok, model, objective, rows, G=3, max_new_tokens=4, seed=0):
 
 
 def test_config_builds_rlp_and_refuses_a_template_without_thought(tmp_path):
-    cfg = TrainConfig(objective="rlp", template="think", rlp_tokens=2, ema_decay=0.5)
+    cfg = TrainConfig.from_flat(objective="rlp", template="think", rlp_tokens=2, ema_decay=0.5)
     objective = build_objective(cfg)
     assert isinstance(objective, RlpObjective) and (objective.tokens, objective.ema_decay) == (2, 0.5)
     with pytest.raises(RptError, match="needs a thinking template"):
-        build_objective(TrainConfig(objective="rlp", template="plain"))
+        build_objective(TrainConfig.from_flat(objective="rlp", template="plain"))
 
 
 def test_attach_refuses_fsdp_and_a_tokenizer_without_think_tokens(tok):

@@ -18,6 +18,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from rpt_core.runtime.config import flat_fields
 from rpt_core.runtime.errors import RptError
 from rpt_core.text.tokenizer import Tokenizer
 from rpt_train.cli.run import run
@@ -50,7 +51,7 @@ def config(task, out, **kw) -> TrainConfig:
     base = dict(shards=str(task["shards"]), model=str(task["model"]), out=str(out), template="plain",
                 max_steps=2, lr=1e-2, warmup_steps=0, batch_size=2, num_generations=2, micro_batch_size=4,
                 temperature=1.0, save_every=0, sample_every=0, quiet=True)  # fmt: skip
-    return TrainConfig(**{**base, **kw})
+    return TrainConfig.from_flat(**{**base, **kw})
 
 
 def cli_args(task, out, *extra) -> list[str]:
@@ -109,7 +110,7 @@ def test_resume_without_a_checkpoint_starts_fresh_or_refuses_and_steps_never_go_
 
 
 def test_every_resumable_setting_is_a_train_option():
-    fields = set(TrainConfig.__dataclass_fields__)
+    fields = set(flat_fields(TrainConfig))
     assert RESUMABLE <= fields and {"lr", "seed", "model", "shards", "template"}.isdisjoint(RESUMABLE)
 
 

@@ -55,7 +55,7 @@ def config(task, out, **kw) -> TrainConfig:
     base = dict(shards=str(task["shards"]), model=str(task["model"]), out=str(out), template="plain",
                 max_steps=2, lr=1e-2, warmup_steps=0, batch_size=4, num_generations=4, micro_batch_size=6,
                 temperature=1.0, save_every=0, sample_every=0, quiet=True)  # fmt: skip
-    return TrainConfig(**{**base, **kw})
+    return TrainConfig.from_flat(**{**base, **kw})
 
 
 def metrics(out) -> list[dict]:
@@ -85,7 +85,7 @@ def test_learns_the_tiny_task(task, tmp_path):
                  micro_batch_size=64, val_every=20, val_samples=32, sample_every=40)  # fmt: skip
     result = Trainer(cfg).train()
     assert result.step == 80 and result.stopped == "max_steps"
-    m = metrics(cfg.out)
+    m = metrics(cfg.io.out)
     first = sum(r["reward"] for r in m[:5]) / 5
     last = sum(r["reward"] for r in m[-5:]) / 5
     val = [r["val_reward"] for r in m if "val_reward" in r]
@@ -95,11 +95,11 @@ def test_learns_the_tiny_task(task, tmp_path):
                 "completion_len_max", "clip_frac", "entropy", "lr", "grad_norm", "tokens_per_s",
                 "time_generate", "time_score", "time_update"}  # fmt: skip
     assert expected <= m[0].keys()
-    samples = [json.loads(s) for s in (Path(cfg.out) / "samples.jsonl").read_text().splitlines()]
+    samples = [json.loads(s) for s in (Path(cfg.io.out) / "samples.jsonl").read_text().splitlines()]
     assert {s["step"] for s in samples} == {40, 80} and {"prompt", "completion", "reward"} <= samples[
         0
     ].keys()
-    run_config = json.loads((Path(cfg.out) / "run_config.json").read_text())
+    run_config = json.loads((Path(cfg.io.out) / "run_config.json").read_text())
     assert run_config["lr"] == 3e-3 and run_config["template"] == "plain"
 
 
@@ -165,13 +165,14 @@ def test_two_ranks_keep_identical_weights(task, tmp_path):
         "torch.set_num_threads(1)\n"
         "from rpt_train.rl.config import TrainConfig\n"
         "from rpt_train.rl.trainer import Trainer\n"
-        "cfg = TrainConfig(shards=sys.argv[1], model=sys.argv[2], out=sys.argv[3], template='plain',\n"
-        "    max_steps=3, lr=1e-2, warmup_steps=0, batch_size=4, num_generations=4, micro_batch_size=5,\n"
+        "cfg = TrainConfig.from_flat(shards=sys.argv[1], model=sys.argv[2], out=sys.argv[3],\n"
+        "    template='plain', max_steps=3, lr=1e-2, warmup_steps=0, batch_size=4, num_generations=4,\n"
+        "    micro_batch_size=5,\n"
         "    temperature=1.0, quiet=True, save_every=0, dynamic_sampling=True, max_resample_batches=2,\n"
         "    val_every=3, val_samples=8)\n"
         "tr = Trainer(cfg)\n"
         "from rpt_core.data.stream import ShardStream\n"  # the row each rank starts from: they must differ
-        "st = ShardStream(tr.stream.paths, 0, cfg.shuffle_buffer, tr.rank, tr.world)\n"
+        "st = ShardStream(tr.stream.paths, 0, cfg.data.shuffle_buffer, tr.rank, tr.world)\n"
         "first = next(iter(st))['doc_id']\n"
         "res = tr.train()\n"
         "h = hashlib.sha256()\n"

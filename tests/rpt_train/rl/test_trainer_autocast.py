@@ -51,7 +51,7 @@ def config(task, out, objective, **kw) -> TrainConfig:
                 lr=1e-2, warmup_steps=0, batch_size=3, num_generations=3, micro_batch_size=4,
                 logprob_chunk=3, temperature=1.0, save_every=0, sample_every=0, quiet=True, device="cpu",
                 cpu_autocast=True, num_iterations=2, beta=0.1)  # fmt: skip
-    return TrainConfig(**{**base, **o, **kw})
+    return TrainConfig.from_flat(**{**base, **o, **kw})
 
 
 @pytest.mark.parametrize("objective", sorted(OBJECTIVES))
@@ -82,9 +82,9 @@ def test_without_cpu_autocast_the_cpu_keeps_float32(task, tmp_path, monkeypatch)
 
 def test_bfloat16_parameters_with_an_lr_that_rounds_away_are_refused():
     with pytest.raises(RptError, match="updates round away"):
-        TrainConfig(dtype="bfloat16", lr=1e-6)
-    TrainConfig(dtype="bfloat16", lr=1e-4)
-    TrainConfig(dtype="float32", lr=1e-6)
+        TrainConfig.from_flat(dtype="bfloat16", lr=1e-6)
+    TrainConfig.from_flat(dtype="bfloat16", lr=1e-4)
+    TrainConfig.from_flat(dtype="float32", lr=1e-6)
 
 
 def test_the_update_to_weight_ratio_is_logged_and_is_zero_when_nothing_moved(task, tmp_path):
@@ -106,9 +106,9 @@ from rpt_train.rl.trainer import Trainer
 caches = []
 for_model = KVCache.for_model.__func__
 KVCache.for_model = classmethod(lambda *a: caches.append(str(a[-1])) or for_model(*a))
-cfg = TrainConfig(shards=sys.argv[1], model=sys.argv[2], out=sys.argv[3], template='think', max_new_tokens=4,
-    max_steps=2, lr=1e-2, warmup_steps=0, batch_size=2, num_generations=3, micro_batch_size=4,
-    logprob_chunk=3,
+cfg = TrainConfig.from_flat(shards=sys.argv[1], model=sys.argv[2], out=sys.argv[3], template='think',
+    max_new_tokens=4, max_steps=2, lr=1e-2, warmup_steps=0, batch_size=2, num_generations=3,
+    micro_batch_size=4, logprob_chunk=3,
     temperature=1.0, quiet=True, save_every=0, sample_every=0, device='cpu', fsdp=True, cpu_autocast=True,
     num_iterations=2, beta=0.1)
 tr = Trainer(cfg)

@@ -42,7 +42,7 @@ def config(task, out, **kw) -> TrainConfig:
                 template="think", max_new_tokens=3, max_steps=2, lr=3e-3, warmup_steps=0, batch_size=8,
                 num_generations=8, micro_batch_size=64, temperature=1.0, save_every=0, sample_every=0,
                 quiet=True)  # fmt: skip
-    return TrainConfig(**{**base, **kw})
+    return TrainConfig.from_flat(**{**base, **kw})
 
 
 def metrics(out) -> list[dict]:
@@ -58,7 +58,7 @@ def test_information_gain_rises(task, tmp_path):
     """
     cfg = config(task, tmp_path / "run", max_steps=30, val_every=30, val_samples=16)
     Trainer(cfg).train()
-    m = metrics(cfg.out)
+    m = metrics(cfg.io.out)
     first = sum(r["info_gain_mean"] for r in m[:5]) / 5
     last = sum(r["info_gain_mean"] for r in m[-5:]) / 5
     assert first < 4.5 and last > first + 2.0, (first, last)
