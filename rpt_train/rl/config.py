@@ -25,6 +25,7 @@ from rpt_train.model.decode import DecodeOptions
 from rpt_train.passrate.estimate import Band
 from rpt_train.prompts import TEMPLATES, PromptTemplate, load_template
 from rpt_train.rl.grpo import ADVANTAGES, LOSS_AGG, GrpoLossConfig, silent_with_one_completion
+from rpt_train.rl.objective import OBJECTIVE_NAMES
 from rpt_train.rl.reward import REWARDS
 from rpt_train.rl.rollout import RolloutSpec, sampling_params
 
@@ -45,7 +46,6 @@ RESUMABLE = frozenset({
     "rollout_weights", "gradient_checkpointing", "micro_batch_size", "rollout_batch_size", "logprob_chunk",
     "max_flops", "match_flops",
 })  # fmt: skip
-OBJECTIVE_NAMES = ("rpt", "rlp")  # rpt_train.rl.objective.OBJECTIVES (a test keeps the two equal)
 DTYPES = ("float32", "bfloat16")
 ROLLOUT_WEIGHTS = ("auto", "policy", "bf16-copy")
 # Half a bfloat16 unit (8 significant bits) at |w| = 0.02, a typical weight: 2^-6 * 2^-7 / 2 = 2^-14 = 6.1e-5.

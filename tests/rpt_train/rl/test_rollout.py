@@ -16,11 +16,11 @@ from rpt_train.rl.rollout import (
     concat_rollouts,
     informative_groups,
     rollout,
-    rollout_metrics,
     sampling_params,
     select_groups,
     truncate_context,
 )
+from rpt_train.rl.step_metrics import rollout_metrics
 from rpt_train.tokenizer import Tokenizer
 from tests.rpt_train.taskkit import (
     TextTemplate,
@@ -181,7 +181,14 @@ def test_rollout_batch_size_splits_generate_calls(tok):
 
 def test_dynamic_batch_draws_until_enough_informative_groups(tok):
     """Fake rollouts whose rewards are fixed per row: rows with id % 3 == 0 have unequal rewards."""
-    from rpt_train.rl.rollout import dynamic_batch
+    from rpt_train.rl.rollout import DynamicSampling
+
+    def dynamic_batch(roll, rows, next_rows, batch_size, max_resample_batches):  # the trainer's loop
+        sampler = DynamicSampling(batch_size, max_resample_batches)
+        sampler.add(roll(rows))
+        while sampler.wants_more() and (more := next_rows(batch_size)):
+            sampler.add(roll(more))
+        return (*sampler.result(), sampler.extra_draws)
 
     real = _hand_batch(tok, [[0, 0]], T=2, P=3, seed=0)
     pool = iter(range(100))

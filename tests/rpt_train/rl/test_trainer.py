@@ -24,7 +24,8 @@ from rpt_train.rl import objective_rpt
 from rpt_train.rl import trainer as trainer_mod
 from rpt_train.rl.checkpoint import latest_checkpoint
 from rpt_train.rl.config import TrainConfig
-from rpt_train.rl.trainer import Trainer, lr_factor
+from rpt_train.rl.run_setup import lr_factor
+from rpt_train.rl.trainer import Trainer
 from rpt_train.tokenizer import Tokenizer
 from tests.rpt_train.taskkit import save_model_dir, tiny_tokenizer, write_task_shards
 
