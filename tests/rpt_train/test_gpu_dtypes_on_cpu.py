@@ -39,7 +39,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def bf16_autocast():
-    """What the trainer enters on a GPU (``Trainer._autocast``), on the CPU."""
+    """What the trainer enters on a GPU (``Trainer.autocast``), on the CPU."""
     return torch.autocast("cpu", dtype=torch.bfloat16)
 
 
