@@ -45,6 +45,7 @@ from rpt_train.metrics import MetricsLogger
 from rpt_train.model import resolve_model_dir
 from rpt_train.model.logprobs import LogprobModule
 from rpt_train.passrate.select import selected_rows
+from rpt_train.rl import precision, run_setup
 from rpt_train.rl.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -55,15 +56,6 @@ from rpt_train.rl.checkpoint import (
 )
 from rpt_train.rl.config import TrainConfig, format_differences
 from rpt_train.rl.objective import ObjectiveContext, build_objective
-from rpt_train.rl.precision import (
-    autocast_factory,
-    bf16_compute,
-    gradient_checkpointing,
-    local_params,
-    refresh_rollout_copy,
-    rollout_copy,
-    update_ratio,
-)
 from rpt_train.rl.rollout import (
     DynamicSampling,
     RolloutBatch,
@@ -71,15 +63,6 @@ from rpt_train.rl.rollout import (
     rollout,
     sample_records,
     stop_token_ids,
-)
-from rpt_train.rl.run_setup import (
-    build_optimizer,
-    check_fresh_resume,
-    check_model_fits,
-    load_policy,
-    load_reference,
-    resume_changes,
-    val_rows,
 )
 from rpt_train.rl.step_metrics import step_metrics, update_metrics, validation_metrics
 from rpt_train.rl.update import (
@@ -127,9 +110,9 @@ class Trainer:
         if ckpt is not None and not cfg.resume:
             raise RptError(f"{self.run_dir} already holds checkpoints; pass --resume or choose another --out")
         if ckpt is None and cfg.resume:
-            check_fresh_resume(self.run_dir, self._warn)
-        resumed_changes = resume_changes(ckpt, cfg, self._warn) if ckpt is not None else {}
-        check_model_fits(self.tokenizer, resolve_model_dir(ckpt or cfg.model), cfg.top_k)
+            run_setup.check_fresh_resume(self.run_dir, self._warn)
+        resumed_changes = run_setup.resume_changes(ckpt, cfg, self._warn) if ckpt is not None else {}
+        run_setup.check_model_fits(self.tokenizer, resolve_model_dir(ckpt or cfg.model), cfg.top_k)
         train_paths = shard_paths(cfg.shards, "train")
         has_val = cfg.val_every and (Path(cfg.shards) / "val").is_dir()  # not a flat dir's train shards
         val_paths = shard_paths(cfg.shards, "val", required=False) if has_val else []
@@ -139,14 +122,14 @@ class Trainer:
         check_tokenizer(manifest, self.tokenizer, "the policy's tokenizer")
         check_context_cap(manifest, cfg.max_prompt_tokens, self._warn)
         # On resume the architecture comes from the checkpoint (no hub fetch); load_state_dict sets it all.
-        self.model = load_policy(
-            ckpt or cfg.model, cfg, self.device, gradient_checkpointing(cfg, self.device)
+        self.model = run_setup.load_policy(
+            ckpt or cfg.model, cfg, self.device, precision.gradient_checkpointing(cfg, self.device)
         )
-        self.ref = load_reference(cfg, self.device) if cfg.beta > 0 else None
+        self.ref = run_setup.load_reference(cfg, self.device) if cfg.beta > 0 else None
         self.logprob_module = LogprobModule(self.model, cfg.logprob_chunk)
         self.fsdp = fsdp = cfg.fsdp and self.info.distributed
-        bf16 = bf16_compute(cfg, self.device)
-        self.autocast = autocast_factory(cfg, self.device, fsdp)
+        bf16 = precision.bf16_compute(cfg, self.device)
+        self.autocast = precision.autocast_factory(cfg, self.device, fsdp)
         if fsdp:
             D.wrap_fsdp2(self.model, self.info, param_dtype=torch.bfloat16 if bf16 else None)
             # The LM head runs outside the root's forward (chunked, in rpt_train.model.logprobs): keep the
@@ -155,13 +138,13 @@ class Trainer:
         self.policy = self.logprob_module if fsdp else D.wrap_ddp(self.logprob_module, self.info)
         self.sync_module = self.model if fsdp else self.policy  # what no_sync acts on
         # None: rollouts run on the policy itself
-        self.rollout_model = rollout_copy(self.model, cfg, bf16, fsdp)
+        self.rollout_model = precision.rollout_copy(self.model, cfg, bf16, fsdp)
         self.objective.attach(ObjectiveContext(
             self.model, self.tokenizer, cfg.micro_batch_size, cfg.logprob_chunk, self.autocast,
             stop_token_ids(self.tokenizer), self.tokenizer.pad_id or 0, fsdp,
         ))  # fmt: skip
         self.columns = (*COLUMNS, *self.objective.columns)
-        self.optimizer, self.scheduler = build_optimizer(self.model, cfg)
+        self.optimizer, self.scheduler = run_setup.build_optimizer(self.model, cfg)
         self.stream = ShardStream(train_paths, cfg.seed, cfg.shuffle_buffer,
                                   self.rank, self.world, cfg.epochs or None, self.columns)  # fmt: skip
         self._rows = iter(self.stream)
@@ -169,7 +152,7 @@ class Trainer:
         if cfg.val_every and not val_paths:
             self._warn(f"--val-every {cfg.val_every}: {cfg.shards} has no val/ shards; validation is off")
         self.val_rows = (
-            val_rows(val_paths, self.columns, cfg.val_samples, self.rank, self.world)
+            run_setup.val_rows(val_paths, self.columns, cfg.val_samples, self.rank, self.world)
             if self.validating
             else []
         )
@@ -193,7 +176,7 @@ class Trainer:
             if resumed_changes:
                 self.logger.message(f"resume: applying {format_differences(resumed_changes)}")
             self._saved_step = self.step
-            refresh_rollout_copy(self.rollout_model, self.model)
+            precision.refresh_rollout_copy(self.rollout_model, self.model)
         elif dropped := self.logger.truncate_after(0):  # an earlier attempt's lines: steps never go back
             self._warn(f"starting at step 0: dropped {dropped} lines of an earlier attempt from "
                        f"{self.run_dir}'s metrics and samples")  # fmt: skip
@@ -297,9 +280,7 @@ class Trainer:
             totals = D.all_reduce_sum(torch.tensor(list(sums.values()), dtype=torch.float64))
             sums = dict(zip(sums, totals.tolist(), strict=True))
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm or math.inf)
-            norm = float(
-                norm.full_tensor() if hasattr(norm, "full_tensor") else norm
-            )  # () DTensor under FSDP2
+            norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # FSDP2: a DTensor
             out = update_metrics(
                 sums, self.world, norm, self.optimizer.param_groups[0]["lr"], self.ref is not None
             )
@@ -308,12 +289,12 @@ class Trainer:
                 out["skipped"] = 1
                 return out
             self._stepped = True  # from here on a mid-step interrupt has no consistent state to save
-            before = [p.detach().clone() for p in local_params(self.model)]
+            before = [p.detach().clone() for p in precision.local_params(self.model)]
             self.optimizer.step()
-            out["update_ratio"] = update_ratio(self.model, before, fsdp=self.fsdp)
+            out["update_ratio"] = precision.update_ratio(self.model, before, fsdp=self.fsdp)
             self.scheduler.step()
             self.objective.after_step(self.model)
-            refresh_rollout_copy(self.rollout_model, self.model)
+            precision.refresh_rollout_copy(self.rollout_model, self.model)
         return out
 
     def train_step(self) -> dict | None:
