@@ -196,7 +196,7 @@ def run_update(model, prompts, gen, shape: Shape, device, peak_tflops: float) ->
     from rpt_core.model.logprobs import LogprobModule
     from rpt_train.rl.objective_rpt import RptObjective
     from rpt_train.rl.rollout import RolloutBatch
-    from rpt_train.rl.update import MicroBatchSettings, backward_micro_batches
+    from rpt_train.rl.update import MicroBatchPlan, MicroBatchSettings, backward_micro_batches
 
     with torch.device(device):
         policy = Qwen3ForCausalLM(model.config)
@@ -212,21 +212,22 @@ def run_update(model, prompts, gen, shape: Shape, device, peak_tflops: float) ->
         advantages=torch.randn(n, generator=torch.Generator().manual_seed(0)).to(device),
     )  # fmt: skip
     objective = RptObjective()
-    settings = MicroBatchSettings(objective, temperature=0.8, micro_batch_size=shape.micro_batch)
     module = LogprobModule(policy)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-6, fused=device.type == "cuda")
     mask = batch.loss_mask()
-    n_micro = -(-n // shape.micro_batch)
-    denom = float(objective.loss_agg.normaliser(mask))
+    plan = MicroBatchPlan(-(-n // shape.micro_batch), float(objective.loss_agg.normaliser(mask)))
     autocast = (
         (lambda: torch.autocast("cuda", dtype=torch.bfloat16))
         if device.type == "cuda"
         else (lambda: torch.autocast("cpu", enabled=False))
     )
+    settings = MicroBatchSettings(
+        objective, temperature=0.8, micro_batch_size=shape.micro_batch, autocast=autocast
+    )
 
     def update():
         optimizer.zero_grad(set_to_none=True)
-        backward_micro_batches(module, batch, mask, None, None, settings, n_micro, denom, 1, autocast)
+        backward_micro_batches(module, batch, loss_mask=mask, settings=settings, plan=plan)
         torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
         optimizer.step()
 

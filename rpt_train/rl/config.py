@@ -40,13 +40,13 @@ from rpt_core.runtime.errors import RptError
 from rpt_core.text.prompts import TEMPLATES, PromptTemplate, load_template
 from rpt_train.passrate.estimate import Band
 from rpt_train.rl.grpo import ADVANTAGES, LOSS_AGG, GrpoLossConfig, silent_with_one_completion
+from rpt_train.rl.objective import OBJECTIVE_NAMES
 from rpt_train.rl.rollout import RolloutSpec, sampling_params
 
 if TYPE_CHECKING:
     from rpt_core.text.chat_template import Chat
     from rpt_core.text.tokenizer import Tokenizer
 
-OBJECTIVE_NAMES = ("rpt", "rlp")  # rpt_train.rl.objective.OBJECTIVES (a test keeps the two equal)
 DTYPES = ("float32", "bfloat16")
 ROLLOUT_WEIGHTS = ("auto", "policy", "bf16-copy")
 # Half a bfloat16 unit (8 significant bits) at |w| = 0.02, a typical weight: 2^-6 * 2^-7 / 2 = 2^-14 = 6.1e-5.
@@ -93,9 +93,11 @@ class TaskSettings:
         1, "rlp: ground-truth tokens after the thought whose log-likelihood gains are summed (k).", ge=1
     )
     ema_decay: float = _opt(
-        0.999, "rlp: decay of the no-think baseline's EMA of the policy weights, per optimizer step.",
-        ge=0, le=1,
-    )  # fmt: skip
+        0.999,
+        "rlp: decay of the no-think baseline's EMA of the policy weights, per optimizer step.",
+        ge=0,
+        le=1,
+    )
 
 
 @dataclass
@@ -171,32 +173,38 @@ class RuntimeSettings:
     )
     dtype: str = _opt("float32", "Parameter dtype; AdamW states follow it.", choices=DTYPES)
     bf16: bool = _opt(
-        True, "bfloat16 autocast for forward passes over float32 master weights (CUDA; on a CPU only with "
+        True,
+        "bfloat16 autocast for forward passes over float32 master weights (CUDA; on a CPU only with "
         "--cpu-autocast). Under --fsdp it is FSDP2's param_dtype instead.",
-    )  # fmt: skip
+    )
     cpu_autocast: bool = _opt(
-        False, "Also apply --bf16 on a CPU: the GPU's dtype setup (bfloat16 compute and KV cache over "
+        False,
+        "Also apply --bf16 on a CPU: the GPU's dtype setup (bfloat16 compute and KV cache over "
         "float32 weights), as the tests run it; fast only where the CPU has bfloat16 matrix units (AMX).",
-    )  # fmt: skip
+    )
     tf32: bool = _opt(
         True, "CUDA: TF32 tensor cores for float32 matmuls (what autocast leaves in float32).", resumable=True
     )
     gradient_checkpointing: str = _opt(
-        "auto", "Recompute decoder layers in backward to save memory; auto = on on CUDA (real lengths need "
-        "it: benchmarks/GPU.md), off on a CPU.", choices=("auto", "on", "off"),
+        "auto",
+        "Recompute decoder layers in backward to save memory; auto = on on CUDA (real lengths need "
+        "it: benchmarks/GPU.md), off on a CPU.",
+        choices=("auto", "on", "off"),
         resumable=True,
-    )  # fmt: skip
+    )
     compile: bool = _opt(False, "torch.compile the decoder layers.", resumable=True)
     compile_decode: bool = _opt(
         False, "Rollouts: torch.compile a fixed-shape decode step (replayed from CUDA graphs on CUDA)."
     )
     rollout_weights: str = _opt(
-        "auto", "Weights rollouts run on: policy, or bf16-copy (a bfloat16 copy refreshed after each "
+        "auto",
+        "Weights rollouts run on: policy, or bf16-copy (a bfloat16 copy refreshed after each "
         "optimizer step, 2 bytes per parameter: a captured --compile-decode step then reads bf16 weights "
         "instead of re-casting float32 ones at every replay); auto = bf16-copy with --compile-decode under "
-        "--bf16 autocast (not --fsdp), else policy.", choices=ROLLOUT_WEIGHTS,
+        "--bf16 autocast (not --fsdp), else policy.",
+        choices=ROLLOUT_WEIGHTS,
         resumable=True,
-    )  # fmt: skip
+    )
     fsdp: bool = _opt(
         False, "Shard parameters with FSDP2 instead of replicating with DDP (torchrun).", resumable=True
     )
@@ -212,9 +220,10 @@ class DataSettings:
     shuffle_buffer: int = _opt(10000, "Rows in the streaming shuffle buffer.", ge=1)
     epochs: int = _opt(0, "Passes over SHARDS/train (0 = repeat until --max-steps).", ge=0, resumable=True)
     pass_rates: str | None = _opt(
-        None, "Train only on positions chosen by their pass rates: the OUT of `rpt-train passrate` on "
+        None,
+        "Train only on positions chosen by their pass rates: the OUT of `rpt-train passrate` on "
         "SHARDS/train (unscored positions are dropped and counted; see OUT/selection.json).",
-    )  # fmt: skip
+    )
     pass_above: float = _opt(
         0.0, "--pass-rates: keep positions whose sampled pass@1 is above this (strict; 0: not all wrong)."
     )
@@ -222,9 +231,10 @@ class DataSettings:
         1.0, "--pass-rates: ... and below this (strict; 1: not all right, above 1 keeps those too)."
     )
     pass_margin: float | None = _opt(
-        None, "--pass-rates: ... and whose pass@1 exceeds the next-token probability of the true token by "
+        None,
+        "--pass-rates: ... and whose pass@1 exceeds the next-token probability of the true token by "
         "at least this (off by default).",
-    )  # fmt: skip
+    )
 
 
 @dataclass
@@ -286,12 +296,15 @@ class TrainConfig:
                 "float32 master weights (--dtype float32, the default; --bf16 autocasts the compute)"
             )
         if self.data.pass_rates and not self.data.pass_above < self.data.pass_below:
-            raise RptError(f"--pass-above {self.data.pass_above} must be below --pass-below "
-                           f"{self.data.pass_below}: the band keeps pass rates strictly between "
-                           "them")  # fmt: skip
+            raise RptError(
+                f"--pass-above {self.data.pass_above} must be below --pass-below "
+                f"{self.data.pass_below}: the band keeps pass rates strictly between "
+                "them"
+            )
         if self.sampling.num_generations == 1 and self.grpo.dynamic_sampling:
-            raise RptError("--dynamic-sampling keeps groups whose rewards differ, which needs "
-                           "--num-generations >= 2")  # fmt: skip
+            raise RptError(
+                "--dynamic-sampling keeps groups whose rewards differ, which needs --num-generations >= 2"
+            )
 
     # ---- builders: the small objects the trainer's parts take
     def band(self) -> Band:

@@ -6,13 +6,17 @@ The trainer knows nothing of rewards or surrogates. It hands its objective what 
 asks ``loss`` for the per-micro-batch loss it differentiates, and calls ``after_step`` after every
 optimizer step. A second objective is a new file registered in ``OBJECTIVES``, not branches in the
 trainer. An objective carries state only if it needs some (``state_dict`` / ``load_state_dict`` are part
-of the trainer's checkpoint state).
+of the trainer's checkpoint state); ``ObjectiveHooks`` gives a stateless one all five hooks as no-ops.
 
 Registered:
 - ``rpt`` (``rpt_train.rl.objective_rpt``): RPT's prefix-match reward -> group advantages -> the GRPO
   clipped surrogate.
 - ``rlp`` (``rpt_train.rl.objective_rlp``): RLP's information gain of a thought over an EMA no-think
   baseline -> leave-one-out advantages -> the clipped surrogate on thought tokens.
+
+This module imports no objective at load time (the objectives subclass ``ObjectiveHooks`` from here, and
+``rpt_train.rl.config`` reads ``OBJECTIVE_NAMES`` for its ``--objective`` choices): each registry entry
+imports its module when it is built.
 """
 
 from __future__ import annotations
@@ -25,15 +29,13 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 
 from rpt_core.runtime.errors import RptError
-from rpt_train.rl.grpo import LossAgg
-from rpt_train.rl.objective_rlp import RlpObjective
-from rpt_train.rl.objective_rpt import RptObjective
-from rpt_train.rl.rollout import RolloutBatch, RolloutSpec
 
 if TYPE_CHECKING:
     from rpt_core.model import Qwen3ForCausalLM
     from rpt_core.text.tokenizer import Tokenizer
     from rpt_train.rl.config import TrainConfig
+    from rpt_train.rl.grpo import LossAgg
+    from rpt_train.rl.rollout import RolloutBatch, RolloutSpec
 
 
 @dataclass(frozen=True)
@@ -98,10 +100,41 @@ class Objective(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
-OBJECTIVES: dict[str, Callable[[TrainConfig], Objective]] = {
-    "rpt": RptObjective.from_config,
-    "rlp": RlpObjective.from_config,
-}
+class ObjectiveHooks:
+    """The trainer's hooks as no-ops, for an objective that needs no model, keeps the run's rollout
+    settings, and has no state: it implements ``score``, ``loss``, ``loss_agg`` and ``metrics`` only."""
+
+    def attach(self, ctx: ObjectiveContext) -> None:
+        del ctx
+
+    def rollout_spec(self, spec: RolloutSpec, tokenizer: Tokenizer) -> RolloutSpec:
+        del tokenizer
+        return spec
+
+    def after_step(self, model: torch.nn.Module) -> None:
+        del model
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        del state
+
+
+def _rpt(cfg: TrainConfig) -> Objective:
+    from rpt_train.rl.objective_rpt import RptObjective  # here: it subclasses ObjectiveHooks above
+
+    return RptObjective.from_config(cfg)
+
+
+def _rlp(cfg: TrainConfig) -> Objective:
+    from rpt_train.rl.objective_rlp import RlpObjective  # here: it loads the model code for its EMA
+
+    return RlpObjective.from_config(cfg)
+
+
+OBJECTIVES: dict[str, Callable[[TrainConfig], Objective]] = {"rpt": _rpt, "rlp": _rlp}
+OBJECTIVE_NAMES = tuple(OBJECTIVES)  # ``--objective``'s choices (rpt_train.rl.config)
 
 
 def build_objective(cfg: TrainConfig) -> Objective:

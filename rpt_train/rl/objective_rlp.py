@@ -34,11 +34,12 @@ import torch
 
 from rpt_core.model import Qwen3ForCausalLM
 from rpt_core.model.generation import left_pad
-from rpt_core.model.logprobs import token_logprobs
+from rpt_core.model.logprobs import LogprobModule
 from rpt_core.runtime.errors import RptError
 from rpt_core.text.chat import THINK_CLOSE
 from rpt_train.rl.grpo import GrpoLossConfig, LossAgg, get_loss_agg, grpo_loss, leave_one_out_advantages
 from rpt_train.rl.rollout import RolloutBatch, RolloutSpec, truncate_context
+from rpt_train.rl.update import sequence_logprobs
 
 if TYPE_CHECKING:
     from rpt_core.text.tokenizer import Tokenizer
@@ -104,9 +105,10 @@ class RlpObjective:
     @classmethod
     def from_config(cls, cfg: TrainConfig) -> RlpObjective:
         if not cfg.template_obj().thinks:
-            raise RptError(f"--objective rlp samples a thought before the next token: it needs a thinking "
-                           f"template (think, qwen3-think, answer-tags), not "
-                           f"{cfg.task.template}")  # fmt: skip
+            raise RptError(
+                f"--objective rlp samples a thought before the next token: it needs a thinking "
+                f"template (think, qwen3-think, answer-tags), not {cfg.task.template}"
+            )
         return cls(
             cfg.task.rlp_tokens,
             cfg.task.ema_decay,
@@ -123,8 +125,10 @@ class RlpObjective:
     def attach(self, ctx: ObjectiveContext) -> None:
         """Take the policy and tokenizer; start the EMA baseline as a float32 copy of the policy."""
         if ctx.fsdp:
-            raise RptError("--objective rlp does not support --fsdp yet (its EMA baseline is a full copy "
-                           "of the weights on every rank); use DDP")  # fmt: skip
+            raise RptError(
+                "--objective rlp does not support --fsdp yet (its EMA baseline is a full copy "
+                "of the weights on every rank); use DDP"
+            )
         end = ctx.tokenizer.token_to_id(THINK_CLOSE)
         if end is None:
             raise RptError(f"--objective rlp needs a tokenizer with a single {THINK_CLOSE} token")
@@ -209,27 +213,29 @@ class RlpObjective:
     ) -> tuple[torch.Tensor, int]:
         """(log p(targets | prefix) (B, k) float32 at temperature 1, 0 past a row's targets; real tokens run).
 
-        Micro-batched; each micro-batch is its prefixes left-padded, then its targets right-padded.
+        The prefixes are the prompts and the targets the completions of the trainer's own batched
+        log-prob path (``rpt_train.rl.update.sequence_logprobs``: micro-batched, trimmed of padding).
         """
         ctx = self.ctx
         assert ctx is not None
         B, k, pad = len(prefixes), self.tokens, ctx.pad_id
         device = ctx.model.device
-        out = torch.zeros(B, k, dtype=torch.float32, device=device)  # (B, k)
-        tokens = 0
-        for lo in range(0, B, ctx.micro_batch_size):
-            hi = min(B, lo + ctx.micro_batch_size)
-            p_ids, p_mask = left_pad(prefixes[lo:hi], pad, device)  # (m, P)
-            t_ids = torch.full((hi - lo, k), pad, dtype=torch.long)  # (m, k)
-            t_mask = torch.zeros(hi - lo, k, dtype=torch.bool)  # (m, k)
-            for i, t in enumerate(targets[lo:hi]):
-                t_ids[i, : len(t)] = torch.as_tensor(t)
-                t_mask[i, : len(t)] = True
-            ids = torch.cat([p_ids, t_ids.to(device)], dim=1)  # (m, P + k)
-            attn = torch.cat([p_mask, t_mask.to(device)], dim=1).long()  # (m, P + k)
-            out[lo:hi] = token_logprobs(model, ids, attn, p_ids.shape[1], 1.0, ctx.logprob_chunk)[0].float()
-            tokens += int(attn.sum())
-        return out, tokens
+        p_ids, p_mask = left_pad(prefixes, pad, device)  # (B, P)
+        t_ids = torch.full((B, k), pad, dtype=torch.long)  # (B, k)
+        t_mask = torch.zeros(B, k, dtype=torch.bool)  # (B, k)
+        for i, t in enumerate(targets):
+            t_ids[i, : len(t)] = torch.as_tensor(t)
+            t_mask[i, : len(t)] = True
+        ids = torch.cat([p_ids, t_ids.to(device)], dim=1)  # (B, P + k)
+        attn = torch.cat([p_mask, t_mask.to(device)], dim=1).long()  # (B, P + k)
+        # score() has entered the trainer's autocast already. All k target columns stay in every forward,
+        # also where a micro-batch's rows all end early (near a document end): the forward shapes, and
+        # so the rewards' rounding, are the ones RLP has always scored with.
+        module = LogprobModule(model, ctx.logprob_chunk)
+        out = sequence_logprobs(
+            module, ids, attn, p_ids.shape[1], 1.0, ctx.micro_batch_size, trim_completions=False
+        )  # (B, k)
+        return out, int(attn.sum())
 
     # ---- loss and metrics ----
     def loss(self, logp, old_logp, advantages, mask, ref_logp=None) -> tuple[torch.Tensor, dict]:

@@ -4,7 +4,7 @@
 reward (``rpt_core.reward``, the same code the evaluator and validation use) and turns each group's
 rewards into advantages (``rpt_train.rl.grpo``). ``loss`` is ``grpo_loss``: the clipped surrogate, plus
 a k3 KL to a frozen reference when ``beta > 0``, aggregated as configured. RPT keeps no state of its own
-and needs none of the trainer's hooks (``attach``, ``rollout_spec``, ``after_step`` do nothing).
+and needs none of the trainer's hooks: ``ObjectiveHooks`` gives them as no-ops.
 """
 
 from __future__ import annotations
@@ -18,16 +18,15 @@ import torch
 
 from rpt_core.reward import score_rows
 from rpt_train.rl.grpo import GrpoLossConfig, LossAgg, compute_advantages, get_loss_agg, grpo_loss
-from rpt_train.rl.rollout import RolloutBatch, RolloutSpec
+from rpt_train.rl.objective import ObjectiveHooks
+from rpt_train.rl.rollout import RolloutBatch
 
 if TYPE_CHECKING:
-    from rpt_core.text.tokenizer import Tokenizer
     from rpt_train.rl.config import TrainConfig
-    from rpt_train.rl.objective import ObjectiveContext
 
 
 @dataclass(frozen=True)
-class RptObjective:
+class RptObjective(ObjectiveHooks):  # scores extracted predictions: needs no model, keeps no state
     reward: str = "prefix"
     format_penalty: float = 0.0
     advantage: str = "group"
@@ -45,16 +44,6 @@ class RptObjective:
     @property
     def loss_agg(self) -> LossAgg:
         return get_loss_agg(self.grpo.loss_agg)
-
-    def attach(self, ctx: ObjectiveContext) -> None:
-        del ctx  # scores extracted predictions: needs no model
-
-    def rollout_spec(self, spec: RolloutSpec, tokenizer: Tokenizer) -> RolloutSpec:
-        del tokenizer
-        return spec  # the template's own stopping rule
-
-    def after_step(self, model: torch.nn.Module) -> None:
-        del model
 
     def score(self, batch: RolloutBatch) -> RolloutBatch:
         t0 = time.perf_counter()
@@ -74,9 +63,3 @@ class RptObjective:
     def metrics(self, batch: RolloutBatch) -> dict[str, float]:
         """``acc``: the share of completions whose prediction earned the full reward."""
         return {"acc": (batch.rewards == 1.0).float().mean().item()}
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        del state  # stateless

@@ -1,5 +1,7 @@
-"""The trainer's precision machinery beyond autocast: the bfloat16 copy of the weights that rollouts may
-run on (``--rollout-weights``), and the update-to-weight ratio every step logs.
+"""The trainer's precision machinery: when forwards run under bfloat16 autocast (``--bf16``,
+``--cpu-autocast``), when decoder layers are recomputed in backward (``--gradient-checkpointing``), the
+bfloat16 copy of the weights that rollouts may run on (``--rollout-weights``), and the update-to-weight
+ratio every step logs.
 
 A captured (``--compile-decode``, CUDA graphs) decode step under autocast re-casts every float32 weight to
 bfloat16 at each replay: ~3x the weight traffic of a bfloat16 decode step. A bfloat16 copy refreshed
@@ -11,13 +13,37 @@ move (bfloat16 parameters at an lr below their rounding, an lr of 0), which a lo
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable
 
 import torch
 
 from rpt_core.model import Qwen3ForCausalLM
 from rpt_core.runtime import distributed as D
 from rpt_core.runtime.errors import RptError
+
+
+def bf16_compute(cfg, device: torch.device) -> bool:
+    """bfloat16 compute over the weights: ``--bf16`` on CUDA; on a CPU only with ``--cpu-autocast``."""
+    return cfg.runtime.bf16 and (device.type == "cuda" or cfg.runtime.cpu_autocast)
+
+
+def autocast_factory(
+    cfg, device: torch.device, fsdp: bool
+) -> Callable[[], contextlib.AbstractContextManager]:
+    """What each forward enters: bfloat16 autocast, or nothing (float32, or FSDP2 whose ``param_dtype``
+    casts the weights itself)."""
+    if bf16_compute(cfg, device) and not fsdp:
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def gradient_checkpointing(cfg, device: torch.device) -> bool:
+    """``--gradient-checkpointing auto``: on CUDA, where real lengths need it (benchmarks/GPU.md)."""
+    return cfg.runtime.gradient_checkpointing == "on" or (
+        cfg.runtime.gradient_checkpointing == "auto" and device.type == "cuda"
+    )
 
 
 def rollout_copy(model: Qwen3ForCausalLM, cfg, bf16: bool, fsdp: bool) -> Qwen3ForCausalLM | None:

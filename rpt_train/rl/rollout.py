@@ -4,8 +4,8 @@ Functions, not a class: ``rollout`` turns a list of shard rows into a ``RolloutB
 model's device, rows prompt-major: sequence i*G + j is sample j of context i). The batch is *unscored*:
 an objective (``rpt_train.rl.objective``) fills in rewards and advantages, and the evaluator scores the
 same predictions with the same reward code. ``select_groups`` and ``concat_rollouts`` let DAPO dynamic
-sampling keep only the groups with unequal rewards and top the batch up with more draws.
-``rollout_metrics`` gives the per-step numbers the trainer logs.
+sampling (``DynamicSampling``) keep only the groups with unequal rewards and top the batch up with more
+draws. ``sample_records`` picks the completions the trainer logs as samples.
 
 A completion cut off at ``max_new_tokens`` has no prediction (reward = the format penalty) unless the
 template itself caps generation (``plain``: the prediction *is* the first ``answer_tokens`` tokens).
@@ -14,7 +14,7 @@ template itself caps generation (``plain``: the prediction *is* the first ``answ
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -23,7 +23,6 @@ from rpt_core.model.decode import DecodeOptions
 from rpt_core.model.generation import SamplingParams, free_device_memory, generate, left_pad, rows_that_fit
 from rpt_core.text.prompts import PromptTemplate
 from rpt_core.text.tokenizer import Tokenizer, keep_last_tokens
-from rpt_train.rl.grpo import frac_zero_std
 
 
 @dataclass(frozen=True)
@@ -279,56 +278,48 @@ def informative_groups(batch: RolloutBatch) -> list[int]:
     return (r != r[:, :1]).any(dim=1).nonzero().flatten().tolist()
 
 
-def dynamic_batch(
-    roll: Callable[[list[dict]], RolloutBatch],
-    rows: list[dict],
-    next_rows: Callable[[int], list[dict]],
-    batch_size: int,
-    max_resample_batches: int,
-    pad_id: int = 0,
-) -> tuple[RolloutBatch, RolloutBatch, int]:
-    """DAPO dynamic sampling: roll out ``rows`` and, while fewer than ``batch_size`` groups have unequal
-    rewards, roll out ``batch_size`` more contexts (at most ``max_resample_batches`` times).
+@dataclass
+class DynamicSampling:
+    """DAPO dynamic sampling's bookkeeping, without the sampling: the step rolls out its contexts,
+    ``add``s the scored batch, and while ``wants_more()`` draws ``batch_size`` more contexts and adds
+    those (at most ``max_resample_batches`` extra draws, each counted in ``extra_draws``)::
 
-    Returns (training batch of at most ``batch_size`` informative groups, everything drawn, extra
-    draws). With no informative group at all the first batch is returned as is (zero advantages).
+        sampler.add(roll(rows))
+        while sampler.wants_more() and (more := next_rows(batch_size)):
+            sampler.add(roll(more))
+
+    ``result()`` is (training batch of at most ``batch_size`` groups with unequal rewards, everything
+    drawn). With no informative group at all the first batch is trained on as is (zero advantages).
     """
-    first = roll(rows)
-    drawn, kept, tries = [first], [select_groups(first, informative_groups(first))], 0
-    while sum(k.num_groups for k in kept) < batch_size and tries < max_resample_batches:
-        more_rows = next_rows(batch_size)
-        if not more_rows:  # data exhausted
-            break
-        tries += 1
-        drawn.append(roll(more_rows))
-        kept.append(select_groups(drawn[-1], informative_groups(drawn[-1])))
-    kept = [k for k in kept if k.num_groups]
-    if not kept:
-        return first, concat_rollouts(drawn, pad_id), tries
-    batch = concat_rollouts(kept, pad_id)
-    return (
-        select_groups(batch, range(min(batch_size, batch.num_groups))),
-        concat_rollouts(drawn, pad_id),
-        tries,
-    )
+
+    batch_size: int
+    max_resample_batches: int
+    pad_id: int = 0
+    drawn: list[RolloutBatch] = field(default_factory=list)
+    kept: list[RolloutBatch] = field(default_factory=list)  # each draw's informative groups
+
+    @property
+    def extra_draws(self) -> int:
+        return max(len(self.drawn) - 1, 0)
+
+    def add(self, batch: RolloutBatch) -> None:
+        self.drawn.append(batch)
+        self.kept.append(select_groups(batch, informative_groups(batch)))
+
+    def wants_more(self) -> bool:
+        found = sum(k.num_groups for k in self.kept)
+        return found < self.batch_size and self.extra_draws < self.max_resample_batches
+
+    def result(self) -> tuple[RolloutBatch, RolloutBatch]:
+        drawn = concat_rollouts(self.drawn, self.pad_id)
+        kept = [k for k in self.kept if k.num_groups]
+        if not kept:
+            return self.drawn[0], drawn
+        batch = concat_rollouts(kept, self.pad_id)
+        return select_groups(batch, range(min(self.batch_size, batch.num_groups))), drawn
 
 
-# ---------------------------------------------------------------------------------------------- metrics
-
-
-def rollout_metrics(batch: RolloutBatch) -> dict[str, float]:
-    """Reward / format / length statistics of a scored batch (means over sequences)."""
-    r = batch.rewards.float()  # (n, G)
-    lengths = batch.completion_mask.sum(-1).float()  # (n*G,)
-    return {
-        "reward": r.mean().item(),
-        "reward_std": r.std(unbiased=False).item(),
-        "format_fail": batch.format_failed.float().mean().item(),
-        "truncated": batch.truncated.float().mean().item(),
-        "frac_zero_std": frac_zero_std(r),
-        "completion_len_mean": lengths.mean().item(),
-        "completion_len_max": lengths.max().item(),
-    }
+# ---------------------------------------------------------------------------------------------- samples
 
 
 def sample_records(batch: RolloutBatch, tokenizer: Tokenizer, n: int) -> list[dict]:
@@ -337,13 +328,15 @@ def sample_records(batch: RolloutBatch, tokenizer: Tokenizer, n: int) -> list[di
     for g in range(min(n, batch.num_groups)):
         i, row = g * G, batch.rows[g]
         ids = batch.completion_ids[i][batch.completion_mask[i]].tolist()
-        out.append({
-            "doc_id": row.get("doc_id"),
-            "prompt": row["context"],
-            "label": bytes(row["label"]),
-            "completion": tokenizer.decode(ids),
-            "prediction": batch.predictions[i],
-            "reward": float(batch.rewards[g, 0]),
-            "group_rewards": batch.rewards[g].tolist(),
-        })  # fmt: skip
+        out.append(
+            {
+                "doc_id": row.get("doc_id"),
+                "prompt": row["context"],
+                "label": bytes(row["label"]),
+                "completion": tokenizer.decode(ids),
+                "prediction": batch.predictions[i],
+                "reward": float(batch.rewards[g, 0]),
+                "group_rewards": batch.rewards[g].tolist(),
+            }
+        )
     return out

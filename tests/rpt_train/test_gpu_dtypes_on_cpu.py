@@ -25,7 +25,7 @@ from rpt_train.rl.objective import ObjectiveContext
 from rpt_train.rl.objective_rlp import RlpObjective
 from rpt_train.rl.objective_rpt import RptObjective
 from rpt_train.rl.rollout import RolloutSpec, rollout, sampling_params, stop_token_ids
-from rpt_train.rl.update import MicroBatchSettings, backward_micro_batches, batched_logprobs
+from rpt_train.rl.update import MicroBatchPlan, MicroBatchSettings, backward_micro_batches, batched_logprobs
 from tests.helpers import (
     TextTemplate,
     repeat_rows,
@@ -39,7 +39,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def bf16_autocast():
-    """What the trainer enters on a GPU (``Trainer._autocast``), on the CPU."""
+    """What the trainer enters on a GPU (``Trainer.autocast``), on the CPU."""
     return torch.autocast("cpu", dtype=torch.bfloat16)
 
 
@@ -114,13 +114,13 @@ def test_logprobs_and_the_update_backward_under_autocast(model, tok):
     assert old.dtype == torch.float32 and torch.isfinite(old).all()
     objective = RptObjective(grpo=GrpoLossConfig(max_len=6))
     mask = batch.loss_mask()
-    s = MicroBatchSettings(objective, temperature=1.0, micro_batch_size=5)
-    n_micro = -(-batch.num_sequences // 5)
+    plan = MicroBatchPlan(-(-batch.num_sequences // 5), float(objective.loss_agg.normaliser(mask)))
 
     def grads(autocast):
         model.zero_grad(set_to_none=True)
+        s = MicroBatchSettings(objective, temperature=1.0, micro_batch_size=5, autocast=autocast)
         sums = backward_micro_batches(
-            module, batch, mask, old, old, s, n_micro, float(objective.loss_agg.normaliser(mask)), 1, autocast
+            module, batch, loss_mask=mask, settings=s, plan=plan, old_logp=old, ref_logp=old
         )
         return {n: p.grad.clone() for n, p in model.named_parameters()}, sums
 

@@ -329,8 +329,21 @@ def test_cli_pretrain_with_recipe(micro, tmp_path):
     recipe = tmp_path / "recipe.toml"
     recipe.write_text("[pretrain]\nseq_len = 32\nbatch_size = 2\nmax_steps = 50\nwarmup_steps = 1\n")
     out = tmp_path / "cli-base"
-    args = ["pretrain", micro["corpus"], "--config", str(recipe), "--tokenizer", micro["tokenizer"],
-            "--out", str(out), "--max-steps", "3", "--no-bf16-autocast", "--device", "cpu"]  # fmt: skip
+    args = [
+        "pretrain",
+        micro["corpus"],
+        "--config",
+        str(recipe),
+        "--tokenizer",
+        micro["tokenizer"],
+        "--out",
+        str(out),
+        "--max-steps",
+        "3",
+        "--no-bf16-autocast",
+        "--device",
+        "cpu",
+    ]
     result = CliRunner().invoke(cli_main(), args)
     assert result.exit_code == 0, result.output
     assert "pretrained" in result.output and f"-> {out}" in result.output

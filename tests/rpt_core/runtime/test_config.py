@@ -91,13 +91,15 @@ def test_an_unknown_recipe_table_is_refused_with_the_closest_name(tmp_path):
     recipe.write_text("[trian]\ntemplate = 'plain'\nlr = 1e-3\n[data]\nval_docs = 1\n")
     result = CliRunner().invoke(rpt_train, ["run", str(tmp_path), "--config", str(recipe)])
     assert (result.exit_code, result.output) == (
-        1, f"error: {recipe}: unknown table [trian] (did you mean [train]?)\n"
-    )  # fmt: skip
+        1,
+        f"error: {recipe}: unknown table [trian] (did you mean [train]?)\n",
+    )
     recipe.write_text("[dta]\nval_docs = 1\n")
     result = CliRunner().invoke(rpt_data, ["build", "--config", str(recipe), "--out", str(tmp_path / "o")])
     assert (result.exit_code, result.output) == (
-        1, f"error: {recipe}: unknown table [dta] (did you mean [data]?)\n"
-    )  # fmt: skip
+        1,
+        f"error: {recipe}: unknown table [dta] (did you mean [data]?)\n",
+    )
     recipe.write_text("[zzz]\n")
     result = CliRunner().invoke(demo, ["--config", str(recipe)])
     assert result.output.startswith(f"error: {recipe}: unknown table [zzz] (known: convert, data, ")

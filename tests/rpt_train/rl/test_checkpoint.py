@@ -46,9 +46,14 @@ def _setup(seed=0):
 
 
 def _save(run, step, model, opt, sched, keep_last=3, tokenizer=None):
-    state = {"model": model.state_dict(), "step": step, "optimizer": opt.state_dict(),
-             "scheduler": sched.state_dict(), "rng": rng_state(),
-             "data": {"rows_yielded": 10 * step}}  # fmt: skip
+    state = {
+        "model": model.state_dict(),
+        "step": step,
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "rng": rng_state(),
+        "data": {"rows_yielded": 10 * step},
+    }
     return save_checkpoint(
         run, step, state, model.config, tokenizer, {"lr": 1e-2, "step": step}, keep_last=keep_last
     )

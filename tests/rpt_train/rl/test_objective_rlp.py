@@ -18,7 +18,7 @@ from rpt_train.rl.grpo import GrpoLossConfig, compute_advantages, leave_one_out_
 from rpt_train.rl.objective import ObjectiveContext, build_objective
 from rpt_train.rl.objective_rlp import RlpObjective, close_thought, information_gain
 from rpt_train.rl.rollout import RolloutSpec, rollout, sampling_params, stop_token_ids
-from rpt_train.rl.update import MicroBatchSettings, backward_micro_batches
+from rpt_train.rl.update import MicroBatchPlan, MicroBatchSettings, backward_micro_batches
 from tests.helpers import repeat_rows, tiny_model, tiny_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -65,8 +65,11 @@ def tok():
 
 def attached(tok, model, **kw) -> RlpObjective:
     objective = RlpObjective(**kw)
-    objective.attach(ObjectiveContext(model, tok, micro_batch_size=3, logprob_chunk=4,
-                                      stop_ids=stop_token_ids(tok), pad_id=tok.pad_id))  # fmt: skip
+    objective.attach(
+        ObjectiveContext(
+            model, tok, micro_batch_size=3, logprob_chunk=4, stop_ids=stop_token_ids(tok), pad_id=tok.pad_id
+        )
+    )
     return objective
 
 
@@ -147,8 +150,14 @@ def test_score_is_the_information_gain_of_plain_forwards(tok):
     m = objective.metrics(batch)
     assert m["info_gain_mean"] == pytest.approx(batch.rewards.mean().item())
     assert m["info_gain_pos_frac"] == pytest.approx((batch.rewards > 0).float().mean().item())
-    expected = {"info_gain_std", "ema_logp", "reasoned_logp", "thought_len_mean", "thought_truncated",
-                "thought_unclosed"}  # fmt: skip
+    expected = {
+        "info_gain_std",
+        "ema_logp",
+        "reasoned_logp",
+        "thought_len_mean",
+        "thought_truncated",
+        "thought_unclosed",
+    }
     assert expected <= m.keys() and all(math.isfinite(v) for v in m.values())
 
 
@@ -182,7 +191,13 @@ def test_the_gradient_reaches_the_thought_tokens_only(tok):
     mask = batch.loss_mask()
     s = MicroBatchSettings(objective, temperature=1.0, micro_batch_size=4)
     n_micro = -(-batch.num_sequences // 4)
-    backward_micro_batches(LogprobModule(model), batch, mask, None, None, s, n_micro, float(mask.sum()))
+    backward_micro_batches(
+        LogprobModule(model),
+        batch,
+        loss_mask=mask,
+        settings=s,
+        plan=MicroBatchPlan(n_micro, float(mask.sum())),
+    )
     got = {n: p.grad.clone() for n, p in model.named_parameters()}
 
     model.zero_grad(set_to_none=True)

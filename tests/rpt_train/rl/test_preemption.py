@@ -73,9 +73,25 @@ def test_sigterm_saves_a_checkpoint_that_resumes_to_the_same_bytes(task, tmp_pat
 
 
 def pretrain_args(micro, out) -> list[str]:
-    return [micro["corpus"], "--tokenizer", micro["tokenizer"], "--out", str(out), "--seq-len", "32",
-            "--batch-size", "2", "--max-steps", "100000", "--eval-every", "4", "--device", "cpu",
-            "--no-bf16-autocast", "--quiet"]  # fmt: skip
+    return [
+        micro["corpus"],
+        "--tokenizer",
+        micro["tokenizer"],
+        "--out",
+        str(out),
+        "--seq-len",
+        "32",
+        "--batch-size",
+        "2",
+        "--max-steps",
+        "100000",
+        "--eval-every",
+        "4",
+        "--device",
+        "cpu",
+        "--no-bf16-autocast",
+        "--quiet",
+    ]
 
 
 def after_calls(n: int):
@@ -114,9 +130,18 @@ def test_pretrain_sigterm_then_resume_continues_to_the_same_bytes(micro, tmp_pat
 
 
 def pretrain_config(micro, out, **kw) -> PretrainConfig:
-    base = dict(corpus=[micro["corpus"]], tokenizer=micro["tokenizer"], out=str(out), seq_len=32,
-                batch_size=2, max_steps=100000, eval_every=4, device="cpu", bf16_autocast=False,
-                quiet=True)  # fmt: skip
+    base = dict(
+        corpus=[micro["corpus"]],
+        tokenizer=micro["tokenizer"],
+        out=str(out),
+        seq_len=32,
+        batch_size=2,
+        max_steps=100000,
+        eval_every=4,
+        device="cpu",
+        bf16_autocast=False,
+        quiet=True,
+    )
     return PretrainConfig(**{**base, **kw})
 
 

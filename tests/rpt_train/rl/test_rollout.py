@@ -1,5 +1,5 @@
 """Rollouts: prompts -> completions -> predictions -> rewards -> advantages, truncation, and the group
-selection used by dynamic sampling (on the tiny task of tests/helpers/shards.py)."""
+selection used by dynamic sampling (on the tiny task of tests/rpt_train/taskkit.py)."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from rpt_train.rl.rollout import (
     concat_rollouts,
     informative_groups,
     rollout,
-    rollout_metrics,
     sampling_params,
     select_groups,
     truncate_context,
 )
+from rpt_train.rl.step_metrics import rollout_metrics
 from tests.helpers import (
     TextTemplate,
     next_letter,
@@ -174,14 +174,27 @@ def test_select_concat_and_informative_groups(tok):
 def test_rollout_batch_size_splits_generate_calls(tok):
     model = tiny_model(tok).eval()
     rows = task_rows(5)
-    batch = rollout(model, tok, load_template("plain"), rows, plain_spec(tok, G=2, rollout_batch_size=2),
-                    torch.Generator().manual_seed(0))  # fmt: skip
+    batch = rollout(
+        model,
+        tok,
+        load_template("plain"),
+        rows,
+        plain_spec(tok, G=2, rollout_batch_size=2),
+        torch.Generator().manual_seed(0),
+    )
     assert batch.num_groups == 5 and batch.rows == rows and batch.num_sequences == 10
 
 
 def test_dynamic_batch_draws_until_enough_informative_groups(tok):
     """Fake rollouts whose rewards are fixed per row: rows with id % 3 == 0 have unequal rewards."""
-    from rpt_train.rl.rollout import dynamic_batch
+    from rpt_train.rl.rollout import DynamicSampling
+
+    def dynamic_batch(roll, rows, next_rows, batch_size, max_resample_batches):  # the trainer's loop
+        sampler = DynamicSampling(batch_size, max_resample_batches)
+        sampler.add(roll(rows))
+        while sampler.wants_more() and (more := next_rows(batch_size)):
+            sampler.add(roll(more))
+        return (*sampler.result(), sampler.extra_draws)
 
     real = _hand_batch(tok, [[0, 0]], T=2, P=3, seed=0)
     pool = iter(range(100))

@@ -43,23 +43,65 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def task(tmp_path_factory):
     root = tmp_path_factory.mktemp("task")
     tok = tiny_tokenizer()
-    return {"tok": tok, "root": root, "shards": write_task_shards(root / "shards", tok),
-            "model": save_model_dir(root / "model", tok)}  # fmt: skip
+    return {
+        "tok": tok,
+        "root": root,
+        "shards": write_task_shards(root / "shards", tok),
+        "model": save_model_dir(root / "model", tok),
+    }
 
 
 def config(task, out, **kw) -> TrainConfig:
-    base = dict(shards=str(task["shards"]), model=str(task["model"]), out=str(out), template="plain",
-                max_steps=2, lr=1e-2, warmup_steps=0, batch_size=2, num_generations=2, micro_batch_size=4,
-                temperature=1.0, save_every=0, sample_every=0, quiet=True)  # fmt: skip
+    base = dict(
+        shards=str(task["shards"]),
+        model=str(task["model"]),
+        out=str(out),
+        template="plain",
+        max_steps=2,
+        lr=1e-2,
+        warmup_steps=0,
+        batch_size=2,
+        num_generations=2,
+        micro_batch_size=4,
+        temperature=1.0,
+        save_every=0,
+        sample_every=0,
+        quiet=True,
+    )
     return TrainConfig.from_flat(**{**base, **kw})
 
 
 def cli_args(task, out, *extra) -> list[str]:
     """``config(task, out)`` as options, then ``extra``."""
-    return [str(task["shards"]), "--model", str(task["model"]), "--out", str(out), "--template", "plain",
-            "--max-steps", "2", "--lr", "1e-2", "--warmup-steps", "0", "--batch-size", "2",
-            "--num-generations", "2", "--micro-batch-size", "4", "--temperature", "1.0", "--save-every", "0",
-            "--sample-every", "0", "--quiet", *extra]  # fmt: skip
+    return [
+        str(task["shards"]),
+        "--model",
+        str(task["model"]),
+        "--out",
+        str(out),
+        "--template",
+        "plain",
+        "--max-steps",
+        "2",
+        "--lr",
+        "1e-2",
+        "--warmup-steps",
+        "0",
+        "--batch-size",
+        "2",
+        "--num-generations",
+        "2",
+        "--micro-batch-size",
+        "4",
+        "--temperature",
+        "1.0",
+        "--save-every",
+        "0",
+        "--sample-every",
+        "0",
+        "--quiet",
+        *extra,
+    ]
 
 
 # ---- resume: every difference applied and recorded, or refused ---------------------------------------

@@ -25,7 +25,8 @@ from rpt_train.rl import objective_rpt
 from rpt_train.rl import trainer as trainer_mod
 from rpt_train.rl.checkpoint import latest_checkpoint
 from rpt_train.rl.config import TrainConfig
-from rpt_train.rl.trainer import Trainer, lr_factor
+from rpt_train.rl.run_setup import lr_factor
+from rpt_train.rl.trainer import Trainer
 from tests.helpers import save_model_dir, tiny_tokenizer, write_task_shards
 
 REPO = Path(__file__).resolve().parents[3]
@@ -52,9 +53,22 @@ def task(tmp_path_factory):
 
 
 def config(task, out, **kw) -> TrainConfig:
-    base = dict(shards=str(task["shards"]), model=str(task["model"]), out=str(out), template="plain",
-                max_steps=2, lr=1e-2, warmup_steps=0, batch_size=4, num_generations=4, micro_batch_size=6,
-                temperature=1.0, save_every=0, sample_every=0, quiet=True)  # fmt: skip
+    base = dict(
+        shards=str(task["shards"]),
+        model=str(task["model"]),
+        out=str(out),
+        template="plain",
+        max_steps=2,
+        lr=1e-2,
+        warmup_steps=0,
+        batch_size=4,
+        num_generations=4,
+        micro_batch_size=6,
+        temperature=1.0,
+        save_every=0,
+        sample_every=0,
+        quiet=True,
+    )
     return TrainConfig.from_flat(**{**base, **kw})
 
 
@@ -81,8 +95,18 @@ def test_learns_the_tiny_task(task, tmp_path):
 
     Calibrated over seeds 0-3: first-5-step mean reward 0.05-0.08, last-5 0.76-0.79, final greedy val 1.0.
     """
-    cfg = config(task, tmp_path / "run", max_steps=80, lr=3e-3, batch_size=8, num_generations=8,
-                 micro_batch_size=64, val_every=20, val_samples=32, sample_every=40)  # fmt: skip
+    cfg = config(
+        task,
+        tmp_path / "run",
+        max_steps=80,
+        lr=3e-3,
+        batch_size=8,
+        num_generations=8,
+        micro_batch_size=64,
+        val_every=20,
+        val_samples=32,
+        sample_every=40,
+    )
     result = Trainer(cfg).train()
     assert result.step == 80 and result.stopped == "max_steps"
     m = metrics(cfg.io.out)
@@ -91,9 +115,22 @@ def test_learns_the_tiny_task(task, tmp_path):
     val = [r["val_reward"] for r in m if "val_reward" in r]
     assert first < 0.2 and last > 0.5, (first, last)
     assert len(val) == 4 and val[-1] >= 0.8 and val[-1] > val[0], val
-    expected = {"reward_std", "acc", "format_fail", "frac_zero_std", "completion_len_mean",
-                "completion_len_max", "clip_frac", "entropy", "lr", "grad_norm", "tokens_per_s",
-                "time_generate", "time_score", "time_update"}  # fmt: skip
+    expected = {
+        "reward_std",
+        "acc",
+        "format_fail",
+        "frac_zero_std",
+        "completion_len_mean",
+        "completion_len_max",
+        "clip_frac",
+        "entropy",
+        "lr",
+        "grad_norm",
+        "tokens_per_s",
+        "time_generate",
+        "time_score",
+        "time_update",
+    }
     assert expected <= m[0].keys()
     samples = [json.loads(s) for s in (Path(cfg.io.out) / "samples.jsonl").read_text().splitlines()]
     assert {s["step"] for s in samples} == {40, 80} and {"prompt", "completion", "reward"} <= samples[
@@ -182,8 +219,18 @@ def test_two_ranks_keep_identical_weights(task, tmp_path):
         "open(f'rank{tr.rank}.txt', 'w').write(f'RANK {tr.rank} {h.hexdigest()} {first} {res.step}')\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           str(script), str(task["shards"]), str(task["model"]), str(tmp_path / "out")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(script),
+        str(task["shards"]),
+        str(task["model"]),
+        str(tmp_path / "out"),
+    ]
     # A session of its own, so a hang can be ended with every worker torchrun started.
     pipe = subprocess.PIPE
     proc = subprocess.Popen(
@@ -242,8 +289,9 @@ def test_tokenizer_fingerprint_mismatch_is_refused(task, tmp_path):
 
 
 def test_dynamic_sampling_draws_more_contexts(task, tmp_path):
-    cfg = config(task, tmp_path / "run", batch_size=4, num_generations=2, dynamic_sampling=True,
-                 max_resample_batches=3)  # fmt: skip
+    cfg = config(
+        task, tmp_path / "run", batch_size=4, num_generations=2, dynamic_sampling=True, max_resample_batches=3
+    )
     tr = Trainer(cfg)
     m = tr.train_step()
     # Rewards start near 1/17: most pairs are all-zero, so the step must have drawn more contexts.
@@ -251,8 +299,9 @@ def test_dynamic_sampling_draws_more_contexts(task, tmp_path):
     assert 1 <= m["groups"] <= 4
 
 
-@pytest.mark.parametrize(("sig", "code", "second"), [(signal.SIGINT, 130, KeyboardInterrupt),
-                                                      (signal.SIGTERM, 143, Terminated)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("sig", "code", "second"), [(signal.SIGINT, 130, KeyboardInterrupt), (signal.SIGTERM, 143, Terminated)]
+)
 def test_stop_signals_first_sets_the_flag_second_interrupts(sig, code, second):
     before = signal.getsignal(sig)
     with stop_signals() as flag:
@@ -267,9 +316,24 @@ def test_cli_run_smoke(task, tmp_path):
     recipe = tmp_path / "recipe.toml"
     recipe.write_text("[train]\nnum_generations = 3\nsave_every = 1\ntemplate = 'plain'\nkeep_last = 1\n")
     out = tmp_path / "run"
-    args = [str(task["shards"]), "--model", str(task["model"]), "--out", str(out), "--config", str(recipe),
-            "--max-steps", "2", "--num-generations", "2", "--batch-size", "2", "--lr", "1e-3",
-            "--quiet"]  # fmt: skip
+    args = [
+        str(task["shards"]),
+        "--model",
+        str(task["model"]),
+        "--out",
+        str(out),
+        "--config",
+        str(recipe),
+        "--max-steps",
+        "2",
+        "--num-generations",
+        "2",
+        "--batch-size",
+        "2",
+        "--lr",
+        "1e-3",
+        "--quiet",
+    ]
     result = CliRunner().invoke(run, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     resolved = json.loads((out / "run_config.json").read_text())
@@ -327,8 +391,9 @@ def test_chat_think_uses_the_policys_own_template_and_checkpoints_keep_it(task, 
         "{% for m in messages %}[{{ m['content'][-2:] }}]{% endfor %}{{ '=>' if add_generation_prompt }}"
     )
     (model / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))
-    tr = Trainer(config(task, tmp_path / "run", model=str(model), template="chat-think", max_steps=1,
-                        max_new_tokens=3))  # fmt: skip
+    tr = Trainer(
+        config(task, tmp_path / "run", model=str(model), template="chat-think", max_steps=1, max_new_tokens=3)
+    )
     assert tr.template.render(" a b") == "[ b]=>"
     result = tr.train()
     saved = Tokenizer.load(result.checkpoint)

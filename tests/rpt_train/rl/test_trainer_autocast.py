@@ -47,10 +47,26 @@ OBJECTIVES = {
 
 def config(task, out, objective, **kw) -> TrainConfig:
     o = dict(OBJECTIVES[objective])
-    base = dict(shards=str(task[o.pop("shards")]), model=str(task["model"]), out=str(out), max_steps=1,
-                lr=1e-2, warmup_steps=0, batch_size=3, num_generations=3, micro_batch_size=4,
-                logprob_chunk=3, temperature=1.0, save_every=0, sample_every=0, quiet=True, device="cpu",
-                cpu_autocast=True, num_iterations=2, beta=0.1)  # fmt: skip
+    base = dict(
+        shards=str(task[o.pop("shards")]),
+        model=str(task["model"]),
+        out=str(out),
+        max_steps=1,
+        lr=1e-2,
+        warmup_steps=0,
+        batch_size=3,
+        num_generations=3,
+        micro_batch_size=4,
+        logprob_chunk=3,
+        temperature=1.0,
+        save_every=0,
+        sample_every=0,
+        quiet=True,
+        device="cpu",
+        cpu_autocast=True,
+        num_iterations=2,
+        beta=0.1,
+    )
     return TrainConfig.from_flat(**{**base, **o, **kw})
 
 
@@ -126,8 +142,18 @@ def test_two_fsdp2_ranks_with_a_bfloat16_param_dtype(task, tmp_path):
     script.write_text(FSDP_RUN)
     env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV}
     env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           str(script), str(task["plain"]), str(task["model"]), str(tmp_path / "out")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(script),
+        str(task["plain"]),
+        str(task["model"]),
+        str(tmp_path / "out"),
+    ]
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
     errors = [line for line in proc.stderr.splitlines() if "Error" in line and "ChildFailed" not in line]
     assert proc.returncode == 0, "\n".join(errors[-6:]) or proc.stderr[-3000:]

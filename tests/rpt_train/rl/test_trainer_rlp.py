@@ -38,10 +38,24 @@ def task(tmp_path_factory):
 
 
 def config(task, out, **kw) -> TrainConfig:
-    base = dict(shards=str(task["shards"]), model=str(task["model"]), out=str(out), objective="rlp",
-                template="think", max_new_tokens=3, max_steps=2, lr=3e-3, warmup_steps=0, batch_size=8,
-                num_generations=8, micro_batch_size=64, temperature=1.0, save_every=0, sample_every=0,
-                quiet=True)  # fmt: skip
+    base = dict(
+        shards=str(task["shards"]),
+        model=str(task["model"]),
+        out=str(out),
+        objective="rlp",
+        template="think",
+        max_new_tokens=3,
+        max_steps=2,
+        lr=3e-3,
+        warmup_steps=0,
+        batch_size=8,
+        num_generations=8,
+        micro_batch_size=64,
+        temperature=1.0,
+        save_every=0,
+        sample_every=0,
+        quiet=True,
+    )
     return TrainConfig.from_flat(**{**base, **kw})
 
 
@@ -63,9 +77,22 @@ def test_information_gain_rises(task, tmp_path):
     last = sum(r["info_gain_mean"] for r in m[-5:]) / 5
     assert first < 4.5 and last > first + 2.0, (first, last)
     assert m[-1]["reasoned_logp"] > m[0]["reasoned_logp"] + 1.0
-    expected = {"info_gain_mean", "info_gain_std", "info_gain_pos_frac", "ema_logp", "thought_len_mean",
-                "thought_truncated", "thought_unclosed", "reward", "loss", "grad_norm", "flops",
-                "train_flops", "val_reward", "val_info_gain_mean"}  # fmt: skip
+    expected = {
+        "info_gain_mean",
+        "info_gain_std",
+        "info_gain_pos_frac",
+        "ema_logp",
+        "thought_len_mean",
+        "thought_truncated",
+        "thought_unclosed",
+        "reward",
+        "loss",
+        "grad_norm",
+        "flops",
+        "train_flops",
+        "val_reward",
+        "val_info_gain_mean",
+    }
     assert expected <= m[-1].keys()
     assert "acc" not in m[-1] and m[-1]["format_fail"] == 0.0  # RLP asks for no answer format
 
@@ -94,8 +121,9 @@ def test_state_dict_carries_the_ema(task, tmp_path):
     b.load_state_dict(copy.deepcopy(a.state_dict()))
     ma, mb = a.train_step(), b.train_step()
     assert ma["loss"] == mb["loss"] and ma["info_gain_mean"] == mb["info_gain_mean"]
-    for (k, x), y in zip(a.objective.ema.state_dict().items(), b.objective.ema.state_dict().values(),
-                         strict=True):  # fmt: skip
+    for (k, x), y in zip(
+        a.objective.ema.state_dict().items(), b.objective.ema.state_dict().values(), strict=True
+    ):
         assert torch.equal(x, y), k
 
 
@@ -128,10 +156,32 @@ def test_scoring_compute_is_counted_and_max_flops_stops_the_run(task, tmp_path):
 
 def test_cli_run_rlp(task, tmp_path):
     out = tmp_path / "run"
-    args = [str(task["shards"]), "--model", str(task["model"]), "--out", str(out), "--objective", "rlp",
-            "--template", "think", "--max-new-tokens", "3", "--rlp-tokens", "2", "--ema-decay", "0.9",
-            "--max-steps", "2", "--num-generations", "2", "--batch-size", "2", "--lr", "1e-3",
-            "--quiet"]  # fmt: skip
+    args = [
+        str(task["shards"]),
+        "--model",
+        str(task["model"]),
+        "--out",
+        str(out),
+        "--objective",
+        "rlp",
+        "--template",
+        "think",
+        "--max-new-tokens",
+        "3",
+        "--rlp-tokens",
+        "2",
+        "--ema-decay",
+        "0.9",
+        "--max-steps",
+        "2",
+        "--num-generations",
+        "2",
+        "--batch-size",
+        "2",
+        "--lr",
+        "1e-3",
+        "--quiet",
+    ]
     result = CliRunner().invoke(run, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     resolved = json.loads((out / "run_config.json").read_text())

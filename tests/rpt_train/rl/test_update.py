@@ -13,7 +13,7 @@ from rpt_core.model.logprobs import LogprobModule
 from rpt_train.rl.grpo import GrpoLossConfig
 from rpt_train.rl.objective_rpt import RptObjective
 from rpt_train.rl.rollout import RolloutSpec, rollout, sampling_params
-from rpt_train.rl.update import MicroBatchSettings, backward_micro_batches, batched_logprobs
+from rpt_train.rl.update import MicroBatchPlan, MicroBatchSettings, backward_micro_batches, batched_logprobs
 from tests.helpers import TextTemplate, task_rows, tiny_model, tiny_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -44,8 +44,10 @@ def _grads(model, batch, loss_agg="token-mean", mbs=100, extra_micro=0, mask_tru
     objective = RptObjective(grpo=GrpoLossConfig(loss_agg=loss_agg, max_len=5))
     s = MicroBatchSettings(objective, temperature=0.9, micro_batch_size=mbs)
     n_micro = -(-batch.num_sequences // mbs) + extra_micro
-    sums = backward_micro_batches(LogprobModule(model, chunk=2), batch, mask, old, None, s, n_micro,
-                                  float(objective.loss_agg.normaliser(mask)))  # fmt: skip
+    plan = MicroBatchPlan(n_micro, float(objective.loss_agg.normaliser(mask)))
+    sums = backward_micro_batches(
+        LogprobModule(model, chunk=2), batch, loss_mask=mask, settings=s, plan=plan, old_logp=old
+    )
     return {n: p.grad.clone() for n, p in model.named_parameters()}, sums
 
 
