@@ -25,9 +25,8 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rpt_core.runtime.errors import RptError
+from rpt_core.runtime.errors import RptError, first_line
 from rpt_core.runtime.files import atomic_path, sha256_file, write_json_atomic
-from rpt_core.runtime.hub import first_line
 from rpt_core.runtime.progress import Progress
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """Does a tokenizer belong to a model? One check, run where a model and a tokenizer meet: ``rpt-data build``
-(the proxy), ``rpt-train run`` (the policy) and ``rpt-train eval`` (every evaluated model), before weights
-are loaded.
+(the proxy), ``rpt-train run`` (the policy), ``rpt-train eval`` (every evaluated model) and ``rpt-train
+passrate``, before weights are loaded. ``load_checked`` is that check, the ``--top-k`` bound, and the load.
 
 A wrong pair does not crash: it trains or scores garbage. So each of these stops with one line:
 
@@ -15,7 +15,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from rpt_core.model.config import Qwen3Config
+from rpt_core.model.hf_io import read_config
+from rpt_core.model.qwen3 import Qwen3ForCausalLM
 from rpt_core.runtime.errors import RptError
 from rpt_core.text.tokenizer import TOKENIZER_FILE, Tokenizer
 
@@ -69,3 +73,24 @@ def check_pair(tokenizer: Tokenizer, config: Qwen3Config, model: str, own: Token
                 f"{model} declares {name} {i}, which tokenizer {src} reads as the ordinary text {text!r}: "
                 "they come from different model families"
             )
+
+
+def load_checked(
+    model_dir: Path,
+    tokenizer: Tokenizer,
+    what: str,
+    *,
+    dtype: torch.dtype | str | None = None,
+    device: torch.device | str | None = None,
+    top_k: int | None = None,
+    role: str = "model",
+) -> Qwen3ForCausalLM:
+    """The model in ``model_dir``, loaded only once ``tokenizer`` belongs to it (``check_pair``, against the
+    directory's own ``tokenizer.json`` too when ``tokenizer`` is another file) and ``top_k`` (the entropy's
+    or rollout's, when given) fits its vocabulary. ``what`` names the model in errors; ``role`` says what
+    ``--top-k`` is checked against (``the proxy's vocabulary``)."""
+    config = read_config(model_dir)
+    check_pair(tokenizer, config, what, own_tokenizer(model_dir, tokenizer))
+    if top_k is not None and top_k > config.vocab_size:
+        raise RptError(f"--top-k {top_k} is larger than the {role}'s vocabulary ({config.vocab_size} tokens)")
+    return Qwen3ForCausalLM.from_pretrained(model_dir, dtype=dtype, device=device)

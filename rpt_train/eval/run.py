@@ -31,15 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from rpt_core.data.shards import check_tokenizer, checked_manifest, iter_rows, shard_paths
-from rpt_core.model import Qwen3ForCausalLM
-from rpt_core.model.hf_io import read_config, weights_sha256
+from rpt_core.model.hf_io import weights_sha256
 from rpt_core.runtime.config import check, config_to_dict, option
 from rpt_core.runtime.errors import RptError, warn
 from rpt_core.runtime.files import sha256_bytes, write_json_atomic
 from rpt_core.runtime.lock import output_lock
 from rpt_core.runtime.progress import Progress
 from rpt_core.text.chat_template import Chat
-from rpt_core.text.pairing import check_pair
+from rpt_core.text.pairing import load_checked
 from rpt_core.text.prompts import load_template
 from rpt_core.text.tokenizer import Tokenizer
 from rpt_train.eval import stats
@@ -233,8 +232,7 @@ def _run_eval(cfg: EvalConfig) -> list[dict[str, Any]]:
             with _pruned(entry, entries):
                 tok = Tokenizer.load(entry.path)
                 check_tokenizer(manifest, tok, f"{entry.path}'s tokenizer")
-                check_pair(tok, read_config(entry.path), str(entry.path))
-                model = Qwen3ForCausalLM.from_pretrained(entry.path, dtype=cfg.dtype, device=cfg.device)
+                model = load_checked(entry.path, tok, str(entry.path), dtype=cfg.dtype, device=cfg.device)
             if entry not in entries:
                 continue
             progress = Progress(
