@@ -164,7 +164,8 @@ def _messages_for_template(messages: Sequence[Mapping]) -> list[dict]:
 
 
 class JinjaChat:
-    """A chat template compiled once in the sandbox, rendered with the tokenizer's named special tokens."""
+    """A chat format (``Chat``) from a model's Jinja chat template, compiled once in the sandbox and rendered
+    with the tokenizer's named special tokens."""
 
     def __init__(self, template: str, special_tokens: Mapping[str, str] | None = None, source: str = ""):
         self.name = f"chat template of {source}" if source else "chat template"

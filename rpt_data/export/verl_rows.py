@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from rpt_core.runtime.errors import RptError
 from rpt_core.text.chat import THINK_CLOSE
-from rpt_core.text.prompts import ChatTemplate, PromptTemplate, fill_instruction
+from rpt_core.text.prompts import PromptTemplate, Qwen3ChatPromptTemplate, fill_instruction
 from rpt_core.verl_reward import DATA_SOURCE
 
 if TYPE_CHECKING:
@@ -62,11 +62,11 @@ SCHEMA = pa.schema(
 def prompt_messages(template: PromptTemplate, context: str) -> list[dict[str, str]]:
     """verl's ``prompt`` column: the messages that verl renders with the model's chat template.
 
-    A chat template's user turn is exactly the one its ``render`` gives to ``render_chat``; any other
-    template (``plain``) sends its whole rendered prompt, which verl renders verbatim under
+    A Qwen3 chat prompt template's user turn is exactly the one its ``render`` gives to ``render_chat``;
+    any other template (``plain``) sends its whole rendered prompt, which verl renders verbatim under
     ``RAW_CHAT_TEMPLATE``.
     """
-    if isinstance(template, ChatTemplate):
+    if isinstance(template, Qwen3ChatPromptTemplate):
         return [{"role": "user", "content": fill_instruction(template.instruction, context)}]
     return [{"role": "user", "content": template.render(context)}]
 
@@ -141,7 +141,7 @@ def verl_settings(template: PromptTemplate, longest_prompt: int | None) -> dict[
     ``max_prompt_length`` is the longest rendered prompt in tokens (None without a tokenizer): verl
     left-truncates longer prompts at the token level, which would cut the instruction, not the context.
     """
-    chat = isinstance(template, ChatTemplate)
+    chat = isinstance(template, Qwen3ChatPromptTemplate)
     return {
         "max_prompt_length": longest_prompt,
         "data_source": DATA_SOURCE,
