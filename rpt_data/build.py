@@ -94,9 +94,11 @@ class BuildConfig:
     )
     labels_length: int = option(8, "Label tokens per row.", ge=1)
     max_context_tokens: int = option(
-        MAX_CONTEXT_TOKENS, "A row's context keeps at most this many tokens before its position (the end "
-        "kept), so a long document's rows grow linearly with it, not quadratically.", ge=1,
-    )  # fmt: skip
+        MAX_CONTEXT_TOKENS,
+        "A row's context keeps at most this many tokens before its position (the end "
+        "kept), so a long document's rows grow linearly with it, not quadratically.",
+        ge=1,
+    )
     top_k: int = option(16, "Entropy over the top-k logits.", ge=1)
     val_docs: int = option(200, "Whole documents held out for validation.", ge=0)
     seed: int = option(0, "Seed of the held-out document choice.")
@@ -108,9 +110,11 @@ class BuildConfig:
     )
     batch_tokens: int = option(16384, "Padded tokens per proxy batch.", ge=1)
     max_window: int | None = option(
-        None, "Longest proxy window; longer documents are scored in overlapping windows. "
-        "Default: the proxy's max_position_embeddings.", ge=2,
-    )  # fmt: skip
+        None,
+        "Longest proxy window; longer documents are scored in overlapping windows. "
+        "Default: the proxy's max_position_embeddings.",
+        ge=2,
+    )
     window_overlap: int = option(256, "Context tokens a window shares with the previous one.", ge=0)
     dtype: str | None = option(
         None, "Proxy dtype. Default: bfloat16 on CUDA, float32 on CPU.", choices=("float32", "bfloat16")
@@ -181,9 +185,16 @@ def run_rank(
                 continue
             on_batch = lambda n: progress.update(0, tokens=n)  # live tokens/s within a long block
             counts = process_block(
-                block, bundle.tokenizer, scorer, val_ids, rule, cfg.labels_length, sink.add, on_batch,
+                block,
+                bundle.tokenizer,
+                scorer,
+                val_ids,
+                rule,
+                cfg.labels_length,
+                sink.add,
+                on_batch,
                 cfg.max_context_tokens,
-            )  # fmt: skip
+            )
             state.counts.add(counts)
             state.next_block = b + 1
             progress.update(len(block))

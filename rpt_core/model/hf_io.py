@@ -26,9 +26,13 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 _DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16,
-}  # fmt: skip
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 
 
 def parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
@@ -99,8 +103,10 @@ def load_state(
                 for key in f.keys():
                     state[key] = f.get_tensor(key)
         except (SafetensorError, OSError) as e:  # truncated, overwritten, not safetensors at all
-            raise RptError(f"{file}: not a readable safetensors file ({first_line(e)}); the checkpoint is "
-                           "truncated or corrupt: re-download or re-save it") from None  # fmt: skip
+            raise RptError(
+                f"{file}: not a readable safetensors file ({first_line(e)}); the checkpoint is "
+                "truncated or corrupt: re-download or re-save it"
+            ) from None
     if config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
     elif "lm_head.weight" not in state:

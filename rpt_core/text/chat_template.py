@@ -43,8 +43,14 @@ SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"  # legacy: fills names token
 SIDECAR_FILES = (TOKENIZER_CONFIG_FILE, CHAT_TEMPLATE_FILE, SPECIAL_TOKENS_MAP_FILE)
 # transformers' named special tokens, passed to every template as variables when the files name them.
 SPECIAL_TOKEN_NAMES = (
-    "bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token",
-)  # fmt: skip
+    "bos_token",
+    "eos_token",
+    "unk_token",
+    "sep_token",
+    "pad_token",
+    "cls_token",
+    "mask_token",
+)
 REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 
 

@@ -42,10 +42,19 @@ def _result_row(e: ModelEntry, mode: str, group: Group, values: list[float], bas
     n = len(values)
     lo, hi = stats.accuracy_interval(values)
     row: dict[str, Any] = {
-        "model": e.label, "mode": mode, "bucket": bucket, "n": n, "correct": _number(sum(values)),
-        "accuracy": sum(values) / n if n else None, "ci_low": lo, "ci_high": hi,
-        "step": e.step, "flops": e.flops, "path": str(e.path), "run": e.run,
-    }  # fmt: skip
+        "model": e.label,
+        "mode": mode,
+        "bucket": bucket,
+        "n": n,
+        "correct": _number(sum(values)),
+        "accuracy": sum(values) / n if n else None,
+        "ci_low": lo,
+        "ci_high": hi,
+        "step": e.step,
+        "flops": e.flops,
+        "path": str(e.path),
+        "run": e.run,
+    }
     if cls is not None:
         row[CLASS_KEY] = cls
     if e.label != "base":
@@ -122,9 +131,15 @@ def eval_summary(cfg: EvalConfig, rows: list[dict[str, Any]], key: dict, table: 
         prefix = "" if run == RUN_LABEL else f"{run} "
         for mode in cfg.modes:
             for bucket in BUCKETS:
-                pts = [(r["flops"], r["accuracy"]) for r in table
-                       if r["run"] == run and r["mode"] == mode and r["bucket"] == bucket
-                       and r["flops"] and r["accuracy"] is not None]  # fmt: skip
+                pts = [
+                    (r["flops"], r["accuracy"])
+                    for r in table
+                    if r["run"] == run
+                    and r["mode"] == mode
+                    and r["bucket"] == bucket
+                    and r["flops"]
+                    and r["accuracy"] is not None
+                ]
                 fit = stats.power_law([c for c, _ in pts], [a for _, a in pts])
                 if fit is not None:
                     fits[f"{prefix}{mode}/{bucket}"] = fit

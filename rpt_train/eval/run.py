@@ -60,9 +60,14 @@ from rpt_train.rl.checkpoint import TRAINER_STATE
 # What a model's reasoning must match to be compared with training: taken from a recipe's [train] table
 # unless its [eval] table says otherwise (rpt_train.cli.eval).
 TRAINING_KEYS = (
-    "template", "answer_tokens", "max_prompt_tokens", "max_new_tokens", "reward", "instruction_file",
+    "template",
+    "answer_tokens",
+    "max_prompt_tokens",
+    "max_new_tokens",
+    "reward",
+    "instruction_file",
     "temperature",
-)  # fmt: skip
+)
 # Settings that do not change a verdict: the model list, where the output goes, chattiness, the modes.
 _NOT_CACHE_KEY = ("base", "run", "run_as", "cpt", "models", "out", "quiet", "modes")
 CACHE, TABLE, SUMMARY, PLOT = "eval_cache.json", "eval.json", "eval_summary.json", "eval.png"
@@ -107,8 +112,16 @@ class EvalConfig(RolloutOptions):
     def settings(self, chat: Chat | None = None) -> EvalSettings:
         """Rollout settings for one model; ``chat`` is that model's own chat format (``Tokenizer.chat``)."""
         template = load_template(self.template, self.instruction_file, self.answer_tokens, chat)
-        return EvalSettings(template, self.max_prompt_tokens, self.max_new_tokens, self.temperature,
-                            self.batch_size, self.seed, self.reward, self.samples)  # fmt: skip
+        return EvalSettings(
+            template,
+            self.max_prompt_tokens,
+            self.max_new_tokens,
+            self.temperature,
+            self.batch_size,
+            self.seed,
+            self.reward,
+            self.samples,
+        )
 
 
 def load_rows(cfg: EvalConfig) -> list[dict[str, Any]]:
@@ -120,8 +133,18 @@ def load_rows(cfg: EvalConfig) -> list[dict[str, Any]]:
 
 def rows_fingerprint(rows: list[dict[str, Any]]) -> str:
     """Hash of the selected positions and their ground truth: rebuilt shards must not reuse old scores."""
-    h = [(r["doc_id"], r["position"], r["context"], bytes(r["label"]).hex(), list(r["boundaries"]),
-          r["entropy"], row_buckets(r)) for r in rows]  # fmt: skip
+    h = [
+        (
+            r["doc_id"],
+            r["position"],
+            r["context"],
+            bytes(r["label"]).hex(),
+            list(r["boundaries"]),
+            r["entropy"],
+            row_buckets(r),
+        )
+        for r in rows
+    ]
     return sha256_bytes(json.dumps(h, ensure_ascii=False).encode("utf-8"))
 
 

@@ -85,8 +85,16 @@ class PassRateConfig(RolloutOptions):
         """Eval's rollout settings for chunk ``chunk`` (its own seed, so chunks are scored independently)."""
         template = load_template(self.template, self.instruction_file, self.answer_tokens, tok.chat)
         seed = int.from_bytes(hashlib.sha256(f"{self.seed}:{chunk}".encode()).digest()[:6], "little")
-        return EvalSettings(template, self.max_prompt_tokens, self.max_new_tokens, self.temperature,
-                            self.batch_size, seed, self.reward, self.samples)  # fmt: skip
+        return EvalSettings(
+            template,
+            self.max_prompt_tokens,
+            self.max_new_tokens,
+            self.temperature,
+            self.batch_size,
+            seed,
+            self.reward,
+            self.samples,
+        )
 
 
 def order_key(seed: int, row: dict[str, Any]) -> str:
@@ -147,13 +155,22 @@ def records(rows: list[dict], scores: dict[str, list], k: int) -> list[dict[str,
     out = []
     for i, r in enumerate(rows):
         c = int(scores["n_correct"][i])
-        out.append({
-            "doc_id": r["doc_id"], "position": int(r["position"]), "token_id": int(r["token_id"]),
-            "entropy": float(r["entropy"]), "span_class": r.get("span_class"),
-            "p_true": float(scores["p_true"][i]), "ntp": bool(scores["ntp"][i]),
-            "greedy": bool(scores["greedy"][i]), "n_correct": c, "k": k, "pass1": c / k,
-            "passk": pass_at_k(k, c, k),
-        })  # fmt: skip
+        out.append(
+            {
+                "doc_id": r["doc_id"],
+                "position": int(r["position"]),
+                "token_id": int(r["token_id"]),
+                "entropy": float(r["entropy"]),
+                "span_class": r.get("span_class"),
+                "p_true": float(scores["p_true"][i]),
+                "ntp": bool(scores["ntp"][i]),
+                "greedy": bool(scores["greedy"][i]),
+                "n_correct": c,
+                "k": k,
+                "pass1": c / k,
+                "passk": pass_at_k(k, c, k),
+            }
+        )
     return out
 
 
@@ -198,14 +215,26 @@ def _run(cfg: PassRateConfig) -> dict[str, Any]:
             scores[name] += part[name]
     progress.close()
     recs = records(rows, scores, cfg.samples)
-    meta = {"split": cfg.split, "k": cfg.samples, "fingerprint": fingerprint, "model": cfg.model,
-            "weights_sha256": key["weights"]}  # fmt: skip
+    meta = {
+        "split": cfg.split,
+        "k": cfg.samples,
+        "fingerprint": fingerprint,
+        "model": cfg.model,
+        "weights_sha256": key["weights"],
+    }
     write_side_file(out / SIDE_FILE, recs, meta)
     table, kept = report.summary_table(recs, cfg.samples), report.preview(recs)
     seconds = time.perf_counter() - t0
     scored_now = sum(len(chunks[i]) for i in todo)
-    summary = {**meta, "positions": len(recs), "skipped_empty_context": empty, "groups": table,
-               "preview": kept, "seconds": seconds, "scored_now": scored_now}  # fmt: skip
+    summary = {
+        **meta,
+        "positions": len(recs),
+        "skipped_empty_context": empty,
+        "groups": table,
+        "preview": kept,
+        "seconds": seconds,
+        "scored_now": scored_now,
+    }
     write_json_atomic(out / SUMMARY, summary)
     write_json_atomic(out / CONFIG, config_to_dict(cfg))
     if not cfg.quiet:

@@ -26,8 +26,8 @@ from rpt_core.runtime.files import sha256_file
 from rpt_core.text.chat import render_chat
 from rpt_core.text.prompts import load_template
 from rpt_core.text.tokenizer import Tokenizer
-from rpt_data.export import verl as export_verl_module
 from rpt_data.cli import main
+from rpt_data.export import verl as export_verl_module
 from rpt_data.export.verl_rows import (
     ABILITY,
     RAW_CHAT_TEMPLATE,
