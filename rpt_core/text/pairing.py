@@ -1,6 +1,7 @@
 """Does a tokenizer belong to a model? One check, run where a model and a tokenizer meet: ``rpt-data build``
 (the proxy), ``rpt-train run`` (the policy), ``rpt-train eval`` (every evaluated model) and ``rpt-train
-passrate``, before weights are loaded. ``load_checked`` is that check, the ``--top-k`` bound, and the load.
+passrate``, before weights are loaded: ``check_model`` is that check and the ``--top-k`` bound,
+``load_checked`` the same followed by the load.
 
 A wrong pair does not crash: it trains or scores garbage. So each of these stops with one line:
 
@@ -75,6 +76,20 @@ def check_pair(tokenizer: Tokenizer, config: Qwen3Config, model: str, own: Token
             )
 
 
+def check_model(
+    model_dir: str | Path, tokenizer: Tokenizer, what: str, top_k: int | None = None, role: str = "model"
+) -> Qwen3Config:
+    """The config of the model in ``model_dir`` once ``tokenizer`` is known to belong to it (``check_pair``,
+    against the directory's own ``tokenizer.json`` too when ``tokenizer`` is another file) and ``top_k``
+    (the entropy's or rollout's, when given) fits its vocabulary. ``what`` names the model in errors;
+    ``role`` says whose vocabulary ``--top-k`` is checked against (``the proxy's vocabulary``)."""
+    config = read_config(Path(model_dir))
+    check_pair(tokenizer, config, what, own_tokenizer(model_dir, tokenizer))
+    if top_k is not None and top_k > config.vocab_size:
+        raise RptError(f"--top-k {top_k} is larger than the {role}'s vocabulary ({config.vocab_size} tokens)")
+    return config
+
+
 def load_checked(
     model_dir: Path,
     tokenizer: Tokenizer,
@@ -85,12 +100,6 @@ def load_checked(
     top_k: int | None = None,
     role: str = "model",
 ) -> Qwen3ForCausalLM:
-    """The model in ``model_dir``, loaded only once ``tokenizer`` belongs to it (``check_pair``, against the
-    directory's own ``tokenizer.json`` too when ``tokenizer`` is another file) and ``top_k`` (the entropy's
-    or rollout's, when given) fits its vocabulary. ``what`` names the model in errors; ``role`` says what
-    ``--top-k`` is checked against (``the proxy's vocabulary``)."""
-    config = read_config(model_dir)
-    check_pair(tokenizer, config, what, own_tokenizer(model_dir, tokenizer))
-    if top_k is not None and top_k > config.vocab_size:
-        raise RptError(f"--top-k {top_k} is larger than the {role}'s vocabulary ({config.vocab_size} tokens)")
+    """The model in ``model_dir``, loaded once ``check_model`` accepted ``tokenizer`` (and ``top_k``)."""
+    check_model(model_dir, tokenizer, what, top_k, role)
     return Qwen3ForCausalLM.from_pretrained(model_dir, dtype=dtype, device=device)

@@ -51,6 +51,9 @@ SCHEMA = pa.schema(
                     ("template", pa.string()),  # how the prompt was rendered, so how to extract
                     ("reward", pa.string()),
                     ("format_penalty", pa.float64()),
+                    # the label's span class (rpt_core.data.corpus.spans); null for shards built without
+                    # spans, so verl-side analyses can break results down by class like `rpt-train eval`
+                    ("span_class", pa.string()),
                 ]
             ),
         ),
@@ -107,6 +110,8 @@ def verl_row(
             "template": template.name,
             "reward": reward,
             "format_penalty": float(format_penalty),
+            # only a row read with the column has the key (``iter_rows``: null for an older shard)
+            **({"span_class": row["span_class"]} if "span_class" in row else {}),
         },
     }
 

@@ -32,13 +32,13 @@ import torch
 
 from rpt_core.data.shards import check_schema, check_tokenizer, checked_manifest, iter_rows, shard_paths
 from rpt_core.model import Qwen3ForCausalLM
-from rpt_core.model.hf_io import read_config, weights_sha256
+from rpt_core.model.hf_io import weights_sha256
 from rpt_core.runtime.config import check, config_to_dict, option
 from rpt_core.runtime.errors import RptError, warn
 from rpt_core.runtime.files import write_json_atomic
 from rpt_core.runtime.lock import output_lock
 from rpt_core.runtime.progress import Progress
-from rpt_core.text.pairing import check_pair
+from rpt_core.text.pairing import check_model
 from rpt_core.text.prompts import load_template
 from rpt_core.text.tokenizer import Tokenizer
 from rpt_train.eval.score import (
@@ -188,7 +188,7 @@ def _run(cfg: PassRateConfig) -> dict[str, Any]:
     manifest = checked_manifest(cfg.shards, shard_paths(cfg.shards, cfg.split), warn, cfg.quiet)
     tok = Tokenizer.load(cfg.model)
     check_tokenizer(manifest, tok, f"{cfg.model}'s tokenizer")
-    check_pair(tok, read_config(cfg.model), cfg.model)
+    check_model(cfg.model, tok, cfg.model)
     cfg.settings(tok, 0)  # a bad template option fails here, before the model is loaded
     out = Path(cfg.out)
     key = {k: v for k, v in config_to_dict(cfg).items() if k not in _NOT_KEY}
