@@ -42,10 +42,18 @@ def make_proxy(path: Path) -> None:
 
     torch.manual_seed(0)
     cfg = Qwen3Config.preset(
-        "tiny", vocab_size=151936, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=64, tie_word_embeddings=True,
-        max_position_embeddings=4096, eos_token_id=None,
-    )  # fmt: skip
+        "tiny",
+        vocab_size=151936,
+        hidden_size=256,
+        intermediate_size=768,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=64,
+        tie_word_embeddings=True,
+        max_position_embeddings=4096,
+        eos_token_id=None,
+    )
     Qwen3ForCausalLM(cfg).save_pretrained(path)
     shutil.copy(QWEN3_TOKENIZER, path / "tokenizer.json")
 

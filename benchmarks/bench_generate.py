@@ -46,16 +46,27 @@ class Sizes:
     repeats: int = 4  # runs per side (fixed: the best counts; variable: tokens and seconds summed)
 
 
-TARGETS = {("fixed", "float32"): 3.0, ("fixed", "bfloat16"): 5.0, ("variable", "float32"): 4.0,
-           ("variable", "bfloat16"): 6.0}  # fmt: skip
+TARGETS = {
+    ("fixed", "float32"): 3.0,
+    ("fixed", "bfloat16"): 5.0,
+    ("variable", "float32"): 4.0,
+    ("variable", "bfloat16"): 6.0,
+}
 
 
 def bench_config() -> Qwen3Config:
     return Qwen3Config.preset(
-        "tiny", vocab_size=151936, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=64, tie_word_embeddings=True,
+        "tiny",
+        vocab_size=151936,
+        hidden_size=256,
+        intermediate_size=768,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=64,
+        tie_word_embeddings=True,
         eos_token_id=None,
-    )  # fmt: skip
+    )
 
 
 def timed(fn) -> float:
@@ -97,9 +108,17 @@ def load_pair(tmp: str, dtype: torch.dtype):
 
 def hf_generate(hf, ids: torch.Tensor, new_tokens: int) -> torch.Tensor:
     out = hf.generate(
-        input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=0.8, top_k=0,
-        top_p=1.0, max_new_tokens=new_tokens, min_new_tokens=new_tokens, eos_token_id=None, pad_token_id=0,
-    )  # fmt: skip
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        do_sample=True,
+        temperature=0.8,
+        top_k=0,
+        top_p=1.0,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        eos_token_id=None,
+        pad_token_id=0,
+    )
     if out.shape[1] - ids.shape[1] != new_tokens:  # a short run would flatter transformers
         raise SystemExit(f"transformers stopped after {out.shape[1] - ids.shape[1]} of {new_tokens} tokens")
     return out
@@ -115,9 +134,16 @@ def random_stop_ids(fraction: float, vocab: int = VOCAB) -> list[int]:
 def hf_variable(hf, ids: torch.Tensor, sizes: Sizes, stops: list[int]) -> int:
     """transformers with the stop ids as its eos list; returns new tokens up to each row's first stop."""
     out = hf.generate(
-        input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=0.8, top_k=0,
-        top_p=1.0, max_new_tokens=sizes.variable_max, eos_token_id=stops, pad_token_id=0,
-    )  # fmt: skip
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        do_sample=True,
+        temperature=0.8,
+        top_k=0,
+        top_p=1.0,
+        max_new_tokens=sizes.variable_max,
+        eos_token_id=stops,
+        pad_token_id=0,
+    )
     new = out[:, ids.shape[1] :]  # (B, T): pad after a row's stop
     is_stop = torch.isin(new, torch.tensor(stops))
     return int(torch.where(is_stop.any(-1), is_stop.int().argmax(-1) + 1, new.shape[1]).sum())
@@ -178,9 +204,13 @@ def run(dtype_name: str, sizes: Sizes, cases: list[str]) -> dict[str, float]:
             p_hf = best_of(lambda: hf(input_ids=ids, use_cache=True, logits_to_keep=1), 3)
             p_hf_full = best_of(lambda: hf(input_ids=ids, use_cache=True), 3)
         s_ours, s_mult = bench_sampling(dtype, sizes.batch)
-        r.update(prefill_ours=n_prompt / p_ours, prefill_hf=n_prompt / p_hf,
-                 prefill_hf_full=n_prompt / p_hf_full, sample_ours_ms=1e3 * s_ours,
-                 sample_multinomial_ms=1e3 * s_mult)  # fmt: skip
+        r.update(
+            prefill_ours=n_prompt / p_ours,
+            prefill_hf=n_prompt / p_hf,
+            prefill_hf_full=n_prompt / p_hf_full,
+            sample_ours_ms=1e3 * s_ours,
+            sample_multinomial_ms=1e3 * s_mult,
+        )
     return r
 
 

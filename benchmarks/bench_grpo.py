@@ -53,10 +53,18 @@ LABEL = " photo"
 
 def bench_config() -> Qwen3Config:
     return Qwen3Config(
-        vocab_size=151936, hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=64, tie_word_embeddings=True, max_position_embeddings=40960,
-        eos_token_id=151645, torch_dtype="float32",
-    )  # fmt: skip
+        vocab_size=151936,
+        hidden_size=256,
+        intermediate_size=768,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=64,
+        tie_word_embeddings=True,
+        max_position_embeddings=40960,
+        eos_token_id=151645,
+        torch_dtype="float32",
+    )
 
 
 def setup(root: Path) -> tuple[Path, Path, Tokenizer]:
@@ -67,9 +75,20 @@ def setup(root: Path) -> tuple[Path, Path, Tokenizer]:
     Qwen3ForCausalLM(bench_config()).save_pretrained(model_dir)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(TOKENIZER_DIR / name, model_dir / name)
-    row = dict(doc_id="bench", position=0, context=CONTEXT, label=LABEL.encode(), boundaries=[len(LABEL)],
-               entropy=1.0, n_context_tokens=0, token_id=0, label_token_ids=[0], domain=None, difficulty=None,
-               source="bench")  # fmt: skip
+    row = dict(
+        doc_id="bench",
+        position=0,
+        context=CONTEXT,
+        label=LABEL.encode(),
+        boundaries=[len(LABEL)],
+        entropy=1.0,
+        n_context_tokens=0,
+        token_id=0,
+        label_token_ids=[0],
+        domain=None,
+        difficulty=None,
+        source="bench",
+    )
     shard_dir = root / "shards"
     shards.write_shard(shard_dir / "train" / shards.shard_name("train", 0, 0), shards.rows_to_table([row]))
     manifest = {"tokenizer_base_vocab_fingerprint": tok.base_vocab_fingerprint}
@@ -96,10 +115,24 @@ def bench_ours(model_dir: Path, shard_dir: Path, out: Path, steps: int, stops: l
     ``stops`` None: exactly NEW_TOKENS per completion; else stop on those ids, at most VARIABLE_MAX.
     """
     new_tokens = NEW_TOKENS if stops is None else VARIABLE_MAX
-    cfg = TrainConfig.from_flat(shards=str(shard_dir), model=str(model_dir), out=str(out),
-                      template="qwen3-think", max_steps=steps, batch_size=1, num_generations=G,
-                      max_new_tokens=new_tokens, temperature=TEMPERATURE, micro_batch_size=G, lr=1e-6,
-                      warmup_steps=0, save_every=0, sample_every=0, quiet=True, dtype="float32")  # fmt: skip
+    cfg = TrainConfig.from_flat(
+        shards=str(shard_dir),
+        model=str(model_dir),
+        out=str(out),
+        template="qwen3-think",
+        max_steps=steps,
+        batch_size=1,
+        num_generations=G,
+        max_new_tokens=new_tokens,
+        temperature=TEMPERATURE,
+        micro_batch_size=G,
+        lr=1e-6,
+        warmup_steps=0,
+        save_every=0,
+        sample_every=0,
+        quiet=True,
+        dtype="float32",
+    )
     trainer = Trainer(cfg)
     trainer.spec = _with_stops(trainer.spec, () if stops is None else tuple(stops))
     reward_module.compute_rewards = _coin_rewards  # benchmark only: see _coin_rewards
@@ -107,8 +140,11 @@ def bench_ours(model_dir: Path, shard_dir: Path, out: Path, steps: int, stops: l
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][1:]
     med = lambda key: statistics.median(r[key] for r in rows)  # noqa: E731
     split = {k: med(f"time_{k}") for k in ("generate", "score", "update")}
-    return {"step": statistics.median(sum(r[f"time_{k}"] for k in split) for r in rows), **split,
-            "completion_len": med("completion_len_mean")}  # fmt: skip
+    return {
+        "step": statistics.median(sum(r[f"time_{k}"] for k in split) for r in rows),
+        **split,
+        "completion_len": med("completion_len_mean"),
+    }
 
 
 def _with_stops(spec, stops: tuple[int, ...]):
@@ -185,19 +221,39 @@ def bench_trl(model_dir: Path, out: Path, steps: int, stops: list[int] | None) -
                 self.lengths.append(logs["completions/mean_length"])
 
     args = GRPOConfig(
-        output_dir=str(out), per_device_train_batch_size=G, num_generations=G,
-        max_completion_length=NEW_TOKENS if stops is None else VARIABLE_MAX, temperature=TEMPERATURE, top_k=0,
-        top_p=1.0, learning_rate=1e-6, beta=0.0, num_iterations=1,
-        max_steps=steps, logging_steps=1, report_to="none", save_strategy="no", use_cpu=True, bf16=False,
-        gradient_checkpointing=False, loss_type="dapo", seed=0,
-    )  # fmt: skip
+        output_dir=str(out),
+        per_device_train_batch_size=G,
+        num_generations=G,
+        max_completion_length=NEW_TOKENS if stops is None else VARIABLE_MAX,
+        temperature=TEMPERATURE,
+        top_k=0,
+        top_p=1.0,
+        learning_rate=1e-6,
+        beta=0.0,
+        num_iterations=1,
+        max_steps=steps,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        loss_type="dapo",
+        seed=0,
+    )
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.generation_config.eos_token_id = stops  # None: exactly NEW_TOKENS, as on our side
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     dataset = Dataset.from_list([{"prompt": prompt_text()}] * (G * steps))
     timer = StepTimer()
-    trainer = GRPOTrainer(model=model, reward_funcs=_coin_rewards, args=args, train_dataset=dataset,
-                          processing_class=tokenizer, callbacks=[timer])  # fmt: skip
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=_coin_rewards,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[timer],
+    )
     trainer.train()
     return statistics.median(timer.times[1:]), statistics.median(timer.lengths[1:] or [float("nan")])
 
@@ -225,26 +281,36 @@ def main() -> None:
         print(f"prompt: {n_prompt} tokens; G={G}, T={TEMPERATURE}")
         if args.case in ("fixed", "both"):
             tps_ours, tps_hf = bench_rollout(model_dir, tok, 1 if args.quick else 3)
-            print(f"rollout, {NEW_TOKENS} new tokens: rpt_train {tps_ours:,.0f} tok/s, transformers generate "
-                  f"{tps_hf:,.0f} tok/s ({tps_ours / tps_hf:.1f}x)")  # fmt: skip
+            print(
+                f"rollout, {NEW_TOKENS} new tokens: rpt_train {tps_ours:,.0f} tok/s, transformers generate "
+                f"{tps_hf:,.0f} tok/s ({tps_ours / tps_hf:.1f}x)"
+            )
         cases = [("fixed", None), ("variable", variable_stops(tok))]
         for case, stops in cases:
             if args.case not in (case, "both"):
                 continue
             what = f"exactly {NEW_TOKENS}" if stops is None else f"{len(stops)} stop ids, <= {VARIABLE_MAX}"
             ours = bench_ours(model_dir, shard_dir, root / f"run-{case}", args.steps, stops)
-            print(f"[{case}: {what} new tokens] rpt_train GRPO step: {ours['step']:.3f} s  (generate "
-                  f"{ours['generate']:.3f} s, score {ours['score']:.3f} s, update {ours['update']:.3f} s; "
-                  f"mean completion {ours['completion_len']:.0f} tokens)")  # fmt: skip
+            print(
+                f"[{case}: {what} new tokens] rpt_train GRPO step: {ours['step']:.3f} s  (generate "
+                f"{ours['generate']:.3f} s, score {ours['score']:.3f} s, update {ours['update']:.3f} s; "
+                f"mean completion {ours['completion_len']:.0f} tokens)"
+            )
             if args.skip_trl:
                 continue
             trl_step, trl_len = bench_trl(model_dir, root / f"trl-{case}", args.trl_steps, stops)
             speedup = trl_step / ours["step"]
-            verdict = "" if stops is not None else (
-                f" ({'meets' if speedup >= TARGET_FIXED else 'MISSES'} the >= {TARGET_FIXED:g}x target)"
-            )  # fmt: skip
-            print(f"[{case}] TRL GRPOTrainer step: {trl_step:.3f} s (mean completion {trl_len:.0f} tokens) "
-                  f"-> rpt_train is {speedup:.1f}x faster{verdict}")  # fmt: skip
+            verdict = (
+                ""
+                if stops is not None
+                else (
+                    f" ({'meets' if speedup >= TARGET_FIXED else 'MISSES'} the >= {TARGET_FIXED:g}x target)"
+                )
+            )
+            print(
+                f"[{case}] TRL GRPOTrainer step: {trl_step:.3f} s (mean completion {trl_len:.0f} tokens) "
+                f"-> rpt_train is {speedup:.1f}x faster{verdict}"
+            )
 
 
 if __name__ == "__main__":

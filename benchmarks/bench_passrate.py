@@ -51,8 +51,11 @@ def main() -> None:
     scores = score_chunk(model, tok, rows, pcfg.settings(tok, 0), Progress(None, quiet=True))
     score_s = time.process_time() - t0
     with tempfile.TemporaryDirectory() as out:
-        tcfg = build_config(TrainConfig, train, {"shards": shards, "model": base, "out": out, "quiet": True,
-                                                 "save_every": 0, "sample_every": 0})  # fmt: skip
+        tcfg = build_config(
+            TrainConfig,
+            train,
+            {"shards": shards, "model": base, "out": out, "quiet": True, "save_every": 0, "sample_every": 0},
+        )
         trainer = Trainer(tcfg)
         trainer.train_step()  # warm-up
         t0 = time.process_time()
@@ -60,14 +63,17 @@ def main() -> None:
         step_s = (time.process_time() - t0) / args.steps
     per_position = score_s / len(rows)
     result = {
-        "positions": len(rows), "samples": pcfg.samples, "score_cpu_s": round(score_s, 2),
+        "positions": len(rows),
+        "samples": pcfg.samples,
+        "score_cpu_s": round(score_s, 2),
         "score_cpu_s_per_position": round(per_position, 4),
-        "rl_step_cpu_s": round(step_s, 2), "rl_step_contexts": tcfg.sampling.batch_size,
+        "rl_step_cpu_s": round(step_s, 2),
+        "rl_step_contexts": tcfg.sampling.batch_size,
         "rl_step_rollouts": tcfg.sampling.batch_size * tcfg.sampling.num_generations,
         "positions_per_rl_step": round(step_s / per_position, 1),
         "rl_mean_completion_tokens": round(sum(m["completion_len_mean"] for m in steps) / len(steps), 1),
         "pass1": sum(scores["n_correct"]) / (len(rows) * pcfg.samples),
-    }  # fmt: skip
+    }
     json.dump(result, sys.stdout, indent=1)
     print()
 

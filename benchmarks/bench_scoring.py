@@ -48,10 +48,16 @@ def load_docs(n: int) -> list[list[int]]:
 
 def make_checkpoint(path: Path) -> None:
     cfg = Qwen3Config(
-        vocab_size=151936, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=64, tie_word_embeddings=True,
+        vocab_size=151936,
+        hidden_size=256,
+        intermediate_size=768,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=64,
+        tie_word_embeddings=True,
         torch_dtype="float32",
-    )  # fmt: skip
+    )
     torch.manual_seed(0)
     model = Qwen3ForCausalLM(cfg)
     with (
@@ -140,8 +146,10 @@ def main() -> None:
     docs = load_docs(n_docs)
     n_tok = sum(len(d) for d in docs)
     lens = np.array([len(d) for d in docs])
-    print(f"{len(docs)} GSM8K docs, {n_tok} tokens (len mean {lens.mean():.0f}, max {lens.max()}), "
-          f"dtype {args.dtype}, torch threads {torch.get_num_threads()}, {rounds} rounds")  # fmt: skip
+    print(
+        f"{len(docs)} GSM8K docs, {n_tok} tokens (len mean {lens.mean():.0f}, max {lens.max()}), "
+        f"dtype {args.dtype}, torch threads {torch.get_num_threads()}, {rounds} rounds"
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         make_checkpoint(Path(tmp))
@@ -169,13 +177,17 @@ def main() -> None:
     wall, cpu, ents = interleaved(contenders, docs, rounds)
     width = max(len(k) for k in contenders)
     for name in contenders:
-        print(f"{name:<{width}}  {wall[name]:7.1f} s wall {n_tok / wall[name]:7.0f} tok/s   "
-              f"{n_tok / cpu[name]:7.0f} tok/CPU-s")  # fmt: skip
+        print(
+            f"{name:<{width}}  {wall[name]:7.1f} s wall {n_tok / wall[name]:7.0f} tok/s   "
+            f"{n_tok / cpu[name]:7.0f} tok/CPU-s"
+        )
     if hf is not None:
         hf_name = list(contenders)[1]
-        print(f"speedup vs transformers: {wall[hf_name] / wall[main_name]:.2f}x wall, "
-              f"{cpu[hf_name] / cpu[main_name]:.2f}x CPU;  "
-              f"max |entropy diff| {max_diff(ents[main_name], ents[hf_name]):.2e}")  # fmt: skip
+        print(
+            f"speedup vs transformers: {wall[hf_name] / wall[main_name]:.2f}x wall, "
+            f"{cpu[hf_name] / cpu[main_name]:.2f}x CPU;  "
+            f"max |entropy diff| {max_diff(ents[main_name], ents[hf_name]):.2e}"
+        )
 
 
 if __name__ == "__main__":

@@ -151,10 +151,15 @@ def run_ours(model, prompts, params, shape: Shape, options: DecodeOptions, devic
     lengths = gen.lengths().tolist()
     total = sum(lengths)
     return {
-        "seconds": round(seconds, 3), "new_tokens": total, "tokens_per_s": round(total / seconds),
-        "mean_len": round(total / len(lengths), 1), "max_len": max(lengths), "rows": len(lengths),
-        "peak_GiB": peak_gib(device), "lengths": lengths,
-    }, gen  # fmt: skip
+        "seconds": round(seconds, 3),
+        "new_tokens": total,
+        "tokens_per_s": round(total / seconds),
+        "mean_len": round(total / len(lengths), 1),
+        "max_len": max(lengths),
+        "rows": len(lengths),
+        "peak_GiB": peak_gib(device),
+        "lengths": lengths,
+    }, gen
 
 
 def run_transformers(model, prompts, stops, shape: Shape, device) -> dict:
@@ -165,8 +170,16 @@ def run_transformers(model, prompts, stops, shape: Shape, device) -> dict:
     hf = transformers.AutoModelForCausalLM.from_config(hf_config, dtype=torch.bfloat16).to(device).eval()
     hf.load_state_dict(model.state_dict())
     ids = torch.tensor(prompts, device=device)
-    kw = dict(attention_mask=torch.ones_like(ids), do_sample=True, temperature=0.8, top_k=0, top_p=1.0,
-              num_return_sequences=shape.group, eos_token_id=list(stops), pad_token_id=0)  # fmt: skip
+    kw = dict(
+        attention_mask=torch.ones_like(ids),
+        do_sample=True,
+        temperature=0.8,
+        top_k=0,
+        top_p=1.0,
+        num_return_sequences=shape.group,
+        eos_token_id=list(stops),
+        pad_token_id=0,
+    )
     with torch.no_grad():
         hf.generate(ids[:4], max_new_tokens=32, **kw)  # warm-up
         reset_peak(device)
@@ -182,9 +195,13 @@ def run_transformers(model, prompts, stops, shape: Shape, device) -> dict:
     is_stop = torch.isin(new, torch.tensor(stops, device=device))
     first = torch.where(is_stop.any(-1), is_stop.int().argmax(-1) + 1, new.shape[1])  # tokens up to the stop
     del hf
-    return {"seconds": round(seconds, 3), "new_tokens": int(first.sum()),
-            "tokens_per_s": round(float(first.sum()) / seconds), "steps": int(new.shape[1]),
-            "peak_GiB": peak_gib(device)}  # fmt: skip
+    return {
+        "seconds": round(seconds, 3),
+        "new_tokens": int(first.sum()),
+        "tokens_per_s": round(float(first.sum()) / seconds),
+        "steps": int(new.shape[1]),
+        "peak_GiB": peak_gib(device),
+    }
 
 
 # ------------------------------------------------------------------------------------------ GRPO update
@@ -205,12 +222,18 @@ def run_update(model, prompts, gen, shape: Shape, device, peak_tflops: float) ->
     n = gen.tokens.shape[0]
     prompt_ids = torch.tensor(prompts, device=device)
     batch = RolloutBatch(
-        prompt_ids=prompt_ids, prompt_mask=torch.ones_like(prompt_ids, dtype=torch.bool),
-        completion_ids=gen.tokens, completion_mask=gen.mask, gen_logprobs=gen.logprobs,
-        truncated=~gen.finished, format_failed=torch.zeros(n, dtype=torch.bool, device=device),
-        predictions=[None] * n, rows=[{}] * len(prompts), group_size=shape.group,
+        prompt_ids=prompt_ids,
+        prompt_mask=torch.ones_like(prompt_ids, dtype=torch.bool),
+        completion_ids=gen.tokens,
+        completion_mask=gen.mask,
+        gen_logprobs=gen.logprobs,
+        truncated=~gen.finished,
+        format_failed=torch.zeros(n, dtype=torch.bool, device=device),
+        predictions=[None] * n,
+        rows=[{}] * len(prompts),
+        group_size=shape.group,
         advantages=torch.randn(n, generator=torch.Generator().manual_seed(0)).to(device),
-    )  # fmt: skip
+    )
     objective = RptObjective()
     module = LogprobModule(policy)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-6, fused=device.type == "cuda")
@@ -243,11 +266,14 @@ def run_update(model, prompts, gen, shape: Shape, device, peak_tflops: float) ->
     tokens = n * shape.prompt_len + completion
     flops = update_flops(cfg, n, shape.prompt_len, gen.lengths().tolist())
     return {
-        "seconds": round(seconds, 3), "tokens": tokens, "tokens_per_s": round(tokens / seconds),
+        "seconds": round(seconds, 3),
+        "tokens": tokens,
+        "tokens_per_s": round(tokens / seconds),
         "model_TFLOP": round(flops / 1e12, 1),
         "MFU": round(flops / seconds / (peak_tflops * 1e12), 3) if peak_tflops else None,
-        "peak_GiB": peak_gib(device), "micro_batch": shape.micro_batch,
-    }  # fmt: skip
+        "peak_GiB": peak_gib(device),
+        "micro_batch": shape.micro_batch,
+    }
 
 
 # ------------------------------------------------------------------------------------------ objectives
@@ -287,12 +313,25 @@ def run_objective_steps(model, device, quick: bool) -> dict:
         model.save_pretrained(model_dir)
         tok.save(model_dir)
         for objective in ("rpt", "rlp"):
-            cfg = TrainConfig.from_flat(shards=str(shards), model=str(model_dir),
-                              out=str(Path(tmp) / objective), objective=objective, template="think",
-                              max_new_tokens=shape.new_tokens,
-                              batch_size=shape.contexts, num_generations=shape.group, micro_batch_size=16,
-                              max_steps=shape.steps, lr=1e-6, warmup_steps=0, save_every=0, sample_every=0,
-                              quiet=True, device=device.type, bf16=device.type == "cuda")  # fmt: skip
+            cfg = TrainConfig.from_flat(
+                shards=str(shards),
+                model=str(model_dir),
+                out=str(Path(tmp) / objective),
+                objective=objective,
+                template="think",
+                max_new_tokens=shape.new_tokens,
+                batch_size=shape.contexts,
+                num_generations=shape.group,
+                micro_batch_size=16,
+                max_steps=shape.steps,
+                lr=1e-6,
+                warmup_steps=0,
+                save_every=0,
+                sample_every=0,
+                quiet=True,
+                device=device.type,
+                bf16=device.type == "cuda",
+            )
             trainer = Trainer(cfg)
             reset_peak(device)
             seconds, metrics = [], {}
@@ -305,11 +344,14 @@ def run_objective_steps(model, device, quick: bool) -> dict:
             timed = seconds[1:] or seconds
             results[objective] = {
                 "seconds_per_step": round(statistics.median(timed), 3),
-                **{k: round(float(metrics[k]), 3) for k in ("time_generate", "time_score", "time_update")
-                   if k in metrics},
+                **{
+                    k: round(float(metrics[k]), 3)
+                    for k in ("time_generate", "time_score", "time_update")
+                    if k in metrics
+                },
                 "completion_len_mean": round(float(metrics.get("completion_len_mean", 0.0)), 1),
                 "peak_GiB": peak_gib(device),
-            }  # fmt: skip
+            }
             del trainer
     return results
 
@@ -342,8 +384,16 @@ def measure(out: Path, quick: bool) -> None:
     results = Results(out)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     spec = gpu_spec(name)
-    results.put("device", {"name": name, "torch": torch.__version__, "peak_bf16_TFLOPs": spec.bf16_tflops,
-                           "hbm_TBps": spec.hbm_tbps, "cuda": torch.version.cuda})  # fmt: skip
+    results.put(
+        "device",
+        {
+            "name": name,
+            "torch": torch.__version__,
+            "peak_bf16_TFLOPs": spec.bf16_tflops,
+            "hbm_TBps": spec.hbm_tbps,
+            "cuda": torch.version.cuda,
+        },
+    )
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # float32 master-weight paths use tensor cores
         part(results, "ceilings", lambda: results.put("ceilings", measure_ceilings(device)), device)
@@ -367,13 +417,21 @@ def measure(out: Path, quick: bool) -> None:
     part(results, "rollout_ours_eager", eager, device)
     if device.type == "cuda":  # inductor on a CPU takes minutes to compile; the CPU tests check the shapes
         part(results, "rollout_ours_compiled", compiled, device)
-    part(results, "rollout_transformers",
-         lambda: results.put("rollout_transformers", run_transformers(model, prompts, stops, shape, device)),
-         device)  # fmt: skip
+    part(
+        results,
+        "rollout_transformers",
+        lambda: results.put("rollout_transformers", run_transformers(model, prompts, stops, shape, device)),
+        device,
+    )
     if "gen" in state:
-        part(results, "grpo_update",
-             lambda: results.put("grpo_update", run_update(model, prompts, state.pop("gen"), shape, device,
-                                                           spec.bf16_tflops)), device)  # fmt: skip
+        part(
+            results,
+            "grpo_update",
+            lambda: results.put(
+                "grpo_update", run_update(model, prompts, state.pop("gen"), shape, device, spec.bf16_tflops)
+            ),
+            device,
+        )
     state.clear()
     release(device)
     steps = lambda: results.put("objective_steps", run_objective_steps(model, device, quick))  # noqa: E731
@@ -405,43 +463,57 @@ def summary(out: Path) -> str:
     data = json.loads(path.read_text()) if path.exists() else {}
     if "device" in data:
         d = data["device"]
-        add("device", f"{d['name']} (torch {d['torch']}, CUDA {d['cuda']}; datasheet: bf16 "
-                      f"{d['peak_bf16_TFLOPs']} TFLOP/s, HBM {d['hbm_TBps']} TB/s)")  # fmt: skip
+        add(
+            "device",
+            f"{d['name']} (torch {d['torch']}, CUDA {d['cuda']}; datasheet: bf16 "
+            f"{d['peak_bf16_TFLOPs']} TFLOP/s, HBM {d['hbm_TBps']} TB/s)",
+        )
     if "error" in data.get("ceilings", {}):
         add("measured ceilings", data["ceilings"]["error"])
     elif "ceilings" in data:
         c = data["ceilings"]
         add("measured ceilings", f"copy {c['copy_TBps']} TB/s, bf16 matmul {c['bf16_matmul_TFLOPs']} TFLOP/s")
     hf = data.get("rollout_transformers")
-    for key, label in (("rollout_ours_eager", "rollout, ours (eager)"),
-                       ("rollout_ours_compiled", "rollout, ours (compiled + CUDA graphs)")):  # fmt: skip
+    for key, label in (
+        ("rollout_ours_eager", "rollout, ours (eager)"),
+        ("rollout_ours_compiled", "rollout, ours (compiled + CUDA graphs)"),
+    ):
         r = data.get(key)
         if not r or "error" in r:
             add(label, r["error"] if r else "not measured")
             continue
-        text = (f"{r['tokens_per_s']:,} new tok/s ({r['new_tokens']:,} tokens in {r['seconds']} s, "
-                f"length mean {r['mean_len']} / max {r['max_len']}; peak {r['peak_GiB']} GiB)")  # fmt: skip
+        text = (
+            f"{r['tokens_per_s']:,} new tok/s ({r['new_tokens']:,} tokens in {r['seconds']} s, "
+            f"length mean {r['mean_len']} / max {r['max_len']}; peak {r['peak_GiB']} GiB)"
+        )
         if hf and "error" not in hf:
             text += f"; {r['tokens_per_s'] / hf['tokens_per_s']:.1f}x transformers"
         add(label, text)
     if hf and "error" not in hf:
-        add("rollout, transformers generate", f"{hf['tokens_per_s']:,} new tok/s ({hf['seconds']} s, "
-                                              f"{hf['steps']} steps; peak {hf['peak_GiB']} GiB)")  # fmt: skip
+        add(
+            "rollout, transformers generate",
+            f"{hf['tokens_per_s']:,} new tok/s ({hf['seconds']} s, "
+            f"{hf['steps']} steps; peak {hf['peak_GiB']} GiB)",
+        )
     elif hf:
         add("rollout, transformers generate", f"{hf['error']} (peak {hf.get('peak_GiB')} GiB)")
     pred = data.get("rollout_prediction")
     if pred and "floor_tokens_per_s" in pred:
-        add("rollout prediction (benchmarks/GPU.md, these lengths)",
+        add(
+            "rollout prediction (benchmarks/GPU.md, these lengths)",
             f"eager {pred['eager_tokens_per_s']:,}, captured {pred['captured_tokens_per_s']:,}, bandwidth "
-            f"floor {pred['floor_tokens_per_s']:,} new tok/s")  # fmt: skip
+            f"floor {pred['floor_tokens_per_s']:,} new tok/s",
+        )
     up = data.get("grpo_update")
     if up and "error" in up:
         add("GRPO update", up["error"])
     elif up:
         mfu = "-" if up["MFU"] is None else f"{100 * up['MFU']:.1f}%"
-        add("GRPO update (fp32 weights, bf16 autocast, fused AdamW)",
+        add(
+            "GRPO update (fp32 weights, bf16 autocast, fused AdamW)",
             f"{up['tokens_per_s']:,} tok/s ({up['tokens']:,} tokens in {up['seconds']} s), MFU {mfu} "
-            f"({up['model_TFLOP']} TFLOP); peak {up['peak_GiB']} GiB")  # fmt: skip
+            f"({up['model_TFLOP']} TFLOP); peak {up['peak_GiB']} GiB",
+        )
     steps = data.get("objective_steps")
     if steps and "error" in steps:
         add("trainer steps", steps["error"])
@@ -452,8 +524,11 @@ def summary(out: Path) -> str:
             sh = steps["shape"]
             label = f"trainer step, {objective} ({sh['contexts']} x G {sh['group']}, <= {sh['new_tokens']})"
             split = f"generate {r.get('time_generate')} s, score {r.get('time_score')} s"
-            add(label, f"{r['seconds_per_step']} s/step ({split}, update {r.get('time_update')} s); "
-                       f"peak {r['peak_GiB']} GiB")  # fmt: skip
+            add(
+                label,
+                f"{r['seconds_per_step']} s/step ({split}, update {r.get('time_update')} s); "
+                f"peak {r['peak_GiB']} GiB",
+            )
     table = "\n".join(lines)
     (out / "summary.md").write_text(table + "\n")
     return table

@@ -72,8 +72,13 @@ class StepCosts:
     bytes_per_row_slot: float  # per live row and context slot: the KV cache read
 
 
-MEASURED = StepCosts(ops_per_step=1599, host_us_per_op=51.0, bytes_fixed=1.192e9, bytes_per_row=15.61e6,
-                     bytes_per_row_slot=114_753)  # fmt: skip
+MEASURED = StepCosts(
+    ops_per_step=1599,
+    host_us_per_op=51.0,
+    bytes_fixed=1.192e9,
+    bytes_per_row=15.61e6,
+    bytes_per_row_slot=114_753,
+)
 # Host time per eager op on a GPU server (an assumption, not a measurement: PyTorch's dispatch plus a CUDA
 # launch on an unloaded server core is a few microseconds; the 51 us measured here is a 2-core VM shared
 # with a load average of 6-14). Eager throughput in the launch-bound regime scales with its inverse.
@@ -129,11 +134,16 @@ def predict_rollout(
         eager += max(device_s, costs.ops_per_step * GPU_HOST_US_PER_OP * 1e-6)
     tokens = sum(lengths)
     return {
-        "gpu": spec.name, "steps": len(schedule) + 1, "new_tokens": tokens,
-        "floor_s": round(floor, 3), "captured_s": round(captured, 3), "eager_s": round(eager, 3),
-        "floor_tokens_per_s": round(tokens / floor), "captured_tokens_per_s": round(tokens / captured),
+        "gpu": spec.name,
+        "steps": len(schedule) + 1,
+        "new_tokens": tokens,
+        "floor_s": round(floor, 3),
+        "captured_s": round(captured, 3),
+        "eager_s": round(eager, 3),
+        "floor_tokens_per_s": round(tokens / floor),
+        "captured_tokens_per_s": round(tokens / captured),
         "eager_tokens_per_s": round(tokens / eager),
-    }  # fmt: skip
+    }
 
 
 def predict_transformers(config, prompt_len: int, lengths: list[int], spec: GpuSpec, costs=MEASURED) -> dict:
@@ -255,8 +265,14 @@ def measure(config: Qwen3Config) -> StepCosts:
     per_row_slot = (b3 - b2) / (4 * 64)
     per_row = (b2 - b1) / 2 - 33 * per_row_slot  # the step reads context + 1 slots (its own included)
     fixed = b1 - 2 * (per_row + 33 * per_row_slot)
-    hollow_cfg = Qwen3Config.preset("tiny", vocab_size=1024, hidden_size=32, intermediate_size=32, head_dim=8,
-                                    num_hidden_layers=config.num_hidden_layers)  # fmt: skip
+    hollow_cfg = Qwen3Config.preset(
+        "tiny",
+        vocab_size=1024,
+        hidden_size=32,
+        intermediate_size=32,
+        head_dim=8,
+        num_hidden_layers=config.num_hidden_layers,
+    )
     hollow = Qwen3ForCausalLM(hollow_cfg).eval()
     long, short = (SamplingParams(max_new_tokens=n, temperature=0.8, stop_token_ids=(1023,)) for n in (65, 1))
     generate(hollow, [[1, 2, 3]], long)  # warm-up
@@ -292,21 +308,27 @@ def main() -> None:
         f"{costs.host_us_per_op} us host time per op; bytes per step = {costs.bytes_fixed / 1e9:.3f} GB "
         f"+ B x {costs.bytes_per_row / 1e6:.2f} MB + B x context x {costs.bytes_per_row_slot / 1024:.0f} KiB"
     )
-    print(f"  {costs!r}")  # fmt: skip
+    print(f"  {costs!r}")
     lengths = geometric_lengths(args.rows, args.stop_p, args.new_tokens)
-    print(f"workload: {args.rows} rows, {args.prompt_len}-token prompts, stop p = {args.stop_p}/token, cap "
-          f"{args.new_tokens}: {sum(lengths):,} new tokens, mean {sum(lengths) / len(lengths):.1f}, "
-          f"max {max(lengths)}")  # fmt: skip
+    print(
+        f"workload: {args.rows} rows, {args.prompt_len}-token prompts, stop p = {args.stop_p}/token, cap "
+        f"{args.new_tokens}: {sum(lengths):,} new tokens, mean {sum(lengths) / len(lengths):.1f}, "
+        f"max {max(lengths)}"
+    )
     print(f"{'GPU':<10} {'floor tok/s':>12} {'captured':>10} {'eager':>10} {'transformers':>13} {'steps':>6}")
     for key in ("H100 SXM", "H200"):
         p = predict_rollout(config, args.prompt_len, lengths, GPUS[key], costs)
         hf = predict_transformers(config, args.prompt_len, lengths, GPUS[key], costs)
-        print(f"{key:<10} {p['floor_tokens_per_s']:>12,} {p['captured_tokens_per_s']:>10,} "
-              f"{p['eager_tokens_per_s']:>10,} {hf['tokens_per_s']:>13,} {p['steps']:>6}")  # fmt: skip
+        print(
+            f"{key:<10} {p['floor_tokens_per_s']:>12,} {p['captured_tokens_per_s']:>10,} "
+            f"{p['eager_tokens_per_s']:>10,} {hf['tokens_per_s']:>13,} {p['steps']:>6}"
+        )
     h100 = GPUS["H100 SXM"]
     launch_ms = costs.ops_per_step * GPU_HOST_US_PER_OP / 1e3
-    print(f"one decode step on an H100 SXM ({h100.hbm_tbps} TB/s): bandwidth floor (eager launch floor "
-          f"{costs.ops_per_step} ops x {GPU_HOST_US_PER_OP} us = {launch_ms:.1f} ms)")  # fmt: skip
+    print(
+        f"one decode step on an H100 SXM ({h100.hbm_tbps} TB/s): bandwidth floor (eager launch floor "
+        f"{costs.ops_per_step} ops x {GPU_HOST_US_PER_OP} us = {launch_ms:.1f} ms)"
+    )
     for rows in (1, 32, 128, 512):
         for context in (300, 1280):
             gb = step_bytes(costs, rows, context) / 1e9
@@ -315,8 +337,10 @@ def main() -> None:
     tokens = args.rows * args.prompt_len + sum(lengths)
     for mfu in (0.25, 0.45):
         sec = flops / (mfu * h100.bf16_tflops * 1e12)
-        print(f"GRPO update over these rollouts ({flops / 1e12:.0f} TFLOP, {tokens:,} tokens) at {mfu:.0%} "
-              f"MFU on an H100: {sec:.2f} s, {tokens / sec:,.0f} tok/s")  # fmt: skip
+        print(
+            f"GRPO update over these rollouts ({flops / 1e12:.0f} TFLOP, {tokens:,} tokens) at {mfu:.0%} "
+            f"MFU on an H100: {sec:.2f} s, {tokens / sec:,.0f} tok/s"
+        )
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """``rpt-data build``: corpus -> proxy-entropy-scored, filtered RPT shards, streaming and resumable.
 
-Documents are processed in fixed blocks of ``block_docs`` in corpus order: a block is tokenized, scored
-with one ``ProxyScorer.score`` call (so the proxy's batches, and therefore its numbers, depend only on the
-block), its positions are selected (``rpt_data.positions``) and its rows appended to the rank's shard buffers
-(``rpt_data.sink``). Memory is bounded by one block plus two shards' worth of rows, whatever the
-corpus size. Under ``torchrun`` rank r takes the blocks with ``b % world == r``; rank 0 merges the counts
-and writes ``OUT/manifest.json`` last, so its presence marks a complete build.
+Documents are processed in fixed blocks of ``block_docs`` in corpus order (``rpt_data.build_blocks``): a
+block is tokenized, scored with one ``ProxyScorer.score`` call (so the proxy's batches, and therefore its
+numbers, depend only on the block), its positions are selected (``rpt_data.positions``) and its rows
+appended to the rank's shard buffers (``rpt_data.sink``). Memory is bounded by one block plus two shards'
+worth of rows, whatever the corpus size. Under ``torchrun`` rank r takes the blocks with
+``b % world == r``; rank 0 merges the counts and writes ``OUT/manifest.json`` last, so its presence marks
+a complete build (``rpt_data.build_summary``: the merged counts, the manifest and the printed summary).
 
 Reruns: the same config on the same inputs and OUT resumes an interrupted build (or is a no-op when
 complete); a different config, or inputs whose fingerprints (``rpt_core.data.corpus.fingerprint``: size and
@@ -32,8 +33,7 @@ import itertools
 import json
 import sys
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,33 +44,22 @@ from rpt_core.data.corpus.documents import DEFAULT_TEMPLATE, Document, content_i
 from rpt_core.data.corpus.fingerprint import input_fingerprints
 from rpt_core.data.corpus.inputs import DEFAULT_DATASET, DEFAULT_SPLIT
 from rpt_core.data.corpus.readers import ReadStats, iter_documents
-from rpt_core.data.corpus.spans import UNCLASSIFIED, class_key, ordered_counts
-from rpt_core.data.shards import SCHEMA_VERSION, SPLITS, Manifest
+from rpt_core.data.shards import Manifest
 from rpt_core.runtime import distributed as D
 from rpt_core.runtime.config import check, identity_dict, option, unescape
 from rpt_core.runtime.errors import RptError
 from rpt_core.runtime.lock import output_lock
 from rpt_core.runtime.progress import Progress
-from rpt_core.text.tokenizer import Tokenizer
-from rpt_data import __version__
+from rpt_data.build_blocks import blocks, process_block
+from rpt_data.build_summary import Summary, make_summary, merge_counts, write_manifest
 from rpt_data.entropy import ProxyScorer
-from rpt_data.positions import (
-    VAL_MIN_ENTROPY,
-    SelectionRule,
-    ValChoice,
-    choose_val_docs,
-    eligible_positions,
-    make_rows,
-    select_positions,
-    stored_entropies,
-)
-from rpt_data.proxy import ProxyBundle, load_proxy, proxy_hashes
-from rpt_data.sink import Counts, RankState, ShardSink, discard_if_empty, prepare_out, state_path
+from rpt_data.positions import SelectionRule, ValChoice, choose_val_docs
+from rpt_data.proxy import ProxyBundle, load_proxy
+from rpt_data.sink import RankState, ShardSink, discard_if_empty, prepare_out, state_path
 
 DEFAULT_PROXY = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
 CHECKPOINT_SECONDS = 600.0  # also checkpoint when no shard was flushed for this long
 BARRIER_TIMEOUT_S = 24 * 3600.0
-ROW_CHUNK = 1024  # rows built (as Python dicts) at a time
 # 4x rpt-train's and the verl export's default --max-prompt-tokens (1024), so the default training never
 # sees the cap, while a row stays under ~16 KB of context text (about 4 bytes a token) and a build's
 # memory is bounded by rows_per_shard such rows per split, whatever a document's length.
@@ -104,9 +93,11 @@ class BuildConfig:
     )
     labels_length: int = option(8, "Label tokens per row.", ge=1)
     max_context_tokens: int = option(
-        MAX_CONTEXT_TOKENS, "A row's context keeps at most this many tokens before its position (the end "
-        "kept), so a long document's rows grow linearly with it, not quadratically.", ge=1,
-    )  # fmt: skip
+        MAX_CONTEXT_TOKENS,
+        "A row's context keeps at most this many tokens before its position (the end "
+        "kept), so a long document's rows grow linearly with it, not quadratically.",
+        ge=1,
+    )
     top_k: int = option(16, "Entropy over the top-k logits.", ge=1)
     val_docs: int = option(200, "Whole documents held out for validation.", ge=0)
     seed: int = option(0, "Seed of the held-out document choice.")
@@ -118,9 +109,11 @@ class BuildConfig:
     )
     batch_tokens: int = option(16384, "Padded tokens per proxy batch.", ge=1)
     max_window: int | None = option(
-        None, "Longest proxy window; longer documents are scored in overlapping windows. "
-        "Default: the proxy's max_position_embeddings.", ge=2,
-    )  # fmt: skip
+        None,
+        "Longest proxy window; longer documents are scored in overlapping windows. "
+        "Default: the proxy's max_position_embeddings.",
+        ge=2,
+    )
     window_overlap: int = option(256, "Context tokens a window shares with the previous one.", ge=0)
     dtype: str | None = option(
         None, "Proxy dtype. Default: bfloat16 on CUDA, float32 on CPU.", choices=("float32", "bfloat16")
@@ -145,119 +138,10 @@ class BuildConfig:
         return SelectionRule(self.entropy_threshold, self.min_context_tokens, self.max_samples_per_doc)
 
 
-@dataclass
-class Summary:
-    out: str
-    already_complete: bool
-    counts: dict[str, Any]
-    shards: dict[str, int]  # split -> number of shards
-    seconds: float
-    tokens_this_run: int = 0  # all ranks; less than counts["tokens_scored"] when this run resumed a build
-    proxy_seconds: float = 0.0  # rank 0's time inside ProxyScorer.score
-
-    @property
-    def tokens_per_second(self) -> float:
-        return self.tokens_this_run / self.seconds if self.seconds > 0 else 0.0
-
-    def format(self) -> str:
-        c = self.counts
-        kv = lambda d: ", ".join(f"{k}={v:,}" for k, v in d.items()) or "none"
-        lines = [
-            f"build {'already complete' if self.already_complete else 'complete'}: {self.out}",
-            f"  documents: {c['documents_read']:,} read, {c['documents_used']:,} used "
-            f"({c['documents_val']:,} held out for val; {c.get('documents_duplicate', 0):,} duplicates of "
-            f"another's text, kept on its side); skipped: {kv(c['documents_skipped'])}",
-            f"  positions scored: {kv(c['positions_scored'])}; kept: {kv(c['positions_kept'])}",
-            f"  positions skipped: {kv(c['positions_skipped'])}",
-            *(
-                f"  {split} positions kept by class: {kv(ordered_counts(by))}"
-                for split, by in c.get("positions_kept_by_class", {}).items()
-                if set(by) - {UNCLASSIFIED}  # a corpus without spans: nothing to show
-            ),
-            f"  shards: {kv(self.shards)}",
-        ]
-        if not self.already_complete:
-            share = 100.0 * self.proxy_seconds / self.seconds if self.seconds > 0 else 0.0
-            lines.append(
-                f"  {self.seconds:,.1f} s, {self.tokens_this_run:,} tokens scored in this run, "
-                f"{self.tokens_per_second:,.0f} tokens/s (proxy forward {share:.0f}% of the time on rank 0)"
-            )
-        return "\n".join(lines)
-
-
 def config_identity(cfg: BuildConfig, world_size: int) -> dict[str, Any]:
     """What must match for a rerun to continue a build: the config (minus out/quiet/overwrite) and world."""
     d = identity_dict(cfg)  # the fields marked identity=False (out, quiet, overwrite) change nothing built
     return json.loads(json.dumps({**d, "world_size": world_size}))
-
-
-def _blocks(docs: Iterable[Document], size: int) -> Iterator[list[Document]]:
-    it = iter(docs)
-    while block := list(itertools.islice(it, size)):
-        yield block
-
-
-def _encode(tokenizer: Tokenizer, texts: list[str]) -> list[tuple[list[int], list] | None]:
-    """Token ids and byte spans per text; None for a text the tokenizer cannot represent byte-exactly."""
-    try:
-        return list(tokenizer.encode_batch_with_spans(texts))
-    except (RptError, RuntimeError):
-        pass  # find the culprit(s) one by one; the others keep their (identical) encodings
-    out: list[tuple[list[int], list] | None] = []
-    for text in texts:
-        try:
-            out.append(tokenizer.encode_with_spans(text))
-        except (RptError, RuntimeError):
-            out.append(None)
-    return out
-
-
-def process_block(
-    docs: list[Document],
-    tokenizer: Tokenizer,
-    scorer: ProxyScorer,
-    val_ids: frozenset[str],  # held-out content ids (``content_id``)
-    rule: SelectionRule,
-    labels_length: int,
-    emit: Callable[[str, list[dict[str, Any]]], None],
-    on_batch: Callable[[int], None] | None = None,
-    max_context_tokens: int | None = None,
-) -> Counts:
-    """Tokenize a block, score it with one proxy call, select positions and ``emit(split, rows)``.
-
-    Rows go out ``ROW_CHUNK`` at a time, each holding at most ``max_context_tokens`` context tokens, so a
-    long document's rows take memory linear in its length and are never all materialised at once.
-    """
-    counts = Counts()
-    usable = []
-    for doc, enc in zip(docs, _encode(tokenizer, [d.text for d in docs]), strict=True):
-        if enc is None:
-            counts.documents_skipped["untokenizable"] += 1
-        elif len(enc[0]) < 2:
-            counts.documents_skipped["too_short"] += 1  # no position t >= 1 to predict
-        else:
-            usable.append((doc, *enc))
-    entropies = scorer.score([ids for _, ids, _ in usable], on_batch) if usable else []
-    for (doc, ids, spans), ent in zip(usable, entropies, strict=True):
-        counts.tokens_scored += len(ids)
-        data = tokenizer.normalize(doc.text).encode("utf-8")
-        ent = stored_entropies(ent)
-        eligible, skipped = eligible_positions(data, spans, ent)
-        split = "val" if content_id(doc.text) in val_ids else "train"  # copies land on one side
-        kept, filtered = select_positions(split, eligible, ent, rule)
-        counts.positions_skipped.update(skipped + filtered)
-        counts.positions_scored[split] += len(eligible)
-        if len(kept) == 0:
-            counts.documents_skipped["no_positions"] += 1
-            continue
-        counts.documents_used += 1
-        counts.positions_kept[split] += len(kept)
-        for i in range(0, len(kept), ROW_CHUNK):
-            chunk = kept[i : i + ROW_CHUNK]
-            rows = make_rows(doc, data, ids, spans, ent, chunk, labels_length, max_context_tokens)
-            counts.kept_by_class.update((split, class_key(r["span_class"])) for r in rows)
-            emit(split, rows)
-    return counts
 
 
 def _documents(cfg: BuildConfig, stats: ReadStats, warn) -> Iterator[Document]:
@@ -294,15 +178,22 @@ def run_rank(
     warn = None if show else (lambda _: None)
     last_checkpoint = time.monotonic()
     with Progress(total, unit="docs", desc="build", quiet=not show) as progress:
-        for b, block in enumerate(_blocks(_documents(cfg, stats, warn), cfg.block_docs)):
+        for b, block in enumerate(blocks(_documents(cfg, stats, warn), cfg.block_docs)):
             if b % dist.world_size != dist.rank or b < state.next_block:
                 progress.update(len(block))
                 continue
             on_batch = lambda n: progress.update(0, tokens=n)  # live tokens/s within a long block
             counts = process_block(
-                block, bundle.tokenizer, scorer, val_ids, rule, cfg.labels_length, sink.add, on_batch,
+                block,
+                bundle.tokenizer,
+                scorer,
+                val_ids,
+                rule,
+                cfg.labels_length,
+                sink.add,
+                on_batch,
                 cfg.max_context_tokens,
-            )  # fmt: skip
+            )
             state.counts.add(counts)
             state.next_block = b + 1
             progress.update(len(block))
@@ -313,72 +204,6 @@ def run_rank(
     state.reader, state.done = stats.as_dict(), True
     sink.checkpoint()
     return state, scorer.forward_seconds
-
-
-def merge_counts(states: list[RankState], val: ValChoice) -> dict[str, Any]:
-    """The manifest's ``counts``: the reader's (every rank reads the whole corpus) plus the ranks' sums."""
-    reader = states[0].reader or {}
-    total = Counts()
-    for s in states:
-        total.add(s.counts)
-    c = total.to_dict()
-    skipped = Counter(reader.get("skipped", {}))
-    skipped.update(c["documents_skipped"])
-    return {
-        "documents_read": reader.get("documents_read", 0),
-        "documents_used": c["documents_used"],
-        "documents_val": len(val.doc_ids),
-        "documents_duplicate": val.duplicates,
-        "documents_skipped": dict(sorted(skipped.items())),
-        "documents_coerced": reader.get("coerced", {}),
-        "files_read": reader.get("files_read", 0),
-        "files_skipped": reader.get("files_skipped", {}),
-        "positions_scored": c["positions_scored"],
-        "positions_kept": c["positions_kept"],
-        "positions_skipped": c["positions_skipped"],
-        "positions_kept_by_class": c["positions_kept_by_class"],
-        "tokens_scored": c["tokens_scored"],
-    }
-
-
-def write_manifest(
-    cfg: BuildConfig,
-    identity: dict[str, Any],
-    inputs: list[dict],
-    bundle: ProxyBundle,
-    counts,
-    shards,
-    val: ValChoice,
-) -> None:
-    tok = bundle.tokenizer
-    Manifest(
-        schema_version=SCHEMA_VERSION,
-        created_by=f"rpt-data {__version__} build",
-        config={k: v for k, v in identity.items() if k != "world_size"},
-        inputs=inputs,
-        tokenizer=str(bundle.tokenizer_file),
-        tokenizer_sha256=bundle.tokenizer_sha256,
-        tokenizer_fingerprint=tok.fingerprint,
-        tokenizer_base_vocab_fingerprint=tok.base_vocab_fingerprint,
-        proxy={"id": cfg.proxy_model, **proxy_hashes(bundle.model_dir), "dtype": bundle.dtype},
-        top_k=cfg.top_k,
-        entropy_threshold=cfg.entropy_threshold,
-        min_context_tokens=cfg.min_context_tokens,
-        max_context_tokens=cfg.max_context_tokens,
-        max_samples_per_doc=cfg.max_samples_per_doc,
-        labels_length=cfg.labels_length,
-        val_min_entropy=VAL_MIN_ENTROPY,
-        world_size=identity["world_size"],
-        counts=counts,
-        shards=shards,
-        val_doc_ids=sorted(val.doc_ids),
-        val_content_ids=sorted(val.content_ids),
-    ).write(cfg.out)
-
-
-def _summary(out: Path, counts: dict[str, Any], shards: list[dict], already: bool, seconds: float) -> Summary:
-    by_split = Counter(s["split"] for s in shards)
-    return Summary(str(out), already, counts, {s: by_split.get(s, 0) for s in SPLITS}, seconds)
 
 
 def build(cfg: BuildConfig) -> Summary:
@@ -396,7 +221,7 @@ def build(cfg: BuildConfig) -> Summary:
         complete, prior_tokens = prepare_out(out, identity, inputs, cfg.overwrite, dist)
         if complete:
             manifest = Manifest.read(out)
-            summary = _summary(out, manifest.counts, manifest.shards, True, 0.0)
+            summary = make_summary(out, manifest.counts, manifest.shards, True, 0.0)
             if dist.rank == 0 and not cfg.quiet:
                 print(f"{out}: build already complete (manifest.json present); nothing to do")
                 print(summary.format())
@@ -421,7 +246,7 @@ def build(cfg: BuildConfig) -> Summary:
         if dist.rank == 0:
             write_manifest(cfg, identity, inputs, bundle, counts, shards, val)
         D.barrier()
-        summary = _summary(out, counts, shards, False, time.perf_counter() - start)
+        summary = make_summary(out, counts, shards, False, time.perf_counter() - start)
         summary.tokens_this_run = counts["tokens_scored"] - prior_tokens
         summary.proxy_seconds = proxy_seconds
         if dist.rank == 0 and not cfg.quiet:

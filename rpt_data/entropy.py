@@ -169,9 +169,13 @@ class ProxyScorer:
     ):
         max_pos = int(model.config.max_position_embeddings)
         max_window = max_pos if max_window is None else int(max_window)
-        for name, value, low in (("top_k", top_k, 1), ("batch_tokens", batch_tokens, 1),
-                                 ("chunk_positions", chunk_positions, 1), ("max_window", max_window, 2),
-                                 ("window_overlap", window_overlap, 1)):  # fmt: skip
+        for name, value, low in (
+            ("top_k", top_k, 1),
+            ("batch_tokens", batch_tokens, 1),
+            ("chunk_positions", chunk_positions, 1),
+            ("max_window", max_window, 2),
+            ("window_overlap", window_overlap, 1),
+        ):
             if value < low:
                 raise ScorerConfigError(f"{name} must be >= {low}, got {value}")
         if max_window > max_pos:
@@ -201,8 +205,11 @@ class ProxyScorer:
         """
         ids = [self._check_ids(i, d) for i, d in enumerate(docs)]
         out = [np.full(len(a), np.nan, dtype=np.float32) for a in ids]
-        pieces = [(d, s) for d, a in enumerate(ids) for s in window_spans(len(a), self.max_window,
-                                                                          self.window_overlap)]  # fmt: skip
+        pieces = [
+            (d, s)
+            for d, a in enumerate(ids)
+            for s in window_spans(len(a), self.max_window, self.window_overlap)
+        ]
         plan = pack_by_length([s.n_inputs for _, s in pieces], self.batch_tokens)
         with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
             for batch in plan:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from rpt_core.model import Qwen3Config, Qwen3ForCausalLM, parse_dtype, resolve_model_dir
-from rpt_core.model.hf_io import weights_sha256
+from rpt_core.model import Qwen3ForCausalLM, parse_dtype, resolve_model_dir
+from rpt_core.model.hf_io import CONFIG_NAME, weights_sha256
 from rpt_core.runtime.errors import RptError
 from rpt_core.runtime.files import sha256_file
-from rpt_core.text.pairing import check_pair
+from rpt_core.text.pairing import load_checked
 from rpt_core.text.tokenizer import TOKENIZER_FILE, Tokenizer, resolve_tokenizer_file
 
 
@@ -38,17 +38,14 @@ def load_proxy(
     ``top_k`` (the entropy's) must not exceed the proxy's vocabulary."""
     model_dir = resolve_model_dir(proxy)
     own_file = model_dir / TOKENIZER_FILE
-    own = Tokenizer.load(own_file) if own_file.is_file() else None
-    if tokenizer is None and own is None:
+    if tokenizer is None and not own_file.is_file():
         raise RptError(f"proxy {proxy} has no {TOKENIZER_FILE}; pass --tokenizer")
-    tok = Tokenizer.load(tokenizer) if tokenizer is not None else own
+    tok = Tokenizer.load(tokenizer if tokenizer is not None else own_file)
     tok_file = resolve_tokenizer_file(tokenizer) if tokenizer is not None else own_file
-    config = Qwen3Config.from_json_file(model_dir / "config.json")
-    check_pair(tok, config, f"the proxy {proxy}", own if tokenizer is not None else None)  # type: ignore[arg-type]
-    if top_k is not None and top_k > config.vocab_size:
-        raise RptError(f"--top-k {top_k} is larger than the proxy's vocabulary ({config.vocab_size} tokens)")
     resolved = parse_dtype(dtype) or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    model = Qwen3ForCausalLM.from_pretrained(model_dir, dtype=resolved, device=device)
+    model = load_checked(
+        model_dir, tok, f"the proxy {proxy}", dtype=resolved, device=device, top_k=top_k, role="proxy"
+    )
     model.requires_grad_(False)
     return ProxyBundle(
         model,
@@ -63,6 +60,6 @@ def load_proxy(
 def proxy_hashes(model_dir: Path) -> dict[str, str]:
     """sha256 of config.json and of the weights (the file, or the ``name sha256`` lines of all shards)."""
     return {
-        "config_sha256": sha256_file(model_dir / "config.json"),
+        "config_sha256": sha256_file(model_dir / CONFIG_NAME),
         "weights_sha256": weights_sha256(model_dir),
     }

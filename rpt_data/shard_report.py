@@ -16,8 +16,7 @@ from typing import Any
 
 from rpt_core.data.shards import SPLITS, Manifest, check_schema, find_corrupt, shard_paths
 from rpt_core.runtime.config import check, option
-from rpt_core.runtime.errors import RptError
-from rpt_core.runtime.hub import first_line
+from rpt_core.runtime.errors import RptError, first_line
 
 QUANTILES = (
     ("min", 0.0),

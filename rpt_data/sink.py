@@ -70,8 +70,12 @@ class Counts:
         self.documents_used += other.documents_used
         self.tokens_scored += other.tokens_scored
         for name in (
-            "documents_skipped", "positions_scored", "positions_kept", "positions_skipped", "kept_by_class"
-        ):  # fmt: skip
+            "documents_skipped",
+            "positions_scored",
+            "positions_kept",
+            "positions_skipped",
+            "kept_by_class",
+        ):
             getattr(self, name).update(getattr(other, name))
 
     def to_dict(self) -> dict[str, Any]:
@@ -253,15 +257,20 @@ def check_inputs(out: Path, inputs: list[dict[str, Any]], complete: bool) -> Non
     """Refuse to continue (or to call complete) a build whose inputs changed since it started."""
     recorded = _existing_inputs(out)
     if recorded is None:
-        print(f"note: {out} records no input fingerprints (an older build): cannot tell whether the "
-              "inputs changed since it started", file=sys.stderr)  # fmt: skip
+        print(
+            f"note: {out} records no input fingerprints (an older build): cannot tell whether the "
+            "inputs changed since it started",
+            file=sys.stderr,
+        )
         return
     changes = input_changes(recorded, inputs)
     if changes:
         when = "completed" if complete else "started"
-        raise RptError(f"{out}: the input {changes[0]} since this build {when}"
-                       f"{f' (and {len(changes) - 1} more)' if len(changes) > 1 else ''}; "
-                       "rerun with --overwrite to rebuild")  # fmt: skip
+        raise RptError(
+            f"{out}: the input {changes[0]} since this build {when}"
+            f"{f' (and {len(changes) - 1} more)' if len(changes) > 1 else ''}; "
+            "rerun with --overwrite to rebuild"
+        )
 
 
 def _existing_identity(out: Path) -> dict[str, Any] | None:

@@ -190,12 +190,16 @@ def checkpoint_to_resume(cfg: PretrainConfig) -> Path | None:
     out = Path(cfg.out)
     ckpt = latest_checkpoint(out)
     if ckpt is not None and not cfg.resume:
-        raise RptError(f"{out} holds a pretraining checkpoint ({ckpt.name}); pass --resume to continue it, "
-                       "or choose another --out")  # fmt: skip
+        raise RptError(
+            f"{out} holds a pretraining checkpoint ({ckpt.name}); pass --resume to continue it, "
+            "or choose another --out"
+        )
     if ckpt is None and cfg.resume:
         if logged := last_logged_step(out / METRICS_FILE):
-            raise RptError(f"--resume: {out} logged steps up to {logged} but holds no loadable checkpoint; "
-                           "rerun without --resume to start over, or choose another --out")  # fmt: skip
+            raise RptError(
+                f"--resume: {out} logged steps up to {logged} but holds no loadable checkpoint; "
+                "rerun without --resume to start over, or choose another --out"
+            )
         warn(f"--resume: no checkpoint in {out}; starting fresh at step 0")
     return ckpt
 
@@ -203,17 +207,29 @@ def checkpoint_to_resume(cfg: PretrainConfig) -> Path | None:
 def _check_same_run(cfg: PretrainConfig, ckpt: Path) -> None:
     saved = json.loads((ckpt / RUN_CONFIG).read_text(encoding="utf-8"))
     now = json.loads(json.dumps(config_to_dict(cfg)))
-    diff = [f"{k.replace('_', '-')}: {saved[k]!r} -> {v!r}" for k, v in now.items()
-            if k in saved and k not in RESUMABLE and saved[k] != v]  # fmt: skip
+    diff = [
+        f"{k.replace('_', '-')}: {saved[k]!r} -> {v!r}"
+        for k, v in now.items()
+        if k in saved and k not in RESUMABLE and saved[k] != v
+    ]
     if diff:
-        raise RptError(f"--resume: settings differ from the saved run ({ckpt}): {', '.join(diff)}; resume "
-                       "with the saved values, or pretrain into another --out")  # fmt: skip
+        raise RptError(
+            f"--resume: settings differ from the saved run ({ckpt}): {', '.join(diff)}; resume "
+            "with the saved values, or pretrain into another --out"
+        )
 
 
 def _save(cfg, model, opt, rng, step: int, history: list, train_flops: float) -> Path:
     model_sd, optim_sd = D.gather_full_state(model, opt)
-    state = {"model": model_sd, "optimizer": optim_sd, "step": step, "history": history,
-             "sampler": rng.bit_generator.state, "rng": rng_state(), "train_flops": train_flops}  # fmt: skip
+    state = {
+        "model": model_sd,
+        "optimizer": optim_sd,
+        "step": step,
+        "history": history,
+        "sampler": rng.bit_generator.state,
+        "rng": rng_state(),
+        "train_flops": train_flops,
+    }
     return save_checkpoint(Path(cfg.out), step, state, model.config, None, config_to_dict(cfg), keep_last=1)
 
 
@@ -257,17 +273,23 @@ def _pretrain(cfg: PretrainConfig, stop: Callable[[], bool]) -> dict:
         model = Qwen3ForCausalLM.from_pretrained(cfg.init, dtype="float32", device=device).train()
     else:
         model_cfg = Qwen3Config.preset(
-            cfg.preset, vocab_size=tok.vocab_size, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id,
+            cfg.preset,
+            vocab_size=tok.vocab_size,
+            eos_token_id=tok.eos_id,
+            pad_token_id=tok.pad_id,
             torch_dtype="float32",
-        )  # fmt: skip
+        )
         model = Qwen3ForCausalLM(model_cfg).to(device).train()
     step_flops = pretrain_flops(model.num_parameters(), cfg.batch_size * cfg.seq_len)
     if cfg.match_flops:
         cfg = replace(cfg, max_steps=max(1, round(run_flops(cfg.match_flops) / step_flops)))
     opt = torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay,
+        model.parameters(),
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
+        weight_decay=cfg.weight_decay,
         fused=device.type == "cuda",
-    )  # fmt: skip
+    )
 
     def autocast():
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16_autocast)

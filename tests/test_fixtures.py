@@ -51,7 +51,9 @@ OUTSIDE = re.compile(r"\.\./shared|parents?\b[^\n]{0,16}/\s*\"shared\"")
 
 
 def _sources() -> list[Path]:
-    roots = [REPO / d for d in ("tests", "benchmarks", "pipelines", "rpt_data", "rpt_train", ".ci")]
+    roots = [
+        REPO / d for d in ("tests", "benchmarks", "pipelines", "rpt_core", "rpt_data", "rpt_train", ".ci")
+    ]
     files = [REPO / "Makefile"] + [f for r in roots for f in r.rglob("*") if f.is_file()]
     return [f for f in files if f.suffix in {".py", ".sh", ".toml", ""} and f != Path(__file__).resolve()]
 

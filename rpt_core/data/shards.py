@@ -25,9 +25,8 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rpt_core.runtime.errors import RptError
+from rpt_core.runtime.errors import RptError, first_line
 from rpt_core.runtime.files import atomic_path, sha256_file, write_json_atomic
-from rpt_core.runtime.hub import first_line
 from rpt_core.runtime.progress import Progress
 
 if TYPE_CHECKING:
@@ -224,8 +223,10 @@ def checked_manifest(
         return None
     unlisted = verify_shards(shards_dir, paths, manifest, quiet)
     if unlisted:
-        warn(f"{len(unlisted)} shard(s) are not listed in {Path(shards_dir) / MANIFEST_NAME} and were not "
-             f"verified (first: {unlisted[0]})")  # fmt: skip
+        warn(
+            f"{len(unlisted)} shard(s) are not listed in {Path(shards_dir) / MANIFEST_NAME} and were not "
+            f"verified (first: {unlisted[0]})"
+        )
     return manifest
 
 
@@ -298,8 +299,10 @@ def check_context_cap(manifest: Manifest | None, max_prompt_tokens: int, warn) -
     then hold fewer tokens than the setting allows (the build's cap binds, not this setting)."""
     cap = manifest.max_context_tokens if manifest is not None else None
     if cap is not None and max_prompt_tokens > cap:
-        warn(f"--max-prompt-tokens {max_prompt_tokens}: the shards' contexts hold at most {cap} tokens "
-             "(max_context_tokens of their build); prompts are no longer than that")  # fmt: skip
+        warn(
+            f"--max-prompt-tokens {max_prompt_tokens}: the shards' contexts hold at most {cap} tokens "
+            "(max_context_tokens of their build); prompts are no longer than that"
+        )
 
 
 def check_tokenizer(manifest: Manifest | None, tokenizer: Tokenizer, who: str = "this tokenizer") -> None:

@@ -153,10 +153,20 @@ class Qwen3Config:
 
 
 # Read by from_hf_dict (or checked by _refuse_unsupported) rather than copied into ``extra``.
-_READ_ELSEWHERE = frozenset({
-    "model_type", "architectures", "rope_scaling", "rope_parameters", "original_max_position_embeddings",
-    "dtype", "hidden_act", "attention_dropout", "use_cache", "partial_rotary_factor",
-})  # fmt: skip
+_READ_ELSEWHERE = frozenset(
+    {
+        "model_type",
+        "architectures",
+        "rope_scaling",
+        "rope_parameters",
+        "original_max_position_embeddings",
+        "dtype",
+        "hidden_act",
+        "attention_dropout",
+        "use_cache",
+        "partial_rotary_factor",
+    }
+)
 
 
 def _refuse_unsupported(d: dict[str, Any]) -> None:

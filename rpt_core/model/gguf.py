@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from rpt_core.runtime.errors import RptError
-from rpt_core.runtime.hub import fetch_error, first_line, is_hub_id
+from rpt_core.runtime.errors import RptError, first_line
+from rpt_core.runtime.hub import fetch_error, is_hub_id
 from rpt_core.runtime.progress import Progress
 
 

@@ -18,16 +18,21 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from rpt_core.model.config import Qwen3Config
-from rpt_core.runtime.errors import RptError
+from rpt_core.runtime.errors import RptError, first_line
 from rpt_core.runtime.files import atomic_path, sha256_bytes, sha256_file, write_json_atomic
-from rpt_core.runtime.hub import fetch_error, first_line, is_hub_id
+from rpt_core.runtime.hub import fetch_error, is_hub_id
 
+CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 _DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16,
-}  # fmt: skip
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 
 
 def parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
@@ -84,7 +89,7 @@ def weights_sha256(model_dir: str | Path) -> str:
 
 
 def read_config(model_dir: Path) -> Qwen3Config:
-    return Qwen3Config.from_json_file(Path(model_dir) / "config.json")
+    return Qwen3Config.from_json_file(Path(model_dir) / CONFIG_NAME)
 
 
 def load_state(
@@ -98,8 +103,10 @@ def load_state(
                 for key in f.keys():
                     state[key] = f.get_tensor(key)
         except (SafetensorError, OSError) as e:  # truncated, overwritten, not safetensors at all
-            raise RptError(f"{file}: not a readable safetensors file ({first_line(e)}); the checkpoint is "
-                           "truncated or corrupt: re-download or re-save it") from None  # fmt: skip
+            raise RptError(
+                f"{file}: not a readable safetensors file ({first_line(e)}); the checkpoint is "
+                "truncated or corrupt: re-download or re-save it"
+            ) from None
     if config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
     elif "lm_head.weight" not in state:
@@ -150,7 +157,7 @@ def save_pretrained(
         size += nbytes
     hf_config = config.to_hf_dict()
     hf_config["torch_dtype"] = str(dtype).removeprefix("torch.")
-    write_json_atomic(path / "config.json", hf_config)
+    write_json_atomic(path / CONFIG_NAME, hf_config)
     if len(shards) == 1:
         with atomic_path(path / WEIGHTS_NAME) as tmp:
             save_file(shards[0], str(tmp), metadata={"format": "pt"})

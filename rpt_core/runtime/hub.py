@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from rpt_core.runtime.errors import RptError
+from rpt_core.runtime.errors import RptError, first_line
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 FILE_SUFFIXES = (".json", ".jsonl", ".parquet", ".safetensors", ".toml", ".txt", ".gguf")
@@ -22,12 +22,6 @@ def is_hub_id(spec: str | Path) -> bool:
     if not isinstance(spec, str) or Path(spec).expanduser().exists():
         return False
     return bool(_HUB_ID.match(spec)) and not spec.lower().endswith(FILE_SUFFIXES)
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception's first message line (its type name when it has no message)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def fetch_error(what: str, spec: str, exc: BaseException) -> RptError:

@@ -73,8 +73,14 @@ class Holder:
     def parse(cls, text: str) -> Holder | None:
         try:
             d = json.loads(text)
-            return cls(int(d["pid"]), str(d["host"]), str(d["started"]), str(d["command"]),
-                       d.get("boot_id"), d.get("process_start"))  # fmt: skip
+            return cls(
+                int(d["pid"]),
+                str(d["host"]),
+                str(d["started"]),
+                str(d["command"]),
+                d.get("boot_id"),
+                d.get("process_start"),
+            )
         except (ValueError, KeyError, TypeError):
             return None
 
@@ -116,8 +122,10 @@ class OutputLock:
             holder = Holder.parse(text)
             if holder is None:
                 if time.time() - _mtime(path) < UNREADABLE_GRACE_S:
-                    raise RptError(f"{out} is being locked by another command right now ({path}); "
-                                   "choose another --out or try again")  # fmt: skip
+                    raise RptError(
+                        f"{out} is being locked by another command right now ({path}); "
+                        "choose another --out or try again"
+                    )
                 note = f"note: {path} is unreadable (left by a crash); taking it over"
             elif holder.host != me.host:
                 raise RptError(
@@ -125,8 +133,9 @@ class OutputLock:
                     f"still runs: if it does not, remove the lock (rm '{path}') and rerun"
                 )
             elif holder.running():
-                raise RptError(f"{out} is in use by {holder.describe()}; wait for it to finish or choose "
-                               "another --out")  # fmt: skip
+                raise RptError(
+                    f"{out} is in use by {holder.describe()}; wait for it to finish or choose another --out"
+                )
             else:
                 note = f"note: {path} was left by {holder.describe()}, no longer running; taking it over"
             if _remove_if_unchanged(path, text):

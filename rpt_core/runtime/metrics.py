@@ -91,13 +91,26 @@ class MetricsLogger:
     """``log(step, metrics)``, ``log_samples(step, samples)``, ``message(text)``, ``truncate_after(step)``,
     ``close()``; ``desc`` names the console line (``train``, ``pretrain``)."""
 
-    def __init__(self, run_dir: Path, quiet: bool = False, tensorboard: bool = False, rank: int = 0,
-                 max_steps: int | None = None, stream: TextIO | None = None,
-                 desc: str = "train"):  # fmt: skip
+    def __init__(
+        self,
+        run_dir: Path,
+        quiet: bool = False,
+        tensorboard: bool = False,
+        rank: int = 0,
+        max_steps: int | None = None,
+        stream: TextIO | None = None,
+        desc: str = "train",
+    ):
         self.run_dir = Path(run_dir)
         self.enabled = rank == 0
-        self.progress = Progress(max_steps, unit="steps", desc=desc, quiet=quiet or not self.enabled,
-                                 stream=stream, min_interval=0.0)  # fmt: skip
+        self.progress = Progress(
+            max_steps,
+            unit="steps",
+            desc=desc,
+            quiet=quiet or not self.enabled,
+            stream=stream,
+            min_interval=0.0,
+        )
         self._files: dict[str, TextIO] = {}
         self._last_time = self.progress.start
         self._logged = False
@@ -111,8 +124,11 @@ class MetricsLogger:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            print("warning: tensorboard is not installed; TensorBoard logging is off "
-                  "(pip install tensorboard to enable it)", file=sys.stderr)  # fmt: skip
+            print(
+                "warning: tensorboard is not installed; TensorBoard logging is off "
+                "(pip install tensorboard to enable it)",
+                file=sys.stderr,
+            )
             return None
         return SummaryWriter(log_dir=str(self.run_dir / TENSORBOARD_DIR))
 

@@ -34,7 +34,7 @@ import jinja2.nodes
 import jinja2.sandbox
 import jinja2.utils
 
-from rpt_core.runtime.errors import RptError
+from rpt_core.runtime.errors import RptError, first_line
 from rpt_core.text.chat import render_chat
 
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
@@ -43,8 +43,14 @@ SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"  # legacy: fills names token
 SIDECAR_FILES = (TOKENIZER_CONFIG_FILE, CHAT_TEMPLATE_FILE, SPECIAL_TOKENS_MAP_FILE)
 # transformers' named special tokens, passed to every template as variables when the files name them.
 SPECIAL_TOKEN_NAMES = (
-    "bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token",
-)  # fmt: skip
+    "bos_token",
+    "eos_token",
+    "unk_token",
+    "sep_token",
+    "pad_token",
+    "cls_token",
+    "mask_token",
+)
 REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 
 
@@ -151,11 +157,6 @@ def environment() -> jinja2.sandbox.ImmutableSandboxedEnvironment:
     return env
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
-
-
 def _messages_for_template(messages: Sequence[Mapping]) -> list[dict]:
     """Plain dicts as transformers hands them over: None values dropped, reasoning under both names."""
     out = []
@@ -169,7 +170,8 @@ def _messages_for_template(messages: Sequence[Mapping]) -> list[dict]:
 
 
 class JinjaChat:
-    """A chat template compiled once in the sandbox, rendered with the tokenizer's named special tokens."""
+    """A chat format (``Chat``) from a model's Jinja chat template, compiled once in the sandbox and rendered
+    with the tokenizer's named special tokens."""
 
     def __init__(self, template: str, special_tokens: Mapping[str, str] | None = None, source: str = ""):
         self.name = f"chat template of {source}" if source else "chat template"
@@ -178,7 +180,7 @@ class JinjaChat:
         try:
             self._compiled = environment().from_string(template)
         except jinja2.exceptions.TemplateError as exc:
-            raise RptError(f"{self.name} does not compile: {_first_line(exc)}") from None
+            raise RptError(f"{self.name} does not compile: {first_line(exc)}") from None
 
     def render(
         self, messages: Sequence[Mapping], add_generation_prompt: bool = True, enable_thinking: bool = True
@@ -195,7 +197,7 @@ class JinjaChat:
                 **variables,
             )
         except jinja2.exceptions.TemplateError as exc:
-            raise RptError(f"{self.name}: {_first_line(exc)}") from None
+            raise RptError(f"{self.name}: {first_line(exc)}") from None
 
 
 # -------------------------------------------------------------------------------------- the files
@@ -214,7 +216,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RptError(f"cannot read {path}: {_first_line(exc)}") from None
+        raise RptError(f"cannot read {path}: {first_line(exc)}") from None
     if not isinstance(data, dict):
         raise RptError(f"{path}: expected a JSON object")
     return data
@@ -264,5 +266,5 @@ def read_chat_spec(directory: str | Path) -> ChatSpec:
         try:
             template, source = jinja_file.read_text(encoding="utf-8"), jinja_file
         except (OSError, UnicodeDecodeError) as exc:
-            raise RptError(f"cannot read {jinja_file}: {_first_line(exc)}") from None
+            raise RptError(f"cannot read {jinja_file}: {first_line(exc)}") from None
     return ChatSpec(template, tokens, str(source if template is not None else directory))

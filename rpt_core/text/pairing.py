@@ -1,6 +1,7 @@
 """Does a tokenizer belong to a model? One check, run where a model and a tokenizer meet: ``rpt-data build``
-(the proxy), ``rpt-train run`` (the policy) and ``rpt-train eval`` (every evaluated model), before weights
-are loaded.
+(the proxy), ``rpt-train run`` (the policy), ``rpt-train eval`` (every evaluated model) and ``rpt-train
+passrate``, before weights are loaded: ``check_model`` is that check and the ``--top-k`` bound,
+``load_checked`` the same followed by the load.
 
 A wrong pair does not crash: it trains or scores garbage. So each of these stops with one line:
 
@@ -15,7 +16,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from rpt_core.model.config import Qwen3Config
+from rpt_core.model.hf_io import read_config
+from rpt_core.model.qwen3 import Qwen3ForCausalLM
 from rpt_core.runtime.errors import RptError
 from rpt_core.text.tokenizer import TOKENIZER_FILE, Tokenizer
 
@@ -69,3 +74,32 @@ def check_pair(tokenizer: Tokenizer, config: Qwen3Config, model: str, own: Token
                 f"{model} declares {name} {i}, which tokenizer {src} reads as the ordinary text {text!r}: "
                 "they come from different model families"
             )
+
+
+def check_model(
+    model_dir: str | Path, tokenizer: Tokenizer, what: str, top_k: int | None = None, role: str = "model"
+) -> Qwen3Config:
+    """The config of the model in ``model_dir`` once ``tokenizer`` is known to belong to it (``check_pair``,
+    against the directory's own ``tokenizer.json`` too when ``tokenizer`` is another file) and ``top_k``
+    (the entropy's or rollout's, when given) fits its vocabulary. ``what`` names the model in errors;
+    ``role`` says whose vocabulary ``--top-k`` is checked against (``the proxy's vocabulary``)."""
+    config = read_config(Path(model_dir))
+    check_pair(tokenizer, config, what, own_tokenizer(model_dir, tokenizer))
+    if top_k is not None and top_k > config.vocab_size:
+        raise RptError(f"--top-k {top_k} is larger than the {role}'s vocabulary ({config.vocab_size} tokens)")
+    return config
+
+
+def load_checked(
+    model_dir: Path,
+    tokenizer: Tokenizer,
+    what: str,
+    *,
+    dtype: torch.dtype | str | None = None,
+    device: torch.device | str | None = None,
+    top_k: int | None = None,
+    role: str = "model",
+) -> Qwen3ForCausalLM:
+    """The model in ``model_dir``, loaded once ``check_model`` accepted ``tokenizer`` (and ``top_k``)."""
+    check_model(model_dir, tokenizer, what, top_k, role)
+    return Qwen3ForCausalLM.from_pretrained(model_dir, dtype=dtype, device=device)

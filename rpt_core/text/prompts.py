@@ -171,8 +171,10 @@ def fill_instruction(instruction: str, context: str) -> str:
 
 
 @dataclass(frozen=True)
-class ChatTemplate:
-    """A Qwen3 chat prompt with a thinking phase and an answer found by ``find_answer``."""
+class Qwen3ChatPromptTemplate:
+    """A prompt template (``qwen3-think``, ``answer-tags``) in Qwen3's built-in chat format (``render_chat``),
+    with a thinking phase and an answer found by ``find_answer``. Not a chat format itself: those are
+    ``rpt_core.text.chat_template.Chat`` (``JinjaChat``, ``BuiltinQwen3Chat``)."""
 
     name: str
     instruction: str
@@ -198,7 +200,7 @@ class ChatTemplate:
     def stop_after(self, token_to_id: Callable[[str], int | None]) -> tuple[int, int] | None:
         return None  # the answer follows </think> in free text: generation runs to the end of the turn
 
-    def configure(self, instruction_file, answer_tokens: int, chat: Chat | None) -> ChatTemplate:
+    def configure(self, instruction_file, answer_tokens: int, chat: Chat | None) -> Qwen3ChatPromptTemplate:
         """Qwen3's format by definition: only the instruction can change."""
         if instruction_file is None:
             return self
@@ -212,8 +214,9 @@ def opens_think(chat: Chat) -> bool:
 
 
 @dataclass(frozen=True)
-class ModelChatTemplate:
-    """The instruction in the model's own chat template, thinking on; the answer in the last box.
+class ModelChatPromptTemplate:
+    """The ``chat-think`` prompt template: the instruction in the model's own chat format (``chat``, a
+    ``JinjaChat`` from its tokenizer, or Qwen3's built-in one), thinking on; the answer in the last box.
 
     ``prompt_opens_think`` (found once by ``configure``): the prompt ends inside ``<think>``, so a completion
     without ``</think>`` is unfinished reasoning. Otherwise the model may write ``<think>...</think>``
@@ -243,7 +246,7 @@ class ModelChatTemplate:
     def extract_ids(self, token_ids: Sequence[int], decode_fn: DecodeFn) -> str | None:
         return self.extract(decode_fn(list(token_ids)))
 
-    def configure(self, instruction_file, answer_tokens: int, chat: Chat | None) -> ModelChatTemplate:
+    def configure(self, instruction_file, answer_tokens: int, chat: Chat | None) -> ModelChatPromptTemplate:
         chat = chat or self.chat
         instruction = self.instruction if instruction_file is None else _read_instruction(instruction_file)
         return replace(self, instruction=instruction, chat=chat, prompt_opens_think=opens_think(chat))
@@ -333,11 +336,13 @@ class ThinkTemplate:
 
 
 TEMPLATES: dict[str, PromptTemplate] = {
-    "qwen3-think": ChatTemplate(name="qwen3-think", instruction=BOXED_INSTRUCTION, find_answer=last_boxed),
-    "answer-tags": ChatTemplate(
+    "qwen3-think": Qwen3ChatPromptTemplate(
+        name="qwen3-think", instruction=BOXED_INSTRUCTION, find_answer=last_boxed
+    ),
+    "answer-tags": Qwen3ChatPromptTemplate(
         name="answer-tags", instruction=ANSWER_TAGS_INSTRUCTION, find_answer=last_answer_tag
     ),
-    "chat-think": ModelChatTemplate(),
+    "chat-think": ModelChatPromptTemplate(),
     "plain": PlainTemplate(),
     "think": ThinkTemplate(),
 }

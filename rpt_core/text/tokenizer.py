@@ -25,9 +25,9 @@ from pathlib import Path
 
 import tokenizers
 
-from rpt_core.runtime.errors import RptError
+from rpt_core.runtime.errors import RptError, first_line
 from rpt_core.runtime.files import sha256_bytes, write_json_atomic, write_text_atomic
-from rpt_core.runtime.hub import fetch_error, first_line, is_hub_id
+from rpt_core.runtime.hub import fetch_error, is_hub_id
 from rpt_core.text.chat_template import SIDECAR_FILES, TOKENIZER_CONFIG_FILE, Chat, ChatSpec, read_chat_spec
 
 TOKENIZER_FILE = "tokenizer.json"

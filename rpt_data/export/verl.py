@@ -14,7 +14,7 @@ row (``rpt_data.export.verl_rows.verl_row``, beside the schema and the checks):
   inside a character) is shown with U+FFFD and counted; the reward compares ``extra_info.label_b64``.
 - ``extra_info``: split, index, doc_id, position, entropy, the exact label bytes (``label_b64``),
   ``boundaries``, and what ``compute_score`` needs to score like ``rpt-train``: ``template``,
-  ``reward``, ``format_penalty``.
+  ``reward``, ``format_penalty``; and the label's ``span_class`` (null for shards built without spans).
 
 With a tokenizer (``--tokenizer``, else the one the shards' manifest names when that file exists) each
 context is left-truncated to ``max_prompt_tokens`` tokens exactly as ``rpt-train`` rollouts do
@@ -73,7 +73,7 @@ from rpt_data.export.verl_rows import (
 if TYPE_CHECKING:
     from rpt_core.text.tokenizer import Tokenizer
 
-SOURCE_COLUMNS = ("doc_id", "position", "context", "label", "boundaries", "entropy")
+SOURCE_COLUMNS = ("doc_id", "position", "context", "label", "boundaries", "entropy", "span_class")
 # [train] settings of a recipe that decide the prompts and the reward: the export inherits them.
 TRAINING_KEYS = (
     "template",

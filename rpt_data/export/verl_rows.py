@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from rpt_core.runtime.errors import RptError
 from rpt_core.text.chat import THINK_CLOSE
-from rpt_core.text.prompts import ChatTemplate, PromptTemplate, fill_instruction
+from rpt_core.text.prompts import PromptTemplate, Qwen3ChatPromptTemplate, fill_instruction
 from rpt_core.verl_reward import DATA_SOURCE
 
 if TYPE_CHECKING:
@@ -51,6 +51,9 @@ SCHEMA = pa.schema(
                     ("template", pa.string()),  # how the prompt was rendered, so how to extract
                     ("reward", pa.string()),
                     ("format_penalty", pa.float64()),
+                    # the label's span class (rpt_core.data.corpus.spans); null for shards built without
+                    # spans, so verl-side analyses can break results down by class like `rpt-train eval`
+                    ("span_class", pa.string()),
                 ]
             ),
         ),
@@ -62,11 +65,11 @@ SCHEMA = pa.schema(
 def prompt_messages(template: PromptTemplate, context: str) -> list[dict[str, str]]:
     """verl's ``prompt`` column: the messages that verl renders with the model's chat template.
 
-    A chat template's user turn is exactly the one its ``render`` gives to ``render_chat``; any other
-    template (``plain``) sends its whole rendered prompt, which verl renders verbatim under
+    A Qwen3 chat prompt template's user turn is exactly the one its ``render`` gives to ``render_chat``;
+    any other template (``plain``) sends its whole rendered prompt, which verl renders verbatim under
     ``RAW_CHAT_TEMPLATE``.
     """
-    if isinstance(template, ChatTemplate):
+    if isinstance(template, Qwen3ChatPromptTemplate):
         return [{"role": "user", "content": fill_instruction(template.instruction, context)}]
     return [{"role": "user", "content": template.render(context)}]
 
@@ -107,6 +110,8 @@ def verl_row(
             "template": template.name,
             "reward": reward,
             "format_penalty": float(format_penalty),
+            # only a row read with the column has the key (``iter_rows``: null for an older shard)
+            **({"span_class": row["span_class"]} if "span_class" in row else {}),
         },
     }
 
@@ -141,7 +146,7 @@ def verl_settings(template: PromptTemplate, longest_prompt: int | None) -> dict[
     ``max_prompt_length`` is the longest rendered prompt in tokens (None without a tokenizer): verl
     left-truncates longer prompts at the token level, which would cut the instruction, not the context.
     """
-    chat = isinstance(template, ChatTemplate)
+    chat = isinstance(template, Qwen3ChatPromptTemplate)
     return {
         "max_prompt_length": longest_prompt,
         "data_source": DATA_SOURCE,

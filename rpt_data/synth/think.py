@@ -29,8 +29,10 @@ import re
 from rpt_core.text.chat import THINK_CLOSE, THINK_OPEN
 
 # An integer result of A op B, with op one of + - \times \cdot, not inside a larger expression.
-_RESULT = re.compile(r"(?<![\d.^{}\\a-zA-Z])(?<![\\]times )(?<![\\]cdot )(?<![\\]div )(?<![-+*/] )"
-                     r"(\d+) (\+|-|\\times|\\cdot) (\d+) = (\d+)(?![\d.])")  # fmt: skip
+_RESULT = re.compile(
+    r"(?<![\d.^{}\\a-zA-Z])(?<![\\]times )(?<![\\]cdot )(?<![\\]div )(?<![-+*/] )"
+    r"(\d+) (\+|-|\\times|\\cdot) (\d+) = (\d+)(?![\d.])"
+)
 # Token boundaries of Qwen's pre-tokenizer (a word with its leading space, each digit, a run of symbols):
 # an empty thought may go before any piece but the first.
 _PIECE = re.compile(r" ?[A-Za-z]+|\d| ?[^\sA-Za-z\d]+|\s+")

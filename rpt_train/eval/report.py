@@ -60,12 +60,18 @@ def format_table(table: list[dict[str, Any]], summary: dict[str, Any]) -> str:
                 )
             )
     for label, cells in summary.get("vs_rpt", {}).items():
-        lines += ["", f"difference {label} - rpt (last checkpoints, same mode), points [paired 95% interval]",
-                  header, "-" * len(header)]  # fmt: skip
+        lines += [
+            "",
+            f"difference {label} - rpt (last checkpoints, same mode), points [paired 95% interval]",
+            header,
+            "-" * len(header),
+        ]
         for mode in dict.fromkeys(k.split("/")[0] for k in cells):
             row = [cells[f"{mode}/{b}"] for b in names]
-            lines.append(f"{label:<12}{mode:<11}" + "".join(_cell(c["diff"], c["ci_low"], c["ci_high"], True)
-                                                            for c in row))  # fmt: skip
+            lines.append(
+                f"{label:<12}{mode:<11}"
+                + "".join(_cell(c["diff"], c["ci_low"], c["ci_high"], True) for c in row)
+            )
     counts = ", ".join(f"{n}={summary['positions'][n]}" for n in names)
     lines.append(f"positions per bucket: {counts} (the same positions for every model)")
     lines += classes
@@ -153,8 +159,16 @@ def plot_report(table: list[dict[str, Any]], summary: dict[str, Any], path: Path
                 xs, ys = [r["flops"] for r in group], [100 * r["accuracy"] for r in group]
                 lows = [max(0.0, y - 100 * r["ci_low"]) for y, r in zip(ys, group, strict=True)]
                 highs = [max(0.0, 100 * r["ci_high"] - y) for y, r in zip(ys, group, strict=True)]
-                ax.errorbar(xs, ys, yerr=[lows, highs], fmt=style, color=colors[bucket], capsize=3,
-                            label=f"{bucket} ({name})", mfc="white" if style == "s" else None)  # fmt: skip
+                ax.errorbar(
+                    xs,
+                    ys,
+                    yerr=[lows, highs],
+                    fmt=style,
+                    color=colors[bucket],
+                    capsize=3,
+                    label=f"{bucket} ({name})",
+                    mfc="white" if style == "s" else None,
+                )
             for run in runs:
                 fit = summary.get("power_law", {}).get(f"{'' if run == 'rpt' else run + ' '}{mode}/{bucket}")
                 xs = sorted(r["flops"] for r in rows if r.get("run") == run and r["flops"] > 0)
@@ -167,8 +181,9 @@ def plot_report(table: list[dict[str, Any]], summary: dict[str, Any], path: Path
             ax.legend(fontsize=7)
     reward_ax = axes[0][-1]
     curves = {"rpt": summary.get("train_reward") or [], **(summary.get("run_rewards") or {})}
-    for (run, rewards), color in zip(curves.items(), ("tab:green", "tab:purple", "tab:brown", "tab:gray"),
-                                     strict=False):  # fmt: skip
+    for (run, rewards), color in zip(
+        curves.items(), ("tab:green", "tab:purple", "tab:brown", "tab:gray"), strict=False
+    ):
         if rewards:
             steps, values = [s for s, _ in rewards], [v for _, v in rewards]
             reward_ax.plot(steps, values, color=color, alpha=0.3)

@@ -53,8 +53,17 @@ def _line(cells: Sequence[str], widths: Sequence[int]) -> str:
 
 def format_table(table: dict[str, dict[str, Any]], k: int, kept: dict[str, int]) -> str:
     """The summary as a console table (percentages) followed by the band preview."""
-    head = ["group", "n", "ntp", "p_true", "greedy", "pass@1 [95% interval]", f"pass@{k}", "all wrong",
-            "all right"]  # fmt: skip
+    head = [
+        "group",
+        "n",
+        "ntp",
+        "p_true",
+        "greedy",
+        "pass@1 [95% interval]",
+        f"pass@{k}",
+        "all wrong",
+        "all right",
+    ]
     widths = [16, 7, 7, 8, 8, 23, 8, 10, 10]
     lines = [
         f"pass rates before RL, % (k = {k} samples per position)",
@@ -65,8 +74,17 @@ def format_table(table: dict[str, dict[str, Any]], k: int, kept: dict[str, int])
         label = f"{name} >={BUCKETS[name]}" if name in BUCKETS else name
         lo, hi = s["pass1_ci"]
         ci = f"{_pct(s['pass1'])} [{_pct(lo)}, {_pct(hi)}]" if s["n"] else "n/a"
-        cells = [label, str(s["n"]), _pct(s["ntp"]), _pct(s["p_true"]), _pct(s["greedy"]), ci,
-                 _pct(s["passk"]), _pct(s["all_wrong"]), _pct(s["all_right"])]  # fmt: skip
+        cells = [
+            label,
+            str(s["n"]),
+            _pct(s["ntp"]),
+            _pct(s["p_true"]),
+            _pct(s["greedy"]),
+            ci,
+            _pct(s["passk"]),
+            _pct(s["all_wrong"]),
+            _pct(s["all_right"]),
+        ]
         lines.append(_line(cells, widths))
     n = table["all"]["n"]
     lines.append("kept by `rpt-train run --pass-rates` with:")

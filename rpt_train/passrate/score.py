@@ -32,13 +32,13 @@ import torch
 
 from rpt_core.data.shards import check_schema, check_tokenizer, checked_manifest, iter_rows, shard_paths
 from rpt_core.model import Qwen3ForCausalLM
-from rpt_core.model.hf_io import read_config, weights_sha256
+from rpt_core.model.hf_io import weights_sha256
 from rpt_core.runtime.config import check, config_to_dict, identity_dict, option
 from rpt_core.runtime.errors import RptError, warn
 from rpt_core.runtime.files import write_json_atomic
 from rpt_core.runtime.lock import output_lock
 from rpt_core.runtime.progress import Progress
-from rpt_core.text.pairing import check_pair
+from rpt_core.text.pairing import check_model
 from rpt_core.text.prompts import load_template
 from rpt_core.text.tokenizer import Tokenizer
 from rpt_train.eval.score import (
@@ -85,8 +85,16 @@ class PassRateConfig(RolloutOptions):
         """Eval's rollout settings for chunk ``chunk`` (its own seed, so chunks are scored independently)."""
         template = load_template(self.template, self.instruction_file, self.answer_tokens, tok.chat)
         seed = int.from_bytes(hashlib.sha256(f"{self.seed}:{chunk}".encode()).digest()[:6], "little")
-        return EvalSettings(template, self.max_prompt_tokens, self.max_new_tokens, self.temperature,
-                            self.batch_size, seed, self.reward, self.samples)  # fmt: skip
+        return EvalSettings(
+            template,
+            self.max_prompt_tokens,
+            self.max_new_tokens,
+            self.temperature,
+            self.batch_size,
+            seed,
+            self.reward,
+            self.samples,
+        )
 
 
 def order_key(seed: int, row: dict[str, Any]) -> str:
@@ -147,13 +155,22 @@ def records(rows: list[dict], scores: dict[str, list], k: int) -> list[dict[str,
     out = []
     for i, r in enumerate(rows):
         c = int(scores["n_correct"][i])
-        out.append({
-            "doc_id": r["doc_id"], "position": int(r["position"]), "token_id": int(r["token_id"]),
-            "entropy": float(r["entropy"]), "span_class": r.get("span_class"),
-            "p_true": float(scores["p_true"][i]), "ntp": bool(scores["ntp"][i]),
-            "greedy": bool(scores["greedy"][i]), "n_correct": c, "k": k, "pass1": c / k,
-            "passk": pass_at_k(k, c, k),
-        })  # fmt: skip
+        out.append(
+            {
+                "doc_id": r["doc_id"],
+                "position": int(r["position"]),
+                "token_id": int(r["token_id"]),
+                "entropy": float(r["entropy"]),
+                "span_class": r.get("span_class"),
+                "p_true": float(scores["p_true"][i]),
+                "ntp": bool(scores["ntp"][i]),
+                "greedy": bool(scores["greedy"][i]),
+                "n_correct": c,
+                "k": k,
+                "pass1": c / k,
+                "passk": pass_at_k(k, c, k),
+            }
+        )
     return out
 
 
@@ -171,7 +188,7 @@ def _run(cfg: PassRateConfig) -> dict[str, Any]:
     manifest = checked_manifest(cfg.shards, shard_paths(cfg.shards, cfg.split), warn, cfg.quiet)
     tok = Tokenizer.load(cfg.model)
     check_tokenizer(manifest, tok, f"{cfg.model}'s tokenizer")
-    check_pair(tok, read_config(cfg.model), cfg.model)
+    check_model(cfg.model, tok, cfg.model)
     cfg.settings(tok, 0)  # a bad template option fails here, before the model is loaded
     out = Path(cfg.out)
     # Fields marked identity=False change no score: out, quiet, and --max-samples, which only says how many
@@ -200,14 +217,26 @@ def _run(cfg: PassRateConfig) -> dict[str, Any]:
             scores[name] += part[name]
     progress.close()
     recs = records(rows, scores, cfg.samples)
-    meta = {"split": cfg.split, "k": cfg.samples, "fingerprint": fingerprint, "model": cfg.model,
-            "weights_sha256": key["weights"]}  # fmt: skip
+    meta = {
+        "split": cfg.split,
+        "k": cfg.samples,
+        "fingerprint": fingerprint,
+        "model": cfg.model,
+        "weights_sha256": key["weights"],
+    }
     write_side_file(out / SIDE_FILE, recs, meta)
     table, kept = report.summary_table(recs, cfg.samples), report.preview(recs)
     seconds = time.perf_counter() - t0
     scored_now = sum(len(chunks[i]) for i in todo)
-    summary = {**meta, "positions": len(recs), "skipped_empty_context": empty, "groups": table,
-               "preview": kept, "seconds": seconds, "scored_now": scored_now}  # fmt: skip
+    summary = {
+        **meta,
+        "positions": len(recs),
+        "skipped_empty_context": empty,
+        "groups": table,
+        "preview": kept,
+        "seconds": seconds,
+        "scored_now": scored_now,
+    }
     write_json_atomic(out / SUMMARY, summary)
     write_json_atomic(out / CONFIG, config_to_dict(cfg))
     if not cfg.quiet:

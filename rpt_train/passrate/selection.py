@@ -34,20 +34,22 @@ SIDE_FILE = "passrates.parquet"
 SELECTION = "selection.json"  # in the run directory
 META_KEY = b"rpt.passrate"
 KEY_COLUMNS = ("doc_id", "position", "token_id")
-SCHEMA = pa.schema([
-    pa.field("doc_id", pa.string(), nullable=False),
-    pa.field("position", pa.int32(), nullable=False),
-    pa.field("token_id", pa.int32(), nullable=False),
-    pa.field("entropy", pa.float32(), nullable=False),
-    pa.field("span_class", pa.string(), nullable=True),  # when the shards carry one
-    pa.field("p_true", pa.float64(), nullable=False),  # softmax probability of token_id after the context
-    pa.field("ntp", pa.bool_(), nullable=False),  # the greedy next token is token_id
-    pa.field("greedy", pa.bool_(), nullable=False),  # the greedy training rollout earns the reward
-    pa.field("n_correct", pa.int32(), nullable=False),  # of k sampled training rollouts
-    pa.field("k", pa.int32(), nullable=False),
-    pa.field("pass1", pa.float64(), nullable=False),  # n_correct / k
-    pa.field("passk", pa.float64(), nullable=False),  # pass@k: at least one of the k is right
-])  # fmt: skip
+SCHEMA = pa.schema(
+    [
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("position", pa.int32(), nullable=False),
+        pa.field("token_id", pa.int32(), nullable=False),
+        pa.field("entropy", pa.float32(), nullable=False),
+        pa.field("span_class", pa.string(), nullable=True),  # when the shards carry one
+        pa.field("p_true", pa.float64(), nullable=False),  # softmax probability of token_id after the context
+        pa.field("ntp", pa.bool_(), nullable=False),  # the greedy next token is token_id
+        pa.field("greedy", pa.bool_(), nullable=False),  # the greedy training rollout earns the reward
+        pa.field("n_correct", pa.int32(), nullable=False),  # of k sampled training rollouts
+        pa.field("k", pa.int32(), nullable=False),
+        pa.field("pass1", pa.float64(), nullable=False),  # n_correct / k
+        pa.field("passk", pa.float64(), nullable=False),  # pass@k: at least one of the k is right
+    ]
+)
 
 
 def split_fingerprint(keys: Iterable[tuple[str, int, int]]) -> str:
@@ -126,8 +128,10 @@ def select(scored: list[dict[str, Any]], split_keys: list[tuple[str, int, int]],
             counts["unscored"] += 1
             continue
         if int(row["token_id"]) != token_id:
-            raise RptError(f"pass rates of ({doc_id!r}, {position}) were scored for token {row['token_id']}, "
-                           f"the shard's is {token_id}: score these shards again")  # fmt: skip
+            raise RptError(
+                f"pass rates of ({doc_id!r}, {position}) were scored for token {row['token_id']}, "
+                f"the shard's is {token_id}: score these shards again"
+            )
         verdict = band.verdict(float(row["pass1"]), float(row["p_true"]))
         counts[verdict] += 1
         if verdict == "kept":
@@ -146,15 +150,19 @@ def load_selection(side: str, shards: str, band: Band, split: str = "train") -> 
             f"{side}: pass rates of the {meta.get('split')} split; selection needs the {split} split"
         )
     if meta.get("fingerprint") != split_fingerprint(keys):
-        raise RptError(f"{side}: pass rates of other shards than {shards}/{split} (their rows differ); "
-                       "score these shards with `rpt-train passrate`")  # fmt: skip
+        raise RptError(
+            f"{side}: pass rates of other shards than {shards}/{split} (their rows differ); "
+            "score these shards with `rpt-train passrate`"
+        )
     selection = select(scored, keys, band)
     selection.source = meta
     if not selection.kept:
         c = selection.counts
-        raise RptError(f"--pass-rates keeps no training position ({c['rows']} rows: {c['below_band']} at or "
-                       f"below the band, {c['above_band']} at or above it, {c['margin']} under the margin, "
-                       f"{c['unscored']} unscored); widen the band or lower the margin")  # fmt: skip
+        raise RptError(
+            f"--pass-rates keeps no training position ({c['rows']} rows: {c['below_band']} at or "
+            f"below the band, {c['above_band']} at or above it, {c['margin']} under the margin, "
+            f"{c['unscored']} unscored); widen the band or lower the margin"
+        )
     return selection
 
 
@@ -176,12 +184,16 @@ def selected_rows(
     if resumed and path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8")).get("source", {}).get("sha256")
         if saved != selection.source["sha256"]:
-            raise RptError(f"--resume: {cfg.data.pass_rates} changed since the run started (its hash is not "
-                           f"{path}'s); resume with the same file, or train into another --out")  # fmt: skip
+            raise RptError(
+                f"--resume: {cfg.data.pass_rates} changed since the run started (its hash is not "
+                f"{path}'s); resume with the same file, or train into another --out"
+            )
     if main:
         write_json_atomic(path, selection.record())
     c = selection.counts
-    log(f"pass-rate selection: {c['kept']} of {c['rows']} training positions kept ({c['below_band']} at or "
+    log(
+        f"pass-rate selection: {c['kept']} of {c['rows']} training positions kept ({c['below_band']} at or "
         f"below {selection.band.above}, {c['above_band']} at or above {selection.band.below}, {c['margin']} "
-        f"under the margin, {c['unscored']} unscored)")  # fmt: skip
+        f"under the margin, {c['unscored']} unscored)"
+    )
     return selection.filter(rows)

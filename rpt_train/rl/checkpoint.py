@@ -36,7 +36,7 @@ from safetensors import SafetensorError
 
 from rpt_core.model import hf_io
 from rpt_core.model.config import Qwen3Config
-from rpt_core.runtime.errors import RptError
+from rpt_core.runtime.errors import RptError, first_line
 from rpt_core.runtime.files import atomic_dir, write_json_atomic, write_text_atomic
 from rpt_core.text.chat_template import SIDECAR_FILES
 
@@ -144,8 +144,7 @@ def load_trainer_state(ckpt_dir: Path, map_location: Any = "cpu") -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise RptError(f"{path}: cannot read the trainer state ({first_line})") from None
+        raise RptError(f"{path}: cannot read the trainer state ({first_line(e)})") from None
 
 
 def run_flops(run_dir: str | Path) -> float:

@@ -18,11 +18,10 @@ import torch
 
 from rpt_core.data.shards import iter_rows
 from rpt_core.model import Qwen3ForCausalLM, resolve_model_dir
-from rpt_core.model.hf_io import read_config
 from rpt_core.model.logprobs import LogprobModule
 from rpt_core.runtime.errors import RptError
 from rpt_core.runtime.metrics import METRICS_FILE, last_logged_step
-from rpt_core.text.pairing import check_pair, own_tokenizer
+from rpt_core.text.pairing import check_model
 from rpt_core.text.tokenizer import Tokenizer
 from rpt_train.rl.checkpoint import CHECKPOINTS, RUN_CONFIG, TRAINER_STATE
 from rpt_train.rl.config import TrainConfig, format_differences, resume_differences
@@ -71,8 +70,7 @@ def resume_changes(ckpt: Path, cfg: TrainConfig, warn: Callable[[str], None]) ->
 def check_model_fits(tokenizer: Tokenizer, model_dir: Path, top_k: int) -> None:
     """The tokenizer must belong to the policy (``rpt_core.text.pairing``, the check build and eval make
     too; a --tokenizer other than the model's own must have its base vocabulary), and --top-k fit it."""
-    config = read_config(model_dir)
-    check_pair(tokenizer, config, f"the policy {model_dir}", own_tokenizer(model_dir, tokenizer))
+    config = check_model(model_dir, tokenizer, f"the policy {model_dir}")
     if top_k > config.vocab_size:
         raise RptError(f"--top-k {top_k} is larger than the policy's vocabulary ({config.vocab_size})")
 

@@ -30,9 +30,8 @@ from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
 from rpt_core.runtime.cli import RptGroup
 from rpt_core.runtime.errors import RptError
 from rpt_core.text.tokenizer import Tokenizer
-from rpt_data import build as build_module
+from rpt_data import build_blocks, sink
 from rpt_data import proxy as proxy_module
-from rpt_data import sink
 from rpt_data.build import BuildConfig, build
 from rpt_data.cli.build import build as build_command
 from rpt_data.positions import VAL_MIN_ENTROPY, choose_val_docs
@@ -270,7 +269,7 @@ def test_cap_keeps_each_documents_highest_entropies(base, work, make_cfg):
 
 def test_two_runs_are_byte_identical(base, work, make_cfg, monkeypatch):
     # Internal buffering (row chunks, Arrow chunks) must not show in the bytes either.
-    monkeypatch.setattr(build_module, "ROW_CHUNK", 7)
+    monkeypatch.setattr(build_blocks, "ROW_CHUNK", 7)
     monkeypatch.setattr(sink, "ARROW_CHUNK", 13)
     build(make_cfg(work / "again"))
     assert shard_bytes(work / "again") == shard_bytes(base)

@@ -8,6 +8,14 @@ from rpt_core.data.corpus.inputs import DEFAULT_DATASET, DEFAULT_SPLIT, resolve_
 from rpt_core.data.corpus.readers import ReadStats, count_documents, iter_documents
 
 __all__ = [
-    "DEFAULT_DATASET", "DEFAULT_SPLIT", "DEFAULT_TEMPLATE", "Document", "ReadStats", "count_documents",
-    "iter_documents", "render_text", "resolve_inputs", "template_fields",
-]  # fmt: skip
+    "DEFAULT_DATASET",
+    "DEFAULT_SPLIT",
+    "DEFAULT_TEMPLATE",
+    "Document",
+    "ReadStats",
+    "count_documents",
+    "iter_documents",
+    "render_text",
+    "resolve_inputs",
+    "template_fields",
+]

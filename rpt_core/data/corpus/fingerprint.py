@@ -55,8 +55,14 @@ def input_fingerprints(inputs: str | Sequence[str], split: str, quiet: bool = Tr
     with progress:
         for source in sources:
             if isinstance(source, HubDataset):
-                out.append({"key": source.key, "dataset": source.dataset_id, "split": source.split,
-                            "revision": hub_revision(source.dataset_id)})  # fmt: skip
+                out.append(
+                    {
+                        "key": source.key,
+                        "dataset": source.dataset_id,
+                        "split": source.split,
+                        "revision": hub_revision(source.dataset_id),
+                    }
+                )
                 continue
             stat = source.path.stat()
             h = hashlib.sha256()
@@ -64,9 +70,15 @@ def input_fingerprints(inputs: str | Sequence[str], split: str, quiet: bool = Tr
                 while block := f.read(HASH_CHUNK):
                     h.update(block)
                     progress.update(1)
-            out.append({"key": source.key, "path": str(source.path), "size": stat.st_size,
-                        "mtime": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(stat.st_mtime)),
-                        "sha256": h.hexdigest()})  # fmt: skip
+            out.append(
+                {
+                    "key": source.key,
+                    "path": str(source.path),
+                    "size": stat.st_size,
+                    "mtime": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(stat.st_mtime)),
+                    "sha256": h.hexdigest(),
+                }
+            )
     return out
 
 

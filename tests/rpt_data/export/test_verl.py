@@ -221,6 +221,20 @@ def test_a_stale_val_file_of_an_earlier_export_is_removed(tiny, tmp_path):
     assert len(read(tmp_path / "v" / "train.parquet")) == 5
 
 
+def test_span_class_goes_into_extra_info_and_is_null_for_shards_without_the_column(tmp_path):
+    rows = [dict(r, span_class=c) for r, c in zip(task_rows(3), ["given", None, "computed_op"], strict=True)]
+    table = rows_to_table(rows)
+    write_shard(tmp_path / "spans" / "a.parquet", table)
+    older = tmp_path / "older"  # built before shards had the column
+    older.mkdir()
+    pq.write_table(table.drop_columns(["span_class"]), older / "a.parquet")
+    for shards, expected in (("spans", ["given", None, "computed_op"]), ("older", [None] * 3)):
+        assert export(str(tmp_path / shards), str(tmp_path / f"v-{shards}"), "--quiet")[0] == 0
+        exported = read(tmp_path / f"v-{shards}" / "train.parquet")
+        assert [r["extra_info"]["span_class"] for r in exported] == expected
+    assert verl_row(rows[0], "train", 0, load_template("plain"))["extra_info"]["span_class"] == "given"
+
+
 def test_recipe_train_settings_are_inherited_and_options_override(tiny, tmp_path):
     shards, _ = tiny
     recipe = tmp_path / "r.toml"
