@@ -16,9 +16,16 @@ from pathlib import Path
 
 import torch
 
-from rpt_core.data.shards import iter_rows
+from rpt_core.data.shards import (
+    check_context_cap,
+    check_tokenizer,
+    checked_manifest,
+    iter_rows,
+    shard_paths,
+)
 from rpt_core.model import Qwen3ForCausalLM, resolve_model_dir
 from rpt_core.model.logprobs import LogprobModule
+from rpt_core.runtime import distributed as D
 from rpt_core.runtime.errors import RptError
 from rpt_core.runtime.metrics import METRICS_FILE, last_logged_step
 from rpt_core.text.pairing import check_model
@@ -96,6 +103,22 @@ def load_reference(cfg: TrainConfig, device: torch.device) -> LogprobModule:
     return LogprobModule(ref.eval().requires_grad_(False), cfg.runtime.logprob_chunk)
 
 
+def wrap_parallel(
+    module: LogprobModule, info: D.DistInfo, fsdp: bool, bf16: bool
+) -> tuple[torch.nn.Module, ...]:
+    """The policy as the update calls it, and the module ``no_sync`` acts on: under torchrun, FSDP2 shards
+    the model in place (bf16 compute as its param dtype) or DDP wraps the log-prob module; one process:
+    the module itself, twice."""
+    if fsdp:
+        D.wrap_fsdp2(module.model, info, param_dtype=torch.bfloat16 if bf16 else None)
+        # The LM head runs outside the root's forward (chunked, in rpt_core.model.logprobs): keep the
+        # root's parameters gathered after hidden_states() until backward reshards them.
+        module.model.set_reshard_after_forward(False, recurse=False)
+        return module, module.model
+    policy = D.wrap_ddp(module, info)
+    return policy, policy
+
+
 def build_optimizer(
     model: torch.nn.Module, cfg: TrainConfig
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
@@ -115,6 +138,23 @@ def build_optimizer(
     return optimizer, torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, cfg.optim.warmup_steps)
     )
+
+
+def open_shards(cfg: TrainConfig, tokenizer: Tokenizer, warn: Callable[[str], None]) -> tuple[list, list]:
+    """The train and val shard paths, once the shards match their manifest (sha256, checked on the main
+    rank), were built with this tokenizer and --max-prompt-tokens does not cut below their context cap.
+    Validation reads SHARDS/val (a flat directory's shards are all train)."""
+    train_paths = shard_paths(cfg.io.shards, "train")
+    has_val = cfg.log.val_every and (Path(cfg.io.shards) / "val").is_dir()
+    val_paths = shard_paths(cfg.io.shards, "val", required=False) if has_val else []
+    if cfg.log.val_every and not val_paths:
+        warn(f"--val-every {cfg.log.val_every}: {cfg.io.shards} has no val/ shards; validation is off")
+    manifest = D.on_main_rank(
+        lambda: checked_manifest(cfg.io.shards, train_paths + val_paths, warn, cfg.log.quiet)
+    )
+    check_tokenizer(manifest, tokenizer, "the policy's tokenizer")
+    check_context_cap(manifest, cfg.task.max_prompt_tokens, warn)
+    return train_paths, val_paths
 
 
 def val_rows(paths: list[Path], columns: tuple[str, ...], n: int, rank: int, world: int) -> list[dict]:

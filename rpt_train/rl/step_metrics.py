@@ -11,8 +11,9 @@ and the logger adds ``step``. One step logs, in this order:
   ``groups`` (trained on) and ``resample_batches`` (extra draws); ``skipped_rows`` (empty contexts so far);
   all of them means over ranks, except the sums ``SUMMED_OVER_RANKS``; then ``train_flops`` (the run's);
 - from the last optimizer update (``update_metrics``): ``loss``, ``grad_norm``, ``lr``, ``clip_frac``,
-  ``ppo_kl``, ``entropy``, ``kl`` (with a reference), and ``skipped`` (non-finite, not applied) or
-  ``update_ratio``.
+  ``ratio_mean`` (the mean new / old probability ratio over loss tokens: 1 on-policy), ``ppo_kl``,
+  ``entropy``, ``kl`` and ``pg_loss`` (the surrogate without the KL term; with a reference only, else it is
+  ``loss``), and ``skipped`` (non-finite, not applied) or ``update_ratio``.
 
 Validation (``validation_metrics``) logs ``val_reward``, ``val_format_fail`` and ``val_`` + each of the
 objective's metrics.
@@ -98,10 +99,10 @@ def update_metrics(sums: dict[str, float], world: int, grad_norm: float, lr: flo
     rank's share is the global loss times ``world``), and per-loss-token means of the objective's."""
     out = {"loss": sums["loss"] / world, "grad_norm": grad_norm, "lr": lr}
     tokens = max(sums["tokens"], 1.0)
-    out.update({k: sums[k] / tokens for k in ("clip_frac", "ppo_kl")})
+    out.update({k: sums[k] / tokens for k in ("clip_frac", "ratio_mean", "ppo_kl")})
     out["entropy"] = sums["entropy"] / max(sums["entropy_tokens"], 1.0)  # over every generated token
     if has_ref:
-        out["kl"] = sums["kl"] / tokens
+        out.update(kl=sums["kl"] / tokens, pg_loss=sums["pg_loss"] / world)
     return out
 
 

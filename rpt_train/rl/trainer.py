@@ -37,7 +37,6 @@ from typing import Any
 
 import torch
 
-from rpt_core.data.shards import check_context_cap, check_tokenizer, checked_manifest, shard_paths
 from rpt_core.data.stream import ShardStream
 from rpt_core.model import resolve_model_dir
 from rpt_core.model.logprobs import LogprobModule
@@ -94,12 +93,10 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, info: D.DistInfo | None = None):
         self.cfg = cfg
         self.info = info or D.init_distributed()
-        self.rank, self.world = self.info.rank, self.info.world_size
+        self.rank, self.world = rank, world = self.info.rank, self.info.world_size
         self.device = torch.device(cfg.runtime.device) if cfg.runtime.device else self.info.device
         self.run_dir = Path(cfg.io.out)
-        if (
-            self.device.type == "cuda" and cfg.runtime.tf32
-        ):  # float32 matmuls (evaluation, the EMA) on tensor cores
+        if self.device.type == "cuda" and cfg.runtime.tf32:  # float32 matmuls (eval, the EMA): tensor cores
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         if not cfg.io.shards:
@@ -114,19 +111,9 @@ class Trainer:
         if ckpt is None and cfg.io.resume:
             run_setup.check_fresh_resume(self.run_dir, self._warn)
         resumed_changes = run_setup.resume_changes(ckpt, cfg, self._warn) if ckpt is not None else {}
-        run_setup.check_model_fits(
-            self.tokenizer, resolve_model_dir(ckpt or cfg.io.model), cfg.sampling.top_k
-        )
-        train_paths = shard_paths(cfg.io.shards, "train")
-        has_val = (
-            cfg.log.val_every and (Path(cfg.io.shards) / "val").is_dir()
-        )  # not a flat dir's train shards
-        val_paths = shard_paths(cfg.io.shards, "val", required=False) if has_val else []
-        manifest = D.on_main_rank(
-            lambda: checked_manifest(cfg.io.shards, train_paths + val_paths, self._warn, cfg.log.quiet)
-        )
-        check_tokenizer(manifest, self.tokenizer, "the policy's tokenizer")
-        check_context_cap(manifest, cfg.task.max_prompt_tokens, self._warn)
+        model_dir = resolve_model_dir(ckpt or cfg.io.model)
+        run_setup.check_model_fits(self.tokenizer, model_dir, cfg.sampling.top_k)
+        train_paths, val_paths = run_setup.open_shards(cfg, self.tokenizer, self._warn)
         # On resume the architecture comes from the checkpoint (no hub fetch); load_state_dict sets it all.
         self.model = run_setup.load_policy(
             ckpt or cfg.io.model, cfg, self.device, precision.gradient_checkpointing(cfg, self.device)
@@ -136,62 +123,27 @@ class Trainer:
         self.fsdp = fsdp = cfg.runtime.fsdp and self.info.distributed
         bf16 = precision.bf16_compute(cfg, self.device)
         self.autocast = precision.autocast_factory(cfg, self.device, fsdp)
-        if fsdp:
-            D.wrap_fsdp2(self.model, self.info, param_dtype=torch.bfloat16 if bf16 else None)
-            # The LM head runs outside the root's forward (chunked, in rpt_core.model.logprobs): keep the
-            # root's parameters gathered after hidden_states() until backward reshards them.
-            self.model.set_reshard_after_forward(False, recurse=False)
-        self.policy = self.logprob_module if fsdp else D.wrap_ddp(self.logprob_module, self.info)
-        self.sync_module = self.model if fsdp else self.policy  # what no_sync acts on
+        self.policy, self.sync_module = run_setup.wrap_parallel(self.logprob_module, self.info, fsdp, bf16)
         # None: rollouts run on the policy itself
         self.rollout_model = precision.rollout_copy(self.model, cfg, bf16, fsdp)
-        self.objective.attach(
-            ObjectiveContext(
-                self.model,
-                self.tokenizer,
-                cfg.sampling.micro_batch_size,
-                cfg.runtime.logprob_chunk,
-                self.autocast,
-                stop_token_ids(self.tokenizer),
-                self.tokenizer.pad_id or 0,
-                fsdp,
-            )
-        )
+        tok, mbs = self.tokenizer, cfg.sampling.micro_batch_size
+        chunk, stops = cfg.runtime.logprob_chunk, stop_token_ids(tok)
+        ctx = ObjectiveContext(self.model, tok, mbs, chunk, self.autocast, stops, tok.pad_id or 0, fsdp)
+        self.objective.attach(ctx)
         self.columns = (*COLUMNS, *self.objective.columns)
         self.optimizer, self.scheduler = run_setup.build_optimizer(self.model, cfg)
+        seed, epochs = cfg.optim.seed, cfg.data.epochs or None
         self.stream = ShardStream(
-            train_paths,
-            cfg.optim.seed,
-            cfg.data.shuffle_buffer,
-            self.rank,
-            self.world,
-            cfg.data.epochs or None,
-            self.columns,
+            train_paths, seed, cfg.data.shuffle_buffer, rank, world, epochs, self.columns
         )
         self._rows = iter(self.stream)
         self.validating = bool(val_paths)
-        if cfg.log.val_every and not val_paths:
-            self._warn(
-                f"--val-every {cfg.log.val_every}: {cfg.io.shards} has no val/ shards; validation is off"
-            )
-        self.val_rows = (
-            run_setup.val_rows(val_paths, self.columns, cfg.log.val_samples, self.rank, self.world)
-            if self.validating
-            else []
-        )
-        self.generator = torch.Generator(self.device).manual_seed(cfg.optim.seed * 1_000_003 + self.rank)
+        self.val_rows = run_setup.val_rows(val_paths, self.columns, cfg.log.val_samples, rank, world)
+        self.generator = torch.Generator(self.device).manual_seed(seed * 1_000_003 + self.rank)
         self.spec = self._spec()
-        self.mb = MicroBatchSettings(
-            self.objective,
-            cfg.sampling.temperature,
-            cfg.sampling.micro_batch_size,
-            self.world,
-            self.autocast,
-            self.sync_module,
-        )
-        self.logger = MetricsLogger(
-            self.run_dir, cfg.log.quiet, cfg.log.tensorboard, self.rank, cfg.optim.max_steps
-        )
+        temperature, log = cfg.sampling.temperature, cfg.log
+        self.mb = MicroBatchSettings(self.objective, temperature, mbs, world, self.autocast, self.sync_module)
+        self.logger = MetricsLogger(self.run_dir, log.quiet, log.tensorboard, rank, cfg.optim.max_steps)
         if cfg.data.pass_rates:  # only the positions the band keeps (the stream still counts every row read)
             self._rows = selected_rows(
                 cfg, self.stream, self.run_dir, ckpt is not None, self.logger.message, self.info.is_main
@@ -315,6 +267,7 @@ class Trainer:
         non-finite loss or gradient, whose update was dropped and ends the step's updates)."""
         loss_mask = batch.loss_mask(self.cfg.grpo.mask_truncated)  # (S, T)
         plan = plan_micro_batches(batch, loss_mask, self.mb)
+        max_norm = self.cfg.optim.max_grad_norm or math.inf
         out: dict[str, float] = {}
         for _ in range(self.cfg.grpo.num_iterations):
             self.optimizer.zero_grad(set_to_none=True)
@@ -329,13 +282,10 @@ class Trainer:
             )
             totals = D.all_reduce_sum(torch.tensor(list(sums.values()), dtype=torch.float64))
             sums = dict(zip(sums, totals.tolist(), strict=True))
-            norm = torch.nn.utils.clip_grad_norm_(
-                self.model.parameters(), self.cfg.optim.max_grad_norm or math.inf
-            )
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
             norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # FSDP2: a DTensor
-            out = update_metrics(
-                sums, self.world, norm, self.optimizer.param_groups[0]["lr"], self.ref is not None
-            )
+            lr = self.optimizer.param_groups[0]["lr"]
+            out = update_metrics(sums, self.world, norm, lr, self.ref is not None)
             if not (math.isfinite(out["loss"]) and math.isfinite(norm)):
                 self.optimizer.zero_grad(set_to_none=True)
                 out["skipped"] = 1

@@ -28,8 +28,9 @@ if TYPE_CHECKING:
 
 # What ``backward_micro_batches`` sums over micro-batches (this rank), in this order; the trainer turns
 # them into the logged per-token means (rpt_train.rl.step_metrics.update_metrics).
-SUMS = ("loss", "tokens", "clip_frac", "kl", "ppo_kl", "entropy", "entropy_tokens")
-TOKEN_WEIGHTED = ("clip_frac", "kl", "ppo_kl")  # the objective's metrics summed as value * loss tokens
+SUMS = ("loss", "pg_loss", "tokens", "clip_frac", "ratio_mean", "kl", "ppo_kl", "entropy", "entropy_tokens")
+# The objective's metrics summed as value * loss tokens (``loss`` and ``pg_loss`` carry the loss weight).
+TOKEN_WEIGHTED = ("clip_frac", "ratio_mean", "kl", "ppo_kl")
 
 
 def trim_padding(
@@ -129,6 +130,7 @@ def backward_micro_batches(
         n_tok = mask.sum().float()
         gen_mask = batch.completion_mask[sl, :kept]  # entropy over every generated token
         sums["loss"] += m["loss"] * weight
+        sums["pg_loss"] += m.get("pg_loss", m["loss"]) * weight
         sums["tokens"] += n_tok
         for key in TOKEN_WEIGHTED:
             sums[key] += m.get(key, 0.0) * n_tok
