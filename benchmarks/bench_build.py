@@ -68,7 +68,7 @@ def write_corpus(path: Path, docs: int | None, copies: int) -> None:
 
 
 def child_build(args: dict) -> dict:
-    from rpt_data.build import BuildConfig, build
+    from rpt_data.build.pipeline import BuildConfig, build
 
     summary = build(BuildConfig(**args))
     rows = sum(summary.counts["positions_kept"].values())
@@ -87,7 +87,7 @@ def child_forward(args: dict) -> dict:
     from rpt_core.data.corpus.readers import iter_documents
     from rpt_core.model import Qwen3ForCausalLM
     from rpt_core.text.tokenizer import Tokenizer
-    from rpt_data.entropy import ProxyScorer
+    from rpt_data.build.entropy import ProxyScorer
 
     tok = Tokenizer.load(args["proxy_model"])
     model = Qwen3ForCausalLM.from_pretrained(args["proxy_model"], dtype="float32", device=args["device"])

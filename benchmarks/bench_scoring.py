@@ -1,4 +1,4 @@
-"""Benchmark: proxy entropy scoring throughput, ``rpt_data.entropy.ProxyScorer`` vs plain transformers.
+"""Benchmark: proxy entropy scoring throughput, ``rpt_data.build.entropy.ProxyScorer`` vs plain transformers.
 
 Not a test. Documents are GSM8K train records (problem + "\\n\\n" + solution) from data/gsm8k_train.jsonl,
 tokenized with the real Qwen3 tokenizer. The proxy is a small random Qwen3 (4 layers, hidden 256, 4 heads / 2
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
-from rpt_data.entropy import ProxyScorer
+from rpt_data.build.entropy import ProxyScorer
 
 REPO = Path(__file__).resolve().parents[1]
 TOP_K = 16

@@ -1,12 +1,13 @@
 """``rpt-data build``: options generated from ``BuildConfig`` (``[data]`` of a recipe); the work is
-``rpt_data.build.build``. Run several ranks with ``torchrun --nproc-per-node N -m rpt_data.cli build ...``.
+``rpt_data.build.pipeline.build``. Run several ranks with
+``torchrun --nproc-per-node N -m rpt_data.cli build ...``.
 """
 
 from __future__ import annotations
 
 from rpt_core.runtime.cli import config_command
-from rpt_data.build import BuildConfig
-from rpt_data.build import build as run_build
+from rpt_data.build.pipeline import BuildConfig
+from rpt_data.build.pipeline import build as run_build
 
 
 @config_command(BuildConfig, "data", name="build")

@@ -26,7 +26,7 @@ from click.testing import CliRunner
 from rpt_core.data.shards import MANIFEST_NAME, shard_paths
 from rpt_core.model import Qwen3ForCausalLM
 from rpt_core.model.hf_io import WEIGHTS_NAME
-from rpt_data.build import BuildConfig, build
+from rpt_data.build.pipeline import BuildConfig, build
 from rpt_data.cli import main as data_main
 from rpt_train.cli import main as train_main
 from tests.helpers import (

@@ -23,7 +23,7 @@ from rpt_core.runtime.files import atomic_path
 from rpt_data.cli import main as rpt_data
 from rpt_train.cli.run import run
 from rpt_train.rl.checkpoint import latest_checkpoint, load_checkpoint
-from tests.rpt_data.test_build_guards import proxy, write_corpus
+from tests.rpt_data.build.test_build_guards import proxy, write_corpus
 from tests.rpt_train.rl.test_run_guards import cli_args, task
 
 pytestmark = [

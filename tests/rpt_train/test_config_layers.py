@@ -31,7 +31,7 @@ from rpt_core.runtime.config import (
     unwrap_optional,
 )
 from rpt_core.runtime.errors import RptError
-from rpt_data.build import BuildConfig, config_identity
+from rpt_data.build.pipeline import BuildConfig, config_identity
 from rpt_train.cli.run import run
 from rpt_train.eval.run import EvalConfig
 from rpt_train.passrate.score import PassRateConfig

@@ -19,7 +19,7 @@ from rpt_core.model.decode import DecodeOptions
 from rpt_core.model.generation import SamplingParams, generate, left_pad
 from rpt_core.model.logprobs import LogprobModule, logprobs_from_hidden, token_logprobs
 from rpt_core.text.prompts import load_template
-from rpt_data.entropy import ProxyScorer
+from rpt_data.build.entropy import ProxyScorer
 from rpt_train.rl.grpo import GrpoLossConfig
 from rpt_train.rl.objective import ObjectiveContext
 from rpt_train.rl.objective_rlp import RlpObjective
@@ -167,7 +167,7 @@ def test_rlp_scoring_and_ema_under_autocast(model, tok):
 def test_proxy_scoring_in_bfloat16_under_autocast(model, tok, tmp_path):
     """``rpt-data build`` on a GPU: the proxy loaded in bfloat16 (``load_proxy``; its CUDA default) and
     scored under bfloat16 autocast; entropies close to the float32 proxy's."""
-    from rpt_data.proxy import load_proxy
+    from rpt_data.build.proxy import load_proxy
 
     save_model_dir(tmp_path / "proxy", tok, model=model)
     proxy = load_proxy(str(tmp_path / "proxy"), None, "bfloat16", torch.device("cpu"), top_k=4)

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 from rpt_core.data.corpus.spans import UNCLASSIFIED, ordered_counts
 from rpt_core.data.shards import SCHEMA_VERSION, SPLITS, Manifest
 from rpt_data import __version__
-from rpt_data.positions import VAL_MIN_ENTROPY, ValChoice
-from rpt_data.proxy import ProxyBundle, proxy_hashes
-from rpt_data.sink import Counts, RankState
+from rpt_data.build.positions import VAL_MIN_ENTROPY, ValChoice
+from rpt_data.build.proxy import ProxyBundle, proxy_hashes
+from rpt_data.build.sink import Counts, RankState
 
-if TYPE_CHECKING:  # rpt_data.build imports this module
-    from rpt_data.build import BuildConfig
+if TYPE_CHECKING:  # rpt_data.build.pipeline imports this module
+    from rpt_data.build.pipeline import BuildConfig
 
 
 @dataclass

@@ -30,14 +30,15 @@ from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
 from rpt_core.runtime.cli import RptGroup
 from rpt_core.runtime.errors import RptError
 from rpt_core.text.tokenizer import Tokenizer
-from rpt_data import build_blocks, sink
-from rpt_data import proxy as proxy_module
-from rpt_data.build import BuildConfig, build
+from rpt_data.build import blocks as build_blocks
+from rpt_data.build import proxy as proxy_module
+from rpt_data.build import sink
+from rpt_data.build.pipeline import BuildConfig, build
+from rpt_data.build.positions import VAL_MIN_ENTROPY, choose_val_docs
 from rpt_data.cli.build import build as build_command
-from rpt_data.positions import VAL_MIN_ENTROPY, choose_val_docs
 from tests.conftest import CHAMP, QWEN3_TOKENIZER
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 N_DOCS = 24
 TEMPLATE = "{problem}"
 
@@ -314,8 +315,8 @@ def test_resume_after_a_crash_is_byte_identical(base, work, make_cfg, monkeypatc
 
 KILLED_RUN = textwrap.dedent("""
     import json, sys, time
-    from rpt_data import sink
-    from rpt_data.build import BuildConfig, build
+    from rpt_data.build import sink
+    from rpt_data.build.pipeline import BuildConfig, build
     original = sink.ShardSink.checkpoint
     def hang(self):
         original(self)
@@ -361,7 +362,7 @@ KILLED_AT = textwrap.dedent("""
         if hit and when == "after":
             os.kill(os.getpid(), signal.SIGKILL)
     os.replace = replace
-    from rpt_data.build import BuildConfig, build
+    from rpt_data.build.pipeline import BuildConfig, build
     build(BuildConfig(**json.loads(sys.argv[1])))
 """)
 
@@ -497,7 +498,7 @@ def test_tokenizer_must_be_the_proxys(work, make_cfg, corpus):
 
 RANK_RUN = textwrap.dedent("""
     import json, sys
-    from rpt_data.build import BuildConfig, build
+    from rpt_data.build.pipeline import BuildConfig, build
     build(BuildConfig(**json.loads(sys.argv[1])))
 """)
 

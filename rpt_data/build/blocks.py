@@ -3,7 +3,7 @@
 ``process_block`` is the build's unit of work and of determinism: a block is tokenized and scored with
 one ``ProxyScorer.score`` call, so the proxy's batches (and its numbers) depend only on the block, never
 on which rank or run processes it. The orchestration around it (ranks, resume, manifest) is
-``rpt_data.build``.
+``rpt_data.build.pipeline``.
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from rpt_core.data.corpus.documents import Document, content_id
 from rpt_core.data.corpus.spans import class_key
 from rpt_core.runtime.errors import RptError
 from rpt_core.text.tokenizer import Tokenizer
-from rpt_data.entropy import ProxyScorer
-from rpt_data.positions import (
+from rpt_data.build.entropy import ProxyScorer
+from rpt_data.build.positions import (
     SelectionRule,
     eligible_positions,
     make_rows,
     select_positions,
     stored_entropies,
 )
-from rpt_data.sink import Counts
+from rpt_data.build.sink import Counts
 
 ROW_CHUNK = 1024  # rows built (as Python dicts) at a time
 

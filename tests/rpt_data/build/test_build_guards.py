@@ -23,11 +23,11 @@ from rpt_core.data.corpus.documents import content_id
 from rpt_core.data.corpus.readers import iter_documents
 from rpt_core.data.shards import Manifest, check_context_cap
 from rpt_core.runtime.errors import RptError
-from rpt_data import sink
-from rpt_data.build import BuildConfig, build
+from rpt_data.build import sink
+from rpt_data.build.pipeline import BuildConfig, build
 from tests.helpers import LETTERS, save_model_dir, tiny_tokenizer
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def write_corpus(path: Path, n: int = 12, seed: int = 0) -> Path:
@@ -182,7 +182,7 @@ def test_top_k_beyond_the_vocabulary_is_refused(proxy, tmp_path):
 
 SLOW_BUILD = textwrap.dedent("""
     import json, sys, time
-    from rpt_data import build as b
+    from rpt_data.build import pipeline as b
     from rpt_core.runtime.errors import RptError
     real = b.choose_val
     def slow(cfg):  # holds the lock for a while, so the two builds overlap

@@ -1,20 +1,19 @@
 """``rpt-data build``: corpus -> proxy-entropy-scored, filtered RPT shards, streaming and resumable.
 
-Documents are processed in fixed blocks of ``block_docs`` in corpus order (``rpt_data.build_blocks``): a
-block is tokenized, scored with one ``ProxyScorer.score`` call (so the proxy's batches, and therefore its
-numbers, depend only on the block), its positions are selected (``rpt_data.positions``) and its rows
-appended to the rank's shard buffers (``rpt_data.sink``). Memory is bounded by one block plus two shards'
-worth of rows, whatever the corpus size. Under ``torchrun`` rank r takes the blocks with
-``b % world == r``; rank 0 merges the counts and writes ``OUT/manifest.json`` last, so its presence marks
-a complete build (``rpt_data.build_summary``: the merged counts, the manifest and the printed summary).
+Documents are processed in fixed blocks of ``block_docs`` in corpus order (``rpt_data.build.blocks``): a block
+is tokenized, scored with one ``ProxyScorer.score`` call (so the proxy's batches, and therefore its numbers,
+depend only on the block), its positions are selected (``rpt_data.build.positions``) and its rows appended to
+the rank's shard buffers (``rpt_data.build.sink``). Memory is bounded by one block plus two shards' worth of
+rows, whatever the corpus size. Under ``torchrun`` rank r takes the blocks with ``b % world == r``; rank 0
+merges the counts and writes ``OUT/manifest.json`` last, so its presence marks a complete build
+(``rpt_data.build.summary``: the merged counts, the manifest and the printed summary).
 
-Reruns: the same config on the same inputs and OUT resumes an interrupted build (or is a no-op when
-complete); a different config, or inputs whose fingerprints (``rpt_core.data.corpus.fingerprint``: size and
-sha256 of every file, the revision of a Hub dataset) changed since, is refused unless ``overwrite``. OUT
-is locked for the build (``rpt_core.runtime.lock``). A rank checkpoints at the end of every block in which
-it wrote a shard (and at least every ``CHECKPOINT_SECONDS``), so a crash costs at most the blocks since.
-The default proxy is the RPT paper's, DeepSeek-R1-Distill-Qwen-1.5B (a Qwen2 model whose byte-level
-vocabulary is Qwen3's).
+Reruns: the same config on the same inputs and OUT resumes an interrupted build (or is a no-op when complete);
+a different config, or inputs whose fingerprints (``rpt_core.data.corpus.fingerprint``: size and sha256 of
+every file, the revision of a Hub dataset) changed since, is refused unless ``overwrite``. OUT is locked for
+the build (``rpt_core.runtime.lock``). A rank checkpoints at the end of every block in which it wrote a shard
+(and at least every ``CHECKPOINT_SECONDS``), so a crash costs at most the blocks since. The default proxy is
+the RPT paper's, DeepSeek-R1-Distill-Qwen-1.5B (a Qwen2 model whose byte-level vocabulary is Qwen3's).
 
 The manifest's counts add up: ``documents_read = documents_used + sum(documents_skipped)`` (reader
 reasons, plus ``too_short`` (< 2 tokens), ``untokenizable`` and ``no_positions`` (nothing survived the
@@ -50,12 +49,12 @@ from rpt_core.runtime.config import check, identity_dict, option, unescape
 from rpt_core.runtime.errors import RptError
 from rpt_core.runtime.lock import output_lock
 from rpt_core.runtime.progress import Progress
-from rpt_data.build_blocks import blocks, process_block
-from rpt_data.build_summary import Summary, make_summary, merge_counts, write_manifest
-from rpt_data.entropy import ProxyScorer
-from rpt_data.positions import SelectionRule, ValChoice, choose_val_docs
-from rpt_data.proxy import ProxyBundle, load_proxy
-from rpt_data.sink import RankState, ShardSink, discard_if_empty, prepare_out, state_path
+from rpt_data.build.blocks import blocks, process_block
+from rpt_data.build.entropy import ProxyScorer
+from rpt_data.build.positions import SelectionRule, ValChoice, choose_val_docs
+from rpt_data.build.proxy import ProxyBundle, load_proxy
+from rpt_data.build.sink import RankState, ShardSink, discard_if_empty, prepare_out, state_path
+from rpt_data.build.summary import Summary, make_summary, merge_counts, write_manifest
 
 DEFAULT_PROXY = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
 CHECKPOINT_SECONDS = 600.0  # also checkpoint when no shard was flushed for this long

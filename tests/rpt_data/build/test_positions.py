@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from rpt_core.data.corpus.documents import Document, content_id
 from rpt_core.text.tokenizer import Tokenizer
-from rpt_data.positions import (
+from rpt_data.build.positions import (
     VAL_MIN_ENTROPY,
     SelectionRule,
     cap_positions,

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
 from rpt_core.runtime.errors import RptError
-from rpt_data.entropy import (
+from rpt_data.build.entropy import (
     ProxyScorer,
     ScorerConfigError,
     expected_tokens,

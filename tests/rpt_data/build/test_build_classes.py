@@ -16,10 +16,10 @@ from rpt_core.data.corpus.readers import iter_documents
 from rpt_core.data.corpus.spans import CLASSES, COMPUTED, COMPUTED_OP, GIVEN, TEXT
 from rpt_core.data.shards import iter_rows, shard_paths
 from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
-from rpt_data.build import BuildConfig, build
+from rpt_data.build.pipeline import BuildConfig, build
 from rpt_data.tokenizer_train import train_tokenizer
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SYNTH = REPO / "data" / "synthmath.jsonl"
 N_DOCS = 12
 
