@@ -33,12 +33,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never reach
 
 import torch
 
+from rpt_core import reward as reward_module
 from rpt_core.data import shards
 from rpt_core.model import Qwen3Config, Qwen3ForCausalLM
 from rpt_core.model.generation import SamplingParams, generate
 from rpt_core.text.prompts import load_template
 from rpt_core.text.tokenizer import Tokenizer
-from rpt_train.rl import reward as reward_module
 from rpt_train.rl import rollout as rollout_module
 from rpt_train.rl.config import TrainConfig
 from rpt_train.rl.trainer import Trainer
