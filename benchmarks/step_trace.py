@@ -18,37 +18,23 @@ from pathlib import Path
 
 import torch
 
-from rpt_train.rl.config import TrainConfig
 from rpt_train.rl.trainer import Trainer
 from tests.helpers import save_model_dir, tiny_tokenizer, write_task_shards
+from tests.helpers.runs import task_config
 
 PACKAGES = ("rpt_core", "rpt_data", "rpt_train")
 TRAINER = "rpt_train.rl.trainer"
+VARIANTS = {  # the tiny task's run (tests.helpers.runs.task_config) plus these options
+    "rpt": {},
+    "rpt-dyn": {"dynamic_sampling": True},
+    "rlp": {"objective": "rlp", "template": "think", "max_new_tokens": 3},
+}
 
 
 def trainer_for(variant: str, root: Path) -> Trainer:
     tok = tiny_tokenizer(think=variant == "rlp")
-    flat = dict(
-        shards=str(write_task_shards(root / "shards", tok)),
-        model=str(save_model_dir(root / "model", tok)),
-        out=str(root / "out"),
-        template="plain",
-        max_steps=2,
-        lr=1e-2,
-        warmup_steps=0,
-        batch_size=4,
-        num_generations=4,
-        micro_batch_size=6,
-        temperature=1.0,
-        save_every=0,
-        sample_every=0,
-        quiet=True,
-    )
-    if variant == "rlp":
-        flat.update(objective="rlp", template="think", max_new_tokens=3)
-    elif variant == "rpt-dyn":
-        flat.update(dynamic_sampling=True)
-    return Trainer(TrainConfig.from_flat(**flat))
+    shards, model = write_task_shards(root / "shards", tok), save_model_dir(root / "model", tok)
+    return Trainer(task_config(shards, model, root / "out", **VARIANTS[variant]))
 
 
 def trace_step(trainer: Trainer) -> tuple[Counter, Counter, int]:
@@ -78,7 +64,7 @@ def trace_step(trainer: Trainer) -> tuple[Counter, Counter, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("variant", nargs="?", default="rpt", choices=("rpt", "rpt-dyn", "rlp"))
+    parser.add_argument("variant", nargs="?", default="rpt", choices=tuple(VARIANTS))
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:

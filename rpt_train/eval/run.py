@@ -40,7 +40,6 @@ from rpt_core.runtime.lock import output_lock
 from rpt_core.runtime.progress import Progress
 from rpt_core.text.chat_template import Chat
 from rpt_core.text.pairing import load_checked
-from rpt_core.text.prompts import load_template
 from rpt_core.text.tokenizer import Tokenizer
 from rpt_train.eval.models import ModelEntry, discover_models
 from rpt_train.eval.report import format_table, plot_report
@@ -118,17 +117,7 @@ class EvalConfig(RolloutOptions):
 
     def settings(self, chat: Chat | None = None) -> EvalSettings:
         """Rollout settings for one model; ``chat`` is that model's own chat format (``Tokenizer.chat``)."""
-        template = load_template(self.template, self.instruction_file, self.answer_tokens, chat)
-        return EvalSettings(
-            template,
-            self.max_prompt_tokens,
-            self.max_new_tokens,
-            self.temperature,
-            self.batch_size,
-            self.seed,
-            self.reward,
-            self.samples,
-        )
+        return self.eval_settings(chat, self.temperature, self.seed, self.samples)
 
 
 def load_rows(cfg: EvalConfig) -> list[dict[str, Any]]:

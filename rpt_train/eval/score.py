@@ -30,7 +30,8 @@ from rpt_core.model.generation import SamplingParams, generate
 from rpt_core.reward import REWARDS, score_rows
 from rpt_core.runtime.config import option
 from rpt_core.runtime.progress import Progress
-from rpt_core.text.prompts import TEMPLATES, PromptTemplate
+from rpt_core.text.chat_template import Chat
+from rpt_core.text.prompts import TEMPLATES, PromptTemplate, load_template
 from rpt_core.text.tokenizer import Tokenizer
 from rpt_train.rl.rollout import RolloutSpec, rollout, sampling_params
 
@@ -120,6 +121,20 @@ class RolloutOptions:
     dtype: str | None = option(
         None, "Model dtype (default: the checkpoint's).", choices=("float32", "bfloat16")
     )
+
+    def eval_settings(self, chat: Chat | None, temperature: float, seed: int, samples: int) -> EvalSettings:
+        """These options as the scorers take them; ``chat`` is the model's own chat format."""
+        template = load_template(self.template, self.instruction_file, self.answer_tokens, chat)
+        return EvalSettings(
+            template,
+            self.max_prompt_tokens,
+            self.max_new_tokens,
+            temperature,
+            self.batch_size,
+            seed,
+            self.reward,
+            samples,
+        )
 
 
 @dataclass

@@ -39,7 +39,6 @@ from rpt_core.runtime.files import write_json_atomic
 from rpt_core.runtime.lock import output_lock
 from rpt_core.runtime.progress import Progress
 from rpt_core.text.pairing import check_model
-from rpt_core.text.prompts import load_template
 from rpt_core.text.tokenizer import Tokenizer
 from rpt_train.eval.score import (
     EvalSettings,
@@ -83,18 +82,8 @@ class PassRateConfig(RolloutOptions):
 
     def settings(self, tok: Tokenizer, chunk: int) -> EvalSettings:
         """Eval's rollout settings for chunk ``chunk`` (its own seed, so chunks are scored independently)."""
-        template = load_template(self.template, self.instruction_file, self.answer_tokens, tok.chat)
         seed = int.from_bytes(hashlib.sha256(f"{self.seed}:{chunk}".encode()).digest()[:6], "little")
-        return EvalSettings(
-            template,
-            self.max_prompt_tokens,
-            self.max_new_tokens,
-            self.temperature,
-            self.batch_size,
-            seed,
-            self.reward,
-            self.samples,
-        )
+        return self.eval_settings(tok.chat, self.temperature, seed, self.samples)
 
 
 def order_key(seed: int, row: dict[str, Any]) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import textwrap
 from functools import partial
 
@@ -13,10 +12,7 @@ import pytest
 import torch
 
 from rpt_core.runtime import distributed as D
-from tests.helpers import tiny_model
-
-TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-
+from tests.helpers import TORCHRUN_ENV, TWO_RANKS, tiny_model
 
 _tiny = partial(tiny_model, 64, None, heads=2, kv_heads=1, head_dim=16, positions=2048)  # unseeded
 
@@ -170,8 +166,7 @@ def test_two_process_gloo(tmp_path):
     script.write_text(SCRIPT)
     env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV}
     env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")  # gloo on CPU even on a GPU machine
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           str(script), str(tmp_path)]  # fmt: skip
+    cmd = [*TWO_RANKS, str(script), str(tmp_path)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-4000:]
     r = [json.loads((tmp_path / f"rank{i}.json").read_text()) for i in range(2)]

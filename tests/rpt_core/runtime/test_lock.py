@@ -13,7 +13,7 @@ import pytest
 
 from rpt_core.runtime.errors import RptError
 from rpt_core.runtime.lock import LOCK_NAME, Holder, OutputLock, output_lock
-from tests.helpers import dead_pid, unwritable_dir, write_lock
+from tests.helpers import TWO_RANKS, dead_pid, unwritable_dir, write_lock
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -145,8 +145,7 @@ def test_under_torchrun_rank_0_locks_and_every_rank_learns_a_refusal(tmp_path):
     script = tmp_path / "ranks.py"
     script.write_text(RANKS)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    cmd = [*launcher, str(script), str(out)]
+    cmd = [*TWO_RANKS, str(script), str(out)]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]

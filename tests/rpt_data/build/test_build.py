@@ -37,6 +37,7 @@ from rpt_data.build.pipeline import BuildConfig, build
 from rpt_data.build.positions import VAL_MIN_ENTROPY, choose_val_docs
 from rpt_data.cli.build import build as build_command
 from tests.conftest import CHAMP, QWEN3_TOKENIZER
+from tests.helpers import TWO_RANKS
 
 REPO = Path(__file__).resolve().parents[3]
 N_DOCS = 24
@@ -508,8 +509,7 @@ def test_two_ranks_make_the_same_rows_as_one(base, work, make_cfg):
     script = work / "rank_run.py"
     script.write_text(RANK_RUN)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    cmd = [*launcher, str(script), json.dumps(make_cfg(out).__dict__)]
+    cmd = [*TWO_RANKS, str(script), json.dumps(make_cfg(out).__dict__)]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-6000:]
     m, ref = Manifest.read(out).to_dict(), Manifest.read(base).to_dict()

@@ -22,6 +22,7 @@ from rpt_train.passrate.selection import (
 from rpt_train.rl.config import TrainConfig
 from rpt_train.rl.trainer import Trainer
 from tests.helpers import save_model_dir, tiny_tokenizer, write_task_shards
+from tests.helpers.runs import task_config
 
 K = 8
 
@@ -109,24 +110,8 @@ def task(tmp_path_factory):
 
 
 def config(task, out, **kw) -> TrainConfig:
-    base = dict(
-        shards=str(task["shards"]),
-        model=str(task["model"]),
-        out=str(out),
-        template="plain",
-        max_steps=3,
-        lr=1e-2,
-        warmup_steps=0,
-        batch_size=4,
-        num_generations=2,
-        micro_batch_size=8,
-        temperature=1.0,
-        save_every=0,
-        sample_every=0,
-        quiet=True,
-        pass_rates=str(task["side"]),
-    )
-    return TrainConfig.from_flat(**{**base, **kw})
+    run = dict(max_steps=3, num_generations=2, micro_batch_size=8, pass_rates=str(task["side"]))
+    return task_config(task["shards"], task["model"], out, **{**run, **kw})
 
 
 def test_a_run_trains_only_on_kept_positions_and_records_the_counts(task, tmp_path):

@@ -34,6 +34,7 @@ from tests.helpers import (
     tiny_tokenizer,
     write_task_shards,
 )
+from tests.helpers.runs import task_config
 
 REPO = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -52,23 +53,8 @@ def task(tmp_path_factory):
 
 
 def config(task, out, **kw) -> TrainConfig:
-    base = dict(
-        shards=str(task["shards"]),
-        model=str(task["model"]),
-        out=str(out),
-        template="plain",
-        max_steps=2,
-        lr=1e-2,
-        warmup_steps=0,
-        batch_size=2,
-        num_generations=2,
-        micro_batch_size=4,
-        temperature=1.0,
-        save_every=0,
-        sample_every=0,
-        quiet=True,
-    )
-    return TrainConfig.from_flat(**{**base, **kw})
+    small = dict(batch_size=2, num_generations=2, micro_batch_size=4)
+    return task_config(task["shards"], task["model"], out, **{**small, **kw})
 
 
 def cli_args(task, out, *extra) -> list[str]:

@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,8 @@ from rpt_train.rl.config import TrainConfig
 from rpt_train.rl.run_setup import lr_factor
 from rpt_train.rl.trainer import Trainer
 from tests.helpers import save_model_dir, tiny_tokenizer, write_task_shards
+from tests.helpers.launch import TWO_RANKS
+from tests.helpers.runs import task_config
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -53,23 +54,7 @@ def task(tmp_path_factory):
 
 
 def config(task, out, **kw) -> TrainConfig:
-    base = dict(
-        shards=str(task["shards"]),
-        model=str(task["model"]),
-        out=str(out),
-        template="plain",
-        max_steps=2,
-        lr=1e-2,
-        warmup_steps=0,
-        batch_size=4,
-        num_generations=4,
-        micro_batch_size=6,
-        temperature=1.0,
-        save_every=0,
-        sample_every=0,
-        quiet=True,
-    )
-    return TrainConfig.from_flat(**{**base, **kw})
+    return task_config(task["shards"], task["model"], out, **kw)
 
 
 def metrics(out) -> list[dict]:
@@ -219,18 +204,7 @@ def test_two_ranks_keep_identical_weights(task, tmp_path):
         "open(f'rank{tr.rank}.txt', 'w').write(f'RANK {tr.rank} {h.hexdigest()} {first} {res.step}')\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        str(script),
-        str(task["shards"]),
-        str(task["model"]),
-        str(tmp_path / "out"),
-    ]
+    cmd = [*TWO_RANKS, str(script), str(task["shards"]), str(task["model"]), str(tmp_path / "out")]
     # A session of its own, so a hang can be ended with every worker torchrun started.
     pipe = subprocess.PIPE
     proc = subprocess.Popen(

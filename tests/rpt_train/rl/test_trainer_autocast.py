@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,10 +19,10 @@ from rpt_train.rl import trainer as trainer_mod
 from rpt_train.rl.config import TrainConfig
 from rpt_train.rl.trainer import Trainer
 from tests.helpers import save_model_dir, think_copy_model, tiny_tokenizer, write_task_shards
+from tests.helpers.launch import TORCHRUN_ENV, TWO_RANKS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 REPO = Path(__file__).resolve().parents[3]
-TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
 @pytest.fixture(scope="module")
@@ -142,18 +141,7 @@ def test_two_fsdp2_ranks_with_a_bfloat16_param_dtype(task, tmp_path):
     script.write_text(FSDP_RUN)
     env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV}
     env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(REPO))
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        str(script),
-        str(task["plain"]),
-        str(task["model"]),
-        str(tmp_path / "out"),
-    ]
+    cmd = [*TWO_RANKS, str(script), str(task["plain"]), str(task["model"]), str(tmp_path / "out")]
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
     errors = [line for line in proc.stderr.splitlines() if "Error" in line and "ChildFailed" not in line]
     assert proc.returncode == 0, "\n".join(errors[-6:]) or proc.stderr[-3000:]

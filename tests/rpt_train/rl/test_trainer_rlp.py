@@ -20,6 +20,7 @@ from rpt_train.rl.checkpoint import load_trainer_state
 from rpt_train.rl.config import TrainConfig
 from rpt_train.rl.trainer import Trainer
 from tests.helpers import save_model_dir, think_copy_model, tiny_tokenizer, write_task_shards
+from tests.helpers.runs import task_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -38,25 +39,9 @@ def task(tmp_path_factory):
 
 
 def config(task, out, **kw) -> TrainConfig:
-    base = dict(
-        shards=str(task["shards"]),
-        model=str(task["model"]),
-        out=str(out),
-        objective="rlp",
-        template="think",
-        max_new_tokens=3,
-        max_steps=2,
-        lr=3e-3,
-        warmup_steps=0,
-        batch_size=8,
-        num_generations=8,
-        micro_batch_size=64,
-        temperature=1.0,
-        save_every=0,
-        sample_every=0,
-        quiet=True,
-    )
-    return TrainConfig.from_flat(**{**base, **kw})
+    rlp = dict(objective="rlp", template="think", max_new_tokens=3, lr=3e-3)
+    sizes = dict(batch_size=8, num_generations=8, micro_batch_size=64)
+    return task_config(task["shards"], task["model"], out, **{**rlp, **sizes, **kw})
 
 
 def metrics(out) -> list[dict]:
